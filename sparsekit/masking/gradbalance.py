@@ -1,0 +1,99 @@
+"""GradBalance: hold the expected density of a relaxed mask near a target by balancing gradients.
+
+Implements the rule of the CTS reference code (ALGORITHMS.md §2.4), for any relaxation whose keep
+probability is pi = sigmoid(theta) of the trained parameter theta (CTS: pi = sigmoid(a); hard-concrete
+gates: pi = P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))):
+
+    K~   = headroom * kappa * d                 (headroom 1.1)
+    e    = c_s * (sum(pi) / K~ - 1)             (c_s = 100)
+    g_sp = (c_s / K~) * pi * (1 - pi)           (= de/dtheta, all >= 0)
+    lam* = ||g_obj|| / ||g_sp|| if e > 0 else 0    (stable norms)
+    lam  = lam* on the first step, then (1 - beta) * lam + beta * lam*   (beta = 0.01)
+    g    = g_obj + lam * g_sp
+
+The Lagrangian variant (``LagrangeBalance``) uses K~ = kappa * d and gradient ascent on lambda.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def stable_norm(v: torch.Tensor) -> torch.Tensor:
+    """2-norm computed as max|v| * ||v / max|v||| (no overflow/underflow for tiny or huge entries)."""
+    scale = v.abs().max().clamp_min(1e-12)
+    return (v / scale).norm() * scale
+
+
+def sparsity_gradient(pi: torch.Tensor, target_count: float, c_s: float) -> torch.Tensor:
+    return (c_s / target_count) * pi * (1 - pi)
+
+
+@dataclass
+class GradBalance:
+    """One-sided gradient balancing with EMA smoothing (the CTS default).
+
+    Example:
+        >>> gb = GradBalance(density=0.1, numel=10)
+        >>> g = gb.step(torch.ones(10), torch.full((10,), 0.5))  # expected density 0.5 > 0.11
+        >>> round(gb.lam, 4) == round(float(stable_norm(torch.ones(10)) / stable_norm(
+        ...     sparsity_gradient(torch.full((10,), 0.5), 1.1, 100.0))), 4)
+        True
+    """
+
+    density: float
+    numel: int
+    headroom: float = 1.1
+    c_s: float = 100.0
+    beta: float = 0.01
+    lam: float | None = None  # None = not yet initialized (the reference's -inf sentinel)
+    last_target_ratio: float = 0.0
+    last_excess: float = 0.0
+
+    @property
+    def target_count(self) -> float:
+        return self.headroom * self.density * self.numel
+
+    def step(self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None) -> torch.Tensor:
+        """Return the combined gradient for the parameters whose keep probabilities are ``pi``.
+
+        ``reduce`` optionally averages a scalar across distributed ranks (lam* is averaged there).
+        """
+        k = self.target_count
+        e = self.c_s * (float(pi.sum()) / k - 1.0)
+        g_sp = sparsity_gradient(pi, k, self.c_s)
+        if e > 0:
+            ratio = float(stable_norm(g_obj) / (stable_norm(g_sp) + 1e-12))
+        else:
+            ratio = 0.0
+        if reduce is not None:
+            ratio = float(reduce(ratio))
+        self.lam = ratio if self.lam is None else (1 - self.beta) * self.lam + self.beta * ratio
+        self.last_target_ratio, self.last_excess = ratio, e
+        return g_obj + self.lam * g_sp
+
+
+@dataclass
+class LagrangeBalance:
+    """Lagrangian multiplier variant: minimize L + lam * e over theta, maximize over lam (SGD)."""
+
+    density: float
+    numel: int
+    lr: float = 1e-3
+    c_s: float = 100.0
+    lam: float = 0.0
+    last_excess: float = 0.0
+
+    @property
+    def target_count(self) -> float:
+        return self.density * self.numel
+
+    def step(self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None) -> torch.Tensor:
+        k = self.target_count
+        e = self.c_s * (float(pi.sum()) / k - 1.0)
+        g = g_obj + self.lam * sparsity_gradient(pi, k, self.c_s)
+        self.lam += self.lr * e  # ascent on lambda; free sign
+        self.last_excess = e
+        return g

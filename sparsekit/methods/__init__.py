@@ -1,0 +1,32 @@
+"""Search methods: how a mask is found.
+
+Adding a method = one new file in this package defining a ``SearchMethod`` subclass decorated with
+``@METHODS.register("name")`` + one import line below. The contract tests in
+tests/unit/test_methods_contract.py then cover it automatically.
+"""
+
+from sparsekit.methods.base import (
+    METHODS,
+    NoOptions,
+    ScoreMethod,
+    SearchContext,
+    SearchMethod,
+    SearchResult,
+    get_method,
+    parse_options,
+)
+
+# registration imports (one line per method file)
+from sparsekit.methods import random as _random  # noqa: F401,E402
+from sparsekit.methods import magnitude as _magnitude  # noqa: F401,E402
+
+__all__ = [
+    "METHODS",
+    "NoOptions",
+    "ScoreMethod",
+    "SearchContext",
+    "SearchMethod",
+    "SearchResult",
+    "get_method",
+    "parse_options",
+]

@@ -1,0 +1,187 @@
+"""The SearchMethod interface, its registry, and the shared exact selection of score methods.
+
+A method receives a ``SearchContext`` (a private copy of the model at theta_K, the data, the prunable
+FQNs, the target sparsity ...) and returns a ``SearchResult`` whose mask has exactly the budgeted
+number of survivors. Methods must not rely on changing the model's weights: the pipeline restores
+theta_K after the search and trains the ticket from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sparsekit.data.bundle import DataBundle
+from sparsekit.errors import UsageError
+from sparsekit.mask import Mask
+from sparsekit.masking.topk import budget_keep, topk_mask
+from sparsekit.registry import Registry
+from sparsekit.train.loop import TrainConfig
+
+log = logging.getLogger("sparsekit")
+
+METHODS: Registry = Registry("method")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+@dataclass
+class SearchContext:
+    """Everything a method may use to find a mask.
+
+    Attributes:
+        model: private copy of the network at theta_K (the method may use it freely).
+        data: the dataset (use the train split only).
+        names: prunable FQNs, in module order.
+        sparsity: target fraction of prunable weights removed, in [0, 1).
+        layerwise: per-layer budgets instead of one global ranking.
+        granularity: "weight" or "channel" (one decision per output channel / neuron).
+        seed: the run seed.
+        train_cfg: the optimizer recipe (iterative methods such as ltr train with it).
+        pretrain_epochs / finetune_epochs: the pipeline budget (ltr retrains per round).
+        run_dir: where diagnostics (search.jsonl, rounds/) may be written; None in pure library use.
+        device: torch device string.
+        dist: optional distributed context (rank, world_size, all_reduce_mean).
+        theta_k: state dict of the model at the rewind point (for rewinding methods).
+        search_epochs: epochs of a learned-mask search (None = the method default).
+        progress: callback for one-line progress messages.
+    """
+
+    model: nn.Module
+    data: DataBundle
+    names: list[str]
+    sparsity: float
+    layerwise: bool = False
+    granularity: str = "weight"
+    seed: int = 0
+    train_cfg: TrainConfig = field(default_factory=TrainConfig)
+    pretrain_epochs: int = 0
+    finetune_epochs: int = 0
+    run_dir: Path | None = None
+    device: str = "cpu"
+    dist: Any = None
+    theta_k: dict[str, torch.Tensor] | None = None
+    search_epochs: int | None = None
+    progress: Callable[[str], None] = lambda msg: log.info(msg)
+
+    def params(self) -> dict[str, nn.Parameter]:
+        p = dict(self.model.named_parameters())
+        return {n: p[n] for n in self.names}
+
+
+@dataclass
+class SearchResult:
+    """The found mask plus method diagnostics (JSON-serializable) for the run metadata."""
+
+    mask: Mask
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SearchMethod:
+    """Base of every search method.
+
+    Subclasses set ``Options`` (a frozen dataclass whose defaults mean "reference behaviour") and
+    implement ``search``. ``granularities`` lists what the method supports.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    granularities: ClassVar[tuple[str, ...]] = ("weight",)
+    #: fine-tune epochs used when the user gives none (None = the pipeline default)
+    default_finetune_epochs: ClassVar[int | None] = None
+    #: True when the method needs data (SynFlow and random/magnitude do not)
+    uses_data: ClassVar[bool] = True
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def search(self, ctx: SearchContext) -> SearchResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ScoreMethod(SearchMethod):
+    """A method that only scores weights; the base does exact (global/layerwise) top-k selection.
+
+    With ``granularity == "channel"`` scores are summed per output channel (dim 0) and whole channels
+    are kept/removed with an exact channel budget.
+    """
+
+    granularities = ("weight", "channel")
+
+    def score(self, ctx: SearchContext) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        scores = self.score(ctx)
+        return SearchResult(select(scores, ctx))
+
+
+def select(scores: dict[str, torch.Tensor], ctx: SearchContext, invert: bool = False) -> Mask:
+    """Exact top-k of scores honoring ctx.layerwise and ctx.granularity (``invert`` keeps the lowest)."""
+    sign = -1.0 if invert else 1.0
+    if ctx.granularity == "channel":
+        # one score per output channel: (out, ...) -> (out,), the mean keeps layers comparable
+        ch = {n: sign * s.detach().double().reshape(s.shape[0], -1).abs().mean(1) for n, s in scores.items()}
+        keep = topk_mask(ch, ctx.sparsity, layerwise=ctx.layerwise)
+        for n, k in keep.items():
+            if not k.any():  # never remove every channel of a layer: the network would be cut
+                k[ch[n].argmax()] = True
+        return Mask(
+            {n: k.reshape(-1, *([1] * (scores[n].dim() - 1))).expand_as(scores[n]).clone() for n, k in keep.items()}
+        )
+    return Mask(topk_mask({n: sign * s.detach().double() for n, s in scores.items()}, ctx.sparsity, ctx.layerwise))
+
+
+def get_method(name: str, options: dict[str, Any] | None = None) -> SearchMethod:
+    cls = METHODS.get(name)
+    return cls(parse_options(cls.Options, options or {}, f"--method {name}"))
+
+
+def parse_options(cls: type, raw: dict[str, Any], where: str) -> Any:
+    """Build a frozen options dataclass from a dict; unknown keys are errors naming the valid ones."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        k = key.replace("-", "_")
+        if k not in fields:
+            valid = ", ".join(sorted(fields)) or "none"
+            raise UsageError(f"{where} has no option {key!r} (valid: {valid})")
+        kwargs[k] = _coerce(value, fields[k], where)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise UsageError(f"{where}: option {f.name} expects {type(default).__name__}, got {value!r}") from None
+    return value
+
+
+def keep_count(ctx: SearchContext) -> int:
+    total = sum(ctx.model.get_parameter(n).numel() for n in ctx.names)
+    return budget_keep(total, ctx.sparsity)

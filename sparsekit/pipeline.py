@@ -1,0 +1,368 @@
+"""The prune pipeline: pretrain K epochs -> search the mask at theta_K -> fine-tune E epochs -> evaluate.
+
+Every stage records its completion in run.json after its files are written, so an interrupted run
+never looks complete, and rerunning the same configuration skips the stages already done.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsekit import paths
+from sparsekit._io import append_jsonl
+from sparsekit.data.bundle import DataBundle, load_dataset
+from sparsekit.errors import ArtifactError, UsageError
+from sparsekit.mask import Mask, sparsity_of
+from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
+from sparsekit.methods import METHODS, SearchContext, get_method
+from sparsekit.models.init import apply_weight_init
+from sparsekit.models.registry import ModelSpec, build_model, default_policy
+from sparsekit.ticket import SCHEMA_VERSION, Ticket, library_versions, load_state, save_state, write_meta
+from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
+
+log = logging.getLogger("sparsekit")
+
+DEFAULT_PRETRAIN_EPOCHS = 1
+DEFAULT_FINETUNE_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Configuration of one ``prune`` run (every CLI option of ``sparsekit prune``)."""
+
+    model: str = field(metadata={"help": "registered model, tv:NAME, pkg.mod:factory or file.py:factory"})
+    data: str = field(metadata={"help": "dataset spec (fashion-mnist, mnist, cifar10, imagefolder:PATH, synthetic)"})
+    method: str = field(metadata={"help": "search method"})
+    sparsity: float = field(metadata={"help": "fraction of prunable weights removed, 0 <= s < 1"})
+    out: str = field(metadata={"help": "run directory"})
+    seed: int = field(default=0, metadata={"help": "seed for init, data order and the search"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    pretrain_epochs: int = field(default=DEFAULT_PRETRAIN_EPOCHS, metadata={"help": "dense epochs before the search (rewind point K)"})
+    finetune_epochs: int | None = field(default=None, metadata={"help": "ticket training epochs (None: method default)"})
+    search_epochs: int | None = field(default=None, metadata={"help": "epochs of a learned-mask search (None: method default)"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    lr: float = field(default=0.1, metadata={"help": "SGD learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    data_dir: str | None = field(default=None, metadata={"help": "where dataset files are"})
+    download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
+    layerwise: bool = field(default=False, metadata={"help": "per-layer budgets instead of global"})
+    granularity: str = field(default="weight", metadata={"help": "weight or channel"})
+    include: tuple[str, ...] = field(default=("*",), metadata={"help": "FQN patterns of prunable weights"})
+    exclude: tuple[str, ...] | None = field(default=None, metadata={"help": "FQN patterns left dense (None: model default)"})
+    weight_init: str = field(default="default", metadata={"help": "default, kaiming-normal, signed-kaiming-constant, uniform"})
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
+    dense_reference: bool = field(default=True, metadata={"help": "also train the dense model with the same budget"})
+    force: bool = field(default=False, metadata={"help": "redo completed stages"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sparsity, (int, float)) or not math.isfinite(self.sparsity) or not 0 <= self.sparsity < 1:
+            raise UsageError(f"--sparsity must be a number in [0, 1), got {self.sparsity!r}")
+        for name in ("pretrain_epochs", "finetune_epochs", "search_epochs"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+        if self.granularity not in ("weight", "channel"):
+            raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UsageError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("--device cuda requested but CUDA is not available on this machine")
+        METHODS.get(self.method)  # unknown method -> UsageError with "did you mean"
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(self.lr, self.momentum, self.weight_decay, self.batch_size, 0.0, self.device)
+
+    def policy(self) -> PrunePolicy:
+        exclude = self.exclude if self.exclude is not None else default_policy(self.model).exclude
+        return PrunePolicy(tuple(self.include), tuple(exclude))
+
+    def resolved_finetune_epochs(self) -> int:
+        if self.finetune_epochs is not None:
+            return self.finetune_epochs
+        default = METHODS.get(self.method).default_finetune_epochs
+        return DEFAULT_FINETUNE_EPOCHS if default is None else default
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the result (a rerun with the same identity may resume)."""
+        d = asdict(self)
+        for k in ("out", "force", "data_dir", "download", "device"):
+            d.pop(k)
+        d["include"], d["exclude"] = list(self.policy().include), list(self.policy().exclude)
+        return d
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+class _Stages:
+    """Per-stage completion bookkeeping inside run.json."""
+
+    def __init__(self, out: Path, meta: dict[str, Any]) -> None:
+        self.out, self.meta = out, meta
+
+    def done(self, name: str) -> bool:
+        return bool(self.meta["stages"].get(name, {}).get("complete"))
+
+    def finish(self, name: str, **info: Any) -> None:
+        self.meta["stages"][name] = {"complete": True, **info}
+        write_meta(self.out, self.meta)
+
+
+def _start_meta(cfg: PruneConfig, out: Path, spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "complete": False,
+        "model": spec.to_dict(),
+        "data": {"name": cfg.data},
+        "method": {"name": cfg.method, "options": dict(cfg.method_options)},
+        "config": cfg.identity(),
+        "seed": cfg.seed,
+        "target_sparsity": cfg.sparsity,
+        "stages": {},
+        "timings": {},
+        "metrics": {},
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _existing_meta(cfg: PruneConfig, out: Path) -> dict[str, Any] | None:
+    """Meta of a previous run of the same configuration in ``out`` (None: start fresh)."""
+    if not paths.run_json(out).exists():
+        if out.exists() and any(p.name != ".write-probe" for p in out.iterdir()):
+            raise UsageError(f"--out {out} exists and is not a sparsekit run; choose an empty directory")
+        return None
+    if cfg.force:
+        return None
+    try:
+        meta = Ticket.load(out, require_complete=False).meta
+    except ArtifactError:
+        return None
+    if meta.get("config") != cfg.identity():
+        raise UsageError(f"--out {out} holds a run with a different configuration; pass --force to overwrite it")
+    return meta
+
+
+def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) -> dict[str, Any]:
+    """Run the whole pipeline and return the result summary (also stored in run.json).
+
+    Example:
+        >>> prune(PruneConfig("lenet300", "synthetic", "magnitude", 0.9, "runs/x"))  # doctest: +SKIP
+    """
+    out = Path(cfg.out)
+    is_main = getattr(dist, "rank", 0) == 0
+    if is_main:
+        _check_writable(out)
+    if data is None:
+        data = load_dataset(cfg.data, cfg.data_dir, cfg.download)
+    spec = ModelSpec(cfg.model, data.in_shape, data.num_classes)
+    tcfg = cfg.train_config()
+    method = get_method(cfg.method, cfg.method_options)
+    if cfg.granularity not in method.granularities:
+        raise UsageError(
+            f"--method {cfg.method} supports --granularity {'/'.join(method.granularities)}, not {cfg.granularity!r}"
+        )
+    meta = _existing_meta(cfg, out) if is_main else None
+    if meta is not None and meta.get("complete"):
+        log.info("run %s is already complete; nothing to do (use --force to redo it)", out)
+        return meta["result"]
+    if meta is None:
+        meta = _start_meta(cfg, out, spec)
+        if is_main:
+            for stale in (paths.final_weights(out), paths.dense_weights(out), paths.metrics_log(out), paths.search_log(out)):
+                stale.unlink(missing_ok=True)
+            write_meta(out, meta)
+    stages = _Stages(out, meta)
+
+    def log_epoch(rec: dict) -> None:
+        log.info("%s epoch %d: loss %.4f (%.1fs)", rec["stage"], rec["epoch"], rec["train_loss"], rec["seconds"])
+        if is_main:
+            append_jsonl(paths.metrics_log(out), rec)
+
+    # 1. dense model at the rewind point theta_K
+    model = build_model(spec, seed=cfg.seed)
+    names = list(prunable_tensors(model, cfg.policy()))
+    apply_weight_init(model, names, cfg.weight_init, cfg.seed)
+    if stages.done("pretrain"):
+        load_state(model, Ticket(out, meta).state("theta_k"), str(out))
+    else:
+        t0 = time.perf_counter()
+        train_epochs(model, data, tcfg, cfg.pretrain_epochs, seed=cfg.seed, on_epoch=log_epoch, stage="pretrain", ddp=dist)
+        secs = time.perf_counter() - t0
+        if is_main:
+            save_state(paths.theta_k(out), model)
+        meta["timings"]["pretrain_s"] = secs
+        meta["metrics"]["accuracy_at_theta_k"] = evaluate(model, data, device=cfg.device)["accuracy"]
+        if is_main:
+            stages.finish("pretrain", epochs=cfg.pretrain_epochs)
+    theta_k = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    # 2. search the mask at theta_K (on a private copy; theta_K is restored afterwards)
+    if stages.done("search"):
+        mask = Mask.load(paths.mask(out))
+    else:
+        ctx = SearchContext(
+            model=copy.deepcopy(model),
+            data=data,
+            names=names,
+            sparsity=cfg.sparsity,
+            layerwise=cfg.layerwise,
+            granularity=cfg.granularity,
+            seed=cfg.seed,
+            train_cfg=tcfg,
+            pretrain_epochs=cfg.pretrain_epochs,
+            finetune_epochs=cfg.resolved_finetune_epochs(),
+            run_dir=out if is_main else None,
+            device=cfg.device,
+            dist=dist,
+            theta_k=theta_k,
+            search_epochs=cfg.search_epochs,
+        )
+        t0 = time.perf_counter()
+        result = method.search(ctx)
+        secs = time.perf_counter() - t0
+        mask = result.mask
+        mask.validate(model)
+        meta["timings"]["search_s"] = secs
+        meta["method"]["info"] = result.info
+        if is_main:
+            mask.save(paths.mask(out))
+            stages.finish("search")
+    load_state(model, theta_k, "theta_k")
+    if "accuracy_before_finetune" not in meta["metrics"]:
+        probe = copy.deepcopy(model)
+        mask.apply(probe)
+        meta["metrics"]["accuracy_before_finetune"] = evaluate(probe, data, device=cfg.device)["accuracy"]
+
+    # 3. fine-tune the ticket from theta_K with the mask held exactly
+    epochs = cfg.resolved_finetune_epochs()
+    if stages.done("finetune"):
+        load_state(model, Ticket(out, meta).state("final"), str(out))
+    else:
+        t0 = time.perf_counter()
+        train_epochs(model, data, tcfg, epochs, mask=mask, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
+                     on_epoch=log_epoch, stage="finetune", ddp=dist)
+        mask.apply(model)
+        meta["timings"]["finetune_s"] = time.perf_counter() - t0
+        if is_main:
+            save_state(paths.final_weights(out), model)
+            stages.finish("finetune", epochs=epochs)
+    meta["metrics"]["accuracy"] = evaluate(model, data, device=cfg.device)["accuracy"]
+    measured = sparsity_of(model, names)
+
+    # 4. dense reference: same starting weights, same budget, no mask
+    if cfg.dense_reference and not stages.done("dense"):
+        dense = build_model(spec, seed=cfg.seed)
+        load_state(dense, theta_k, "theta_k")
+        t0 = time.perf_counter()
+        train_epochs(dense, data, tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
+                     on_epoch=log_epoch, stage="dense", ddp=dist)
+        meta["timings"]["dense_s"] = time.perf_counter() - t0
+        meta["metrics"]["dense_accuracy"] = evaluate(dense, data, device=cfg.device)["accuracy"]
+        if is_main:
+            save_state(paths.dense_weights(out), dense)
+            stages.finish("dense", epochs=epochs)
+
+    t = meta["timings"]
+    t["ticket_total_s"] = t.get("pretrain_s", 0.0) + t.get("search_s", 0.0) + t.get("finetune_s", 0.0)
+    meta["sparsity"] = measured
+    meta["mask_sha256"] = mask.sha256()
+    meta["layers"] = mask.layer_stats()
+    meta["result"] = {
+        "out": str(out),
+        "model": cfg.model,
+        "data": cfg.data,
+        "method": cfg.method,
+        "target_sparsity": cfg.sparsity,
+        "sparsity": measured,
+        "accuracy": meta["metrics"]["accuracy"],
+        "accuracy_before_finetune": meta["metrics"]["accuracy_before_finetune"],
+        "dense_accuracy": meta["metrics"].get("dense_accuracy"),
+        "mask_sha256": meta["mask_sha256"],
+        "timings": dict(t),
+        "search_info": meta["method"].get("info", {}),
+    }
+    meta["complete"] = True
+    if is_main:
+        write_meta(out, meta)
+    return meta["result"]
+
+
+def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | None = None,
+             dense_reference: bool = True) -> dict[str, Any]:
+    """Re-train an existing ticket from theta_K for ``epochs`` (default: the run's budget).
+
+    The dense reference is retrained with the same budget so the comparison stays fair.
+    """
+    ticket = Ticket.load(run_dir)
+    meta = ticket.meta
+    cfg_d = meta["config"]
+    if epochs is None:
+        epochs = meta["stages"]["finetune"]["epochs"]
+    if epochs < 0:
+        raise UsageError(f"--epochs must be >= 0, got {epochs}")
+    data = load_dataset(meta["data"]["name"], data_dir)
+    tcfg = TrainConfig(cfg_d["lr"], cfg_d["momentum"], cfg_d["weight_decay"], cfg_d["batch_size"])
+    out = Path(run_dir)
+    mask = ticket.mask()
+    seed = meta["seed"]
+    first = cfg_d["pretrain_epochs"]
+    meta["complete"] = False
+    write_meta(out, meta)
+
+    model = ticket.materialize("theta_k")
+    t0 = time.perf_counter()
+    train_epochs(model, data, tcfg, epochs, mask=mask, seed=seed, first_epoch=first, stage="finetune")
+    mask.apply(model)
+    meta["timings"]["finetune_s"] = time.perf_counter() - t0
+    save_state(paths.final_weights(out), model)
+    meta["stages"]["finetune"] = {"complete": True, "epochs": epochs}
+    meta["metrics"]["accuracy"] = evaluate(model, data)["accuracy"]
+    if dense_reference and meta["stages"].get("dense", {}).get("epochs") != epochs:
+        dense = _theta_k_dense(ticket)
+        t0 = time.perf_counter()
+        train_epochs(dense, data, tcfg, epochs, seed=seed, first_epoch=first, stage="dense")
+        meta["timings"]["dense_s"] = time.perf_counter() - t0
+        save_state(paths.dense_weights(out), dense)
+        meta["stages"]["dense"] = {"complete": True, "epochs": epochs}
+        meta["metrics"]["dense_accuracy"] = evaluate(dense, data)["accuracy"]
+    t = meta["timings"]
+    t["ticket_total_s"] = t.get("pretrain_s", 0.0) + t.get("search_s", 0.0) + t.get("finetune_s", 0.0)
+    meta["sparsity"] = sparsity_of(model, mask.names)
+    meta["result"].update(
+        accuracy=meta["metrics"]["accuracy"],
+        dense_accuracy=meta["metrics"].get("dense_accuracy"),
+        sparsity=meta["sparsity"],
+        timings=dict(t),
+    )
+    meta["complete"] = True
+    write_meta(out, meta)
+    return meta["result"]
+
+
+def _theta_k_dense(ticket: Ticket) -> torch.nn.Module:
+    model = build_model(ticket.spec, seed=0)
+    load_state(model, ticket.state("theta_k"), str(ticket.run_dir))
+    return model
+
+
+def config_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(PruneConfig))
+
