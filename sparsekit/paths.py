@@ -53,3 +53,13 @@ def checkpoint_meta(run_dir: Path, stage: str) -> Path:
 
 def converted(run_dir: Path, fmt: str) -> Path:
     return Path(run_dir) / "converted" / fmt
+
+
+def converted_weights(run_dir: Path, fmt: str) -> Path:
+    """Weights of a converted model (safetensors; structured: the smaller architecture's state)."""
+    return converted(run_dir, fmt) / "weights.safetensors"
+
+
+def converted_meta(run_dir: Path, fmt: str) -> Path:
+    """Format, options, rebuild plan and conversion report (JSON, written last)."""
+    return converted(run_dir, fmt) / "format.json"

@@ -168,8 +168,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     """
     out = Path(cfg.out)
     is_main = getattr(dist, "rank", 0) == 0
-    if is_main:
-        _check_writable(out)
+    # validate every input before anything is written
     if data is None:
         data = load_dataset(cfg.data, cfg.data_dir, cfg.download)
     spec = ModelSpec(cfg.model, data.in_shape, data.num_classes)
@@ -179,6 +178,11 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         raise UsageError(
             f"--method {cfg.method} supports --granularity {'/'.join(method.granularities)}, not {cfg.granularity!r}"
         )
+    model = build_model(spec, seed=cfg.seed)
+    names = list(prunable_tensors(model, cfg.policy()))
+    apply_weight_init(model, names, cfg.weight_init, cfg.seed)
+    if is_main:
+        _check_writable(out)
     meta = _existing_meta(cfg, out) if is_main else None
     if meta is not None and meta.get("complete"):
         log.info("run %s is already complete; nothing to do (use --force to redo it)", out)
@@ -197,9 +201,6 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
             append_jsonl(paths.metrics_log(out), rec)
 
     # 1. dense model at the rewind point theta_K
-    model = build_model(spec, seed=cfg.seed)
-    names = list(prunable_tensors(model, cfg.policy()))
-    apply_weight_init(model, names, cfg.weight_init, cfg.seed)
     if stages.done("pretrain"):
         load_state(model, Ticket(out, meta).state("theta_k"), str(out))
     else:
@@ -215,6 +216,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     theta_k = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     # 2. search the mask at theta_K (on a private copy; theta_K is restored afterwards)
+    state_updates: dict[str, torch.Tensor] = {}
     if stages.done("search"):
         mask = Mask.load(paths.mask(out))
     else:
@@ -238,7 +240,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         t0 = time.perf_counter()
         result = method.search(ctx)
         secs = time.perf_counter() - t0
-        mask = result.mask
+        mask, state_updates = result.mask, result.state_updates
         mask.validate(model)
         meta["timings"]["search_s"] = secs
         meta["method"]["info"] = result.info
@@ -246,6 +248,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
             mask.save(paths.mask(out))
             stages.finish("search")
     load_state(model, theta_k, "theta_k")
+    model.load_state_dict(state_updates, strict=False)  # e.g. BN statistics of the masked network
     if "accuracy_before_finetune" not in meta["metrics"]:
         probe = copy.deepcopy(model)
         mask.apply(probe)

@@ -19,7 +19,7 @@ def make_synthetic(
     n_train: int = 2048,
     n_test: int = 512,
     seed: int = 1234,
-    noise: float = 1.0,
+    noise: float = 4.0,
 ) -> DataBundle:
     g = torch.Generator().manual_seed(seed)
     protos = torch.randn(num_classes, *in_shape, generator=g)

@@ -2,11 +2,12 @@
 
 Implements the rule of the CTS reference code (ALGORITHMS.md §2.4), for any relaxation whose keep
 probability is pi = sigmoid(theta) of the trained parameter theta (CTS: pi = sigmoid(a); hard-concrete
-gates: pi = P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))):
+gates: pi = P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))); other keep probabilities
+(Gaussian gates: pi = Phi((mu + 0.5) / sigma)) pass their derivative ``dpi`` to ``step``:
 
     K~   = headroom * kappa * d                 (headroom 1.1)
     e    = c_s * (sum(pi) / K~ - 1)             (c_s = 100)
-    g_sp = (c_s / K~) * pi * (1 - pi)           (= de/dtheta, all >= 0)
+    g_sp = (c_s / K~) * pi * (1 - pi)           (= de/dtheta, all >= 0; (c_s / K~) * dpi in general)
     lam* = ||g_obj|| / ||g_sp|| if e > 0 else 0    (stable norms)
     lam  = lam* on the first step, then (1 - beta) * lam + beta * lam*   (beta = 0.01)
     g    = g_obj + lam * g_sp
@@ -56,14 +57,18 @@ class GradBalance:
     def target_count(self) -> float:
         return self.headroom * self.density * self.numel
 
-    def step(self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None) -> torch.Tensor:
+    def step(
+        self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None, dpi: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Return the combined gradient for the parameters whose keep probabilities are ``pi``.
 
         ``reduce`` optionally averages a scalar across distributed ranks (lam* is averaged there).
+        ``dpi`` is d pi / d theta for relaxations whose keep probability is not a sigmoid of the
+        parameter (e.g. Phi for Gaussian gates); None means pi * (1 - pi) (the sigmoid case).
         """
         k = self.target_count
         e = self.c_s * (float(pi.sum()) / k - 1.0)
-        g_sp = sparsity_gradient(pi, k, self.c_s)
+        g_sp = sparsity_gradient(pi, k, self.c_s) if dpi is None else (self.c_s / k) * dpi
         if e > 0:
             ratio = float(stable_norm(g_obj) / (stable_norm(g_sp) + 1e-12))
         else:

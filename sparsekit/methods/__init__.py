@@ -19,6 +19,9 @@ from sparsekit.methods.base import (
 # registration imports (one line per method file)
 from sparsekit.methods import random as _random  # noqa: F401,E402
 from sparsekit.methods import magnitude as _magnitude  # noqa: F401,E402
+from sparsekit.methods import cts as _cts  # noqa: F401,E402
+from sparsekit.methods import gates as _gates  # noqa: F401,E402
+from sparsekit.methods import edge_popup as _edge_popup  # noqa: F401,E402
 
 __all__ = [
     "METHODS",

@@ -81,10 +81,15 @@ class SearchContext:
 
 @dataclass
 class SearchResult:
-    """The found mask plus method diagnostics (JSON-serializable) for the run metadata."""
+    """The found mask plus method diagnostics (JSON-serializable) for the run metadata.
+
+    ``state_updates`` holds buffers the pipeline loads into the ticket after restoring theta_K
+    (e.g. BN running statistics recomputed for the masked network by strong-ticket methods).
+    """
 
     mask: Mask
     info: dict[str, Any] = field(default_factory=dict)
+    state_updates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SearchMethod:

@@ -1,0 +1,40 @@
+# sparsekit developer entry points. Every target creates/uses .venv and is safe to rerun.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv data demo test lint bench-tickets bench-slt bench-deploy clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data:
+	@bash scripts/get_data.sh
+
+demo: $(STAMP) data
+	$(PY) examples/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(PY) -m ruff check sparsekit tests
+
+bench-tickets: $(STAMP) data
+	$(PY) benchmarks/bench_tickets.py
+
+bench-slt: $(STAMP) data
+	$(PY) benchmarks/bench_slt.py
+
+bench-deploy: $(STAMP) data
+	$(PY) benchmarks/bench_deploy.py
+
+clean:
+	rm -rf .demo .bench runs

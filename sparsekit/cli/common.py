@@ -1,0 +1,118 @@
+"""Shared CLI plumbing: global flags, error -> exit code mapping, JSON output, logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from sparsekit._io import write_json
+from sparsekit.errors import SparsekitError, UsageError
+
+T = TypeVar("T")
+
+
+class _State:
+    debug = False
+    quiet = False
+
+
+state = _State()
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (CliRunner swaps it per invocation)."""
+
+    _sparsekit = True
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
+def setup_logging() -> None:
+    level = logging.WARNING if state.quiet else logging.INFO
+    logger = logging.getLogger("sparsekit")
+    logger.setLevel(logging.DEBUG if state.debug else level)
+    if not any(getattr(h, "_sparsekit", False) for h in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def run(fn: Callable[[], T]) -> T:
+    """Call a library function; SparsekitError -> one stderr line + its exit code (1 or 2)."""
+    setup_logging()
+    try:
+        return fn()
+    except SparsekitError as exc:
+        if state.debug:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # an unexpected bug: still one line unless --debug
+        if state.debug:
+            traceback.print_exc()
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"error: internal error {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+def emit_json(obj: Any, dest: str | None) -> None:
+    """Write JSON to a file (atomically) or to stdout with ``-``."""
+    if dest is None:
+        return
+    if dest == "-":
+        typer.echo(json.dumps(obj, indent=2, default=str))
+        return
+    path = Path(dest)
+    try:
+        write_json(path, obj)
+    except OSError as exc:
+        raise UsageError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+
+
+def parse_csv(value: str, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise UsageError(f"{what} must not be empty")
+    return items
+
+
+def parse_ints(value: str, what: str, minimum: int = 1) -> list[int]:
+    out = []
+    for v in parse_csv(value, what):
+        try:
+            n = int(v)
+        except ValueError:
+            raise UsageError(f"{what} must be integers, got {v!r}") from None
+        if n < minimum:
+            raise UsageError(f"{what} must be >= {minimum}, got {n}")
+        out.append(n)
+    return out
+
+
+def parse_kv(pairs: list[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} expects KEY=VALUE, got {p!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,33 @@
+"""Entry point: ``sparsekit`` = the Typer app with every command module registered."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sparsekit.cli.app import app
+from sparsekit.cli.common import state
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and results")] = False,
+) -> None:
+    state.debug, state.quiet = state.debug or debug, state.quiet or quiet
+
+
+# command modules (one line per command)
+from sparsekit.cli import prune as _prune  # noqa: E402,F401
+from sparsekit.cli import finetune as _finetune  # noqa: E402,F401
+from sparsekit.cli import info as _info  # noqa: E402,F401
+from sparsekit.cli import list_cmd as _list  # noqa: E402,F401
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

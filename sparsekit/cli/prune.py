@@ -1,0 +1,82 @@
+"""``sparsekit prune``: search a ticket, fine-tune it, evaluate it against the dense model."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import typer
+
+from sparsekit.cli.app import app
+from sparsekit.cli.common import emit_json, parse_kv, run
+from sparsekit.errors import UsageError
+
+
+def parse_sparsity(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        raise UsageError(f"--sparsity must be a number in [0, 1), got {value!r}") from None
+    if not math.isfinite(s) or not 0 <= s < 1:
+        raise UsageError(f"--sparsity must be in [0, 1), got {value}")
+    return s
+
+
+@app.command("prune")
+def prune_cmd(
+    model: Annotated[str, typer.Option(help="registered model, tv:NAME, pkg.mod:factory or file.py:factory")],
+    data: Annotated[str, typer.Option(help="fashion-mnist, mnist, cifar10, imagefolder:PATH, synthetic")],
+    method: Annotated[str, typer.Option(help="search method (sparsekit list methods)")],
+    sparsity: Annotated[str, typer.Option(help="fraction of prunable weights removed, 0 <= s < 1")],
+    out: Annotated[str, typer.Option(help="run directory to write")],
+    seed: Annotated[int, typer.Option(help="seed for init, data order and search")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    pretrain_epochs: Annotated[int, typer.Option(help="dense epochs before the search (rewind point K)")] = 1,
+    finetune_epochs: Annotated[int | None, typer.Option(help="ticket training epochs [default: 3; 0 for gates/edge-popup]")] = None,
+    search_epochs: Annotated[int | None, typer.Option(help="epochs of a learned-mask search (cts, gates, edge-popup)")] = None,
+    batch_size: Annotated[int, typer.Option(help="training batch size")] = 128,
+    lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.1,
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay")] = 1e-4,
+    data_dir: Annotated[str | None, typer.Option(help="directory holding the dataset files")] = None,
+    download: Annotated[bool, typer.Option("--download/--no-download", help="allow torchvision downloads")] = False,
+    layerwise: Annotated[bool, typer.Option("--layerwise/--global", help="per-layer budgets instead of one global ranking")] = False,
+    granularity: Annotated[str, typer.Option(help="weight or channel (whole output channels)")] = "weight",
+    include: Annotated[list[str] | None, typer.Option(help="FQN pattern of prunable weights (repeatable)")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="FQN pattern left dense (repeatable)")] = None,
+    weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, uniform")] = "default",
+    objective: Annotated[str | None, typer.Option(help="cts objective: kl, ce, fkl, msefeature")] = None,
+    balance: Annotated[str | None, typer.Option(help="cts sparsity control: gradbalance or lagrange")] = None,
+    relaxation: Annotated[str | None, typer.Option(help="gates relaxation: hard-concrete or gaussian")] = None,
+    opt: Annotated[list[str] | None, typer.Option(help="method option KEY=VALUE (repeatable)")] = None,
+    dense: Annotated[bool, typer.Option("--dense/--no-dense", help="also train the dense reference with the same budget")] = True,
+    force: Annotated[bool, typer.Option("--force", help="redo completed stages of an existing run")] = False,
+    json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
+) -> None:
+    """Search a ticket near initialization, fine-tune it with its mask held exactly, evaluate it."""
+    from sparsekit.pipeline import PruneConfig, prune
+
+    def go() -> dict:
+        options = parse_kv(opt, "--opt")
+        for key, value in (("objective", objective), ("balance", balance), ("relaxation", relaxation)):
+            if value is not None:
+                options[key] = value
+        cfg = PruneConfig(
+            model=model, data=data, method=method, sparsity=parse_sparsity(sparsity), out=out, seed=seed,
+            device=device, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
+            search_epochs=search_epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+            weight_decay=weight_decay, data_dir=data_dir, download=download, layerwise=layerwise,
+            granularity=granularity, include=tuple(include or ("*",)),
+            exclude=tuple(exclude) if exclude else None, weight_init=weight_init,
+            method_options=options, dense_reference=dense, force=force,
+        )
+        result = prune(cfg)
+        emit_json(result, json_out)
+        return result
+
+    r = run(go)
+    dense_txt = f", dense {r['dense_accuracy']:.4f}" if r.get("dense_accuracy") is not None else ""
+    typer.echo(
+        f"{r['method']} ticket: sparsity {r['sparsity']:.4%} (target {r['target_sparsity']:.4%}), "
+        f"accuracy {r['accuracy']:.4f}{dense_txt}, {r['timings']['ticket_total_s']:.1f}s -> {r['out']}"
+    )

@@ -1,0 +1,148 @@
+"""edge-popup (Ramanujan et al., CVPR 2020; ALGORITHMS.md §4.7): strong tickets by score top-k.
+
+Every prunable weight gets a real score s; each forward keeps, per layer, the top-k fraction of |s|
+(exactly ``budget_keep(d_l, sparsity)`` weights) and the backward pass sends the gradient w.r.t. the
+binary mask straight through to the scores. Weights stay frozen; SGD (lr 0.1, cosine, momentum 0.9,
+weight decay 1e-4) trains the scores only. Intended with ``--weight-init signed-kaiming-constant``.
+
+Deviations from the reference code: the cosine schedule is per step rather than per epoch (short
+searches still anneal); the model's own BN is used in batch-statistics mode during the search
+(the reference uses non-affine BN) and its running statistics are recomputed for the final mask
+(returned in ``state_updates``), exactly as for ``gates``; the final mask is re-selected with the
+toolkit's exact, deterministic per-layer top-k (``select`` with layerwise forced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsekit import paths
+from sparsekit._io import append_jsonl
+from sparsekit.errors import TrainingDivergedError, UsageError
+from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
+from sparsekit.masking.masked_forward import freeze, masked_call
+from sparsekit.masking.topk import budget_keep
+from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, select
+
+DEFAULT_SEARCH_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options of ``--method edge-popup`` (defaults = the reference small-scale config)."""
+
+    lr: float = field(default=0.1, metadata={"help": "SGD learning rate of the scores (cosine to 0)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay on the scores"})
+    batch_size: int = field(default=0, metadata={"help": "search batch size (0 = the run's --batch-size)"})
+    bn_batches: int = field(default=50, metadata={"help": "batches used to recompute BN statistics"})
+    log_every: int = field(default=10, metadata={"help": "steps between search.jsonl records"})
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"edge-popup option lr must be a positive number, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise UsageError("edge-popup options momentum and weight_decay must be >= 0")
+        if self.batch_size < 0 or self.bn_batches < 0 or self.log_every <= 0:
+            raise UsageError("edge-popup options batch_size, bn_batches must be >= 0 and log_every > 0")
+
+
+class _TopKStraightThrough(torch.autograd.Function):
+    """Forward: 0/1 mask of the k largest entries. Backward: identity (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, k: int) -> torch.Tensor:  # noqa: ARG004
+        out = torch.zeros_like(scores)
+        flat = out.view(-1)
+        if k > 0:
+            flat[torch.topk(scores.reshape(-1), k, sorted=False).indices] = 1.0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ARG004
+        return grad, None
+
+
+def _init_scores(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """kaiming_uniform(a=sqrt(5)) of the weight's shape (PyTorch's default layer init)."""
+    s = torch.empty(w.shape, dtype=torch.float32)
+    nn.init.kaiming_uniform_(s, a=math.sqrt(5), generator=g)
+    return s
+
+
+@METHODS.register("edge-popup", help="strong tickets: per-layer top-k of learned scores over frozen weights")
+class EdgePopupMethod(SearchMethod):
+    """Train scores over frozen weights; the per-layer top-k of |scores| is the mask."""
+
+    Options = Options
+    default_finetune_epochs = 0
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        o: Options = self.options
+        device = torch.device(ctx.device)
+        model = ctx.model.to(device)
+        freeze(model)
+        set_bn_train(model)
+        g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 29)
+        params = ctx.params()
+        scores = {n: nn.Parameter(_init_scores(w, g).to(device)) for n, w in params.items()}
+        keep = {n: budget_keep(w.numel(), ctx.sparsity) for n, w in params.items()}
+        opt = torch.optim.SGD(scores.values(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        rank = getattr(ctx.dist, "rank", 0)
+        world = getattr(ctx.dist, "world_size", 1)
+        epochs = DEFAULT_SEARCH_EPOCHS if ctx.search_epochs is None else ctx.search_epochs
+        bs = o.batch_size or ctx.train_cfg.batch_size
+        total_steps = max(1, epochs * ctx.data.num_batches("train", bs, world_size=world))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total_steps)))
+        logfile = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
+
+        t0 = time.perf_counter()
+        step, loss_val = 0, float("nan")
+        for epoch in range(epochs):
+            batches = ctx.data.batches(
+                "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
+            )
+            for x, y in batches:
+                x, y = x.to(device), y.to(device)
+                masks = {n: _TopKStraightThrough.apply(s.abs(), keep[n]) for n, s in scores.items()}
+                loss = F.cross_entropy(masked_call(model, masks, x), y)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(f"edge-popup search loss became {loss.item()} at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if ctx.dist is not None:
+                    for s in scores.values():
+                        avg = ctx.dist.all_reduce_mean(s.grad)
+                        if avg is not None:
+                            s.grad = avg
+                opt.step()
+                sched.step()
+                step += 1
+                loss_val = float(loss)
+                if logfile is not None and (step % o.log_every == 0 or step == total_steps):
+                    append_jsonl(logfile, {"step": step, "epoch": epoch + 1, "loss": loss_val,
+                                           "lr": sched.get_last_lr()[0]})
+            ctx.progress(f"edge-popup search epoch {epoch + 1}/{epochs}: loss {loss_val:.4f}")
+        search_s = time.perf_counter() - t0
+
+        # edge-popup is per-layer by definition: force layerwise whatever the run asked
+        final = {n: s.detach().abs().cpu() for n, s in scores.items()}
+        mask = select(final, dataclasses.replace(ctx, layerwise=True, granularity="weight"))
+        state_updates = recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)
+        info = {
+            "search_epochs": epochs,
+            "steps": step,
+            "batch_size": bs,
+            "search_s": search_s,
+            "sparsity": mask.sparsity,
+            "layerwise": True,
+            "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
+        }
+        return SearchResult(mask, info, state_updates=state_updates)

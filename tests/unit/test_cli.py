@@ -1,0 +1,147 @@
+"""Every core CLI command and every bad-input path, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparsekit.cli.main import app
+
+runner = CliRunner()
+
+BASE = ["prune", "--model", "lenet300", "--data", "synthetic", "--method", "magnitude",
+        "--pretrain-epochs", "0", "--finetune-epochs", "1"]
+
+
+def invoke(args):
+    return runner.invoke(app, args)
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in err, err
+
+
+def test_prune_json_and_info(tmp_path):
+    out, js = tmp_path / "run", tmp_path / "r.json"
+    r = invoke(BASE + ["--sparsity", "0.99", "--out", str(out), "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(js.read_text())
+    for key in ("sparsity", "target_sparsity", "accuracy", "dense_accuracy", "out", "timings"):
+        assert key in data
+    assert data["sparsity"] == pytest.approx(0.99) and 0 <= data["accuracy"] <= 1
+    info = invoke(["info", str(out), "--json", "-"])
+    assert info.exit_code == 0
+    table = json.loads(info.stdout)
+    assert table["total"]["sparsity"] == pytest.approx(0.99)
+    assert table["total"]["zero_fraction"] >= 0.99
+    text = invoke(["info", str(out)])
+    assert "99.00%" in text.stdout and "total" in text.stdout
+    # rerunning the same command is a no-op that succeeds (stages complete)
+    again = invoke(BASE + ["--sparsity", "0.99", "--out", str(out)])
+    assert again.exit_code == 0
+
+
+def test_finetune_command(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "ft"
+    shutil.copytree(tiny_run, run)
+    r = invoke(["finetune", str(run), "--epochs", "1", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert "fine-tuned" in r.stdout
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "methods"])
+def test_list(what):
+    r = invoke(["list", what])
+    assert r.exit_code == 0 and r.stdout.strip()
+    if what == "methods":
+        assert "magnitude" in r.stdout and "random" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "extra,code,fragment",
+    [
+        (["--sparsity", "1.0"], 2, "--sparsity"),
+        (["--sparsity", "-0.1"], 2, "--sparsity"),
+        (["--sparsity", "abc"], 2, "not a number"),
+        (["--sparsity", "nan"], 2, "--sparsity"),
+        (["--sparsity", "0.5", "--batch-size", "0"], 2, "--batch-size"),
+        (["--sparsity", "0.5", "--include", "nothing.*"], 2, "no prunable tensor"),
+        (["--sparsity", "0.5", "--lr", "1e30", "--finetune-epochs", "2"], 1, "loss became"),
+    ],
+)
+def test_prune_bad_values(tmp_path, extra, code, fragment):
+    r = invoke(BASE + extra + ["--out", str(tmp_path / "o")])
+    fragment = "must be a number" if fragment == "not a number" else fragment
+    assert_one_line_error(r, code, fragment)
+
+
+@pytest.mark.parametrize(
+    "flag,value,fragment",
+    [
+        ("--model", "lenet30", "did you mean 'lenet300'"),
+        ("--data", "fashion-mnst", "did you mean 'fashion-mnist'"),
+        ("--method", "magnitud", "did you mean 'magnitude'"),
+    ],
+)
+def test_prune_unknown_names(tmp_path, flag, value, fragment):
+    args = list(BASE)
+    args[args.index(flag) + 1] = value
+    r = invoke(args + ["--sparsity", "0.5", "--out", str(tmp_path / "o")])
+    assert_one_line_error(r, 2, fragment)
+    assert not (tmp_path / "o" / "run.json").exists()
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = invoke(BASE + ["--sparsity", "0.5", "--out", str(blocker / "run")])
+    assert_one_line_error(r, 2, "cannot write to --out")
+
+
+def test_missing_dataset_names_places(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARSEKIT_DATA", raising=False)
+    import sparsekit.data.bundle as bundle
+
+    monkeypatch.setattr(bundle, "SYSTEM_DATA_DIRS", (tmp_path / "none",))
+    args = list(BASE)
+    args[args.index("--data") + 1] = "mnist"
+    r = invoke(args + ["--sparsity", "0.5", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path)])
+    assert_one_line_error(r, 1, "not found", "--data-dir")
+
+
+def test_missing_and_corrupt_run_dir(tmp_path, tiny_run):
+    r = invoke(["info", str(tmp_path / "nope")])
+    assert_one_line_error(r, 1, "not found")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "run.json").write_text("{broken")
+    assert_one_line_error(invoke(["info", str(bad)]), 1, "corrupt")
+    assert_one_line_error(invoke(["finetune", str(bad)]), 1, "corrupt")
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = invoke(["--debug", "info", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "Traceback" in r.stderr
+
+
+def test_unknown_command_and_list_target():
+    assert_one_line_error(invoke(["prun"]), 2, "prune")
+    assert_one_line_error(invoke(["list", "widgets"]), 2, "cannot list")
+
+
+def test_user_model_without_prunable_tensor(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.ReLU())\n")
+    args = list(BASE)
+    args[args.index("--model") + 1] = f"{f}:make"
+    r = invoke(args + ["--sparsity", "0.5", "--out", str(tmp_path / "o")])
+    assert_one_line_error(r, 2, "no prunable tensor")
