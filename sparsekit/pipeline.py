@@ -123,6 +123,9 @@ class _Stages:
     def finish(self, name: str, **info: Any) -> None:
         self.meta["stages"][name] = {"complete": True, **info}
         write_meta(self.out, self.meta)
+        # the stage's files are safe now; its mid-stage checkpoint is no longer needed
+        paths.checkpoint(self.out, name).unlink(missing_ok=True)
+        paths.checkpoint_meta(self.out, name).unlink(missing_ok=True)
 
 
 def _start_meta(cfg: PruneConfig, out: Path, spec: ModelSpec) -> dict[str, Any]:
@@ -183,15 +186,20 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     apply_weight_init(model, names, cfg.weight_init, cfg.seed)
     if is_main:
         _check_writable(out)
-    meta = _existing_meta(cfg, out) if is_main else None
+    meta = _existing_meta(cfg, out)
+    if dist is not None:
+        dist.barrier()  # every rank has read the same run.json before rank 0 writes it
     if meta is not None and meta.get("complete"):
         log.info("run %s is already complete; nothing to do (use --force to redo it)", out)
         return meta["result"]
     if meta is None:
         meta = _start_meta(cfg, out, spec)
         if is_main:
-            for stale in (paths.final_weights(out), paths.dense_weights(out), paths.metrics_log(out), paths.search_log(out)):
-                stale.unlink(missing_ok=True)
+            stale = [paths.final_weights(out), paths.dense_weights(out), paths.metrics_log(out), paths.search_log(out)]
+            for stage in ("pretrain", "search", "finetune", "dense"):
+                stale += [paths.checkpoint(out, stage), paths.checkpoint_meta(out, stage)]
+            for f in stale:
+                f.unlink(missing_ok=True)
             write_meta(out, meta)
     stages = _Stages(out, meta)
 
@@ -205,7 +213,8 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         load_state(model, Ticket(out, meta).state("theta_k"), str(out))
     else:
         t0 = time.perf_counter()
-        train_epochs(model, data, tcfg, cfg.pretrain_epochs, seed=cfg.seed, on_epoch=log_epoch, stage="pretrain", ddp=dist)
+        train_epochs(model, data, tcfg, cfg.pretrain_epochs, seed=cfg.seed, on_epoch=log_epoch, stage="pretrain",
+                     ddp=dist, checkpoint=paths.checkpoint(out, "pretrain"))
         secs = time.perf_counter() - t0
         if is_main:
             save_state(paths.theta_k(out), model)
@@ -261,7 +270,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     else:
         t0 = time.perf_counter()
         train_epochs(model, data, tcfg, epochs, mask=mask, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
-                     on_epoch=log_epoch, stage="finetune", ddp=dist)
+                     on_epoch=log_epoch, stage="finetune", ddp=dist, checkpoint=paths.checkpoint(out, "finetune"))
         mask.apply(model)
         meta["timings"]["finetune_s"] = time.perf_counter() - t0
         if is_main:
@@ -276,7 +285,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         load_state(dense, theta_k, "theta_k")
         t0 = time.perf_counter()
         train_epochs(dense, data, tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
-                     on_epoch=log_epoch, stage="dense", ddp=dist)
+                     on_epoch=log_epoch, stage="dense", ddp=dist, checkpoint=paths.checkpoint(out, "dense"))
         meta["timings"]["dense_s"] = time.perf_counter() - t0
         meta["metrics"]["dense_accuracy"] = evaluate(dense, data, device=cfg.device)["accuracy"]
         if is_main:

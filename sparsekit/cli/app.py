@@ -20,10 +20,10 @@ class _OneLineErrors(TyperGroup):
         from sparsekit.cli.common import state
 
         state.debug = state.quiet = False  # fresh per invocation (tests invoke many times)
-        for flag in ("--debug", "--quiet"):
+        for flag, attr in (("--debug", "debug"), ("--quiet", "quiet"), ("-q", "quiet")):
             if flag in args and "--" not in args[: args.index(flag)]:
                 args.remove(flag)
-                setattr(state, flag[2:], True)
+                setattr(state, attr, True)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Annotated
 
@@ -54,6 +55,7 @@ def prune_cmd(
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Search a ticket near initialization, fine-tune it with its mask held exactly, evaluate it."""
+    from sparsekit.dist import from_environment, shutdown
     from sparsekit.pipeline import PruneConfig, prune
 
     def go() -> dict:
@@ -70,11 +72,20 @@ def prune_cmd(
             exclude=tuple(exclude) if exclude else None, weight_init=weight_init,
             method_options=options, dense_reference=dense, force=force,
         )
-        result = prune(cfg)
-        emit_json(result, json_out)
-        return result
+        dist = from_environment(device)
+        try:
+            if dist is not None and not dist.is_main:
+                logging.getLogger("sparsekit").setLevel(logging.WARNING)
+            result = prune(cfg, dist=dist)
+        finally:
+            shutdown(dist)
+        if dist is None or dist.is_main:
+            emit_json(result, json_out)
+        return {**result, "_main": dist is None or dist.is_main}
 
     r = run(go)
+    if not r.pop("_main"):
+        return
     dense_txt = f", dense {r['dense_accuracy']:.4f}" if r.get("dense_accuracy") is not None else ""
     typer.echo(
         f"{r['method']} ticket: sparsity {r['sparsity']:.4%} (target {r['target_sparsity']:.4%}), "

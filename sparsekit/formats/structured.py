@@ -48,8 +48,11 @@ def _ignored_output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.M
 
 def _layer_inputs(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
     seen: dict[nn.Module, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o: seen.setdefault(mod, i[0].detach()))
-             for m in model.modules() if isinstance(m, _LAYERS)]
+
+    def record(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:  # must return None
+        seen.setdefault(mod, inp[0].detach())
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _LAYERS)]
     try:
         with torch.no_grad():
             model(example)

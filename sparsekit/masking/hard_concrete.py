@@ -54,7 +54,7 @@ class HardConcrete:
         """One stochastic gate per entry (differentiable in ``log_alpha`` where 0 < z < 1)."""
         u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype)
         u = u.clamp(_U_EPS, 1 - _U_EPS)
-        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / self.beta)
+        s = torch.sigmoid((torch.logit(u) + log_alpha) / self.beta)  # logit(u) = log u - log(1 - u)
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
     def keep_prob(self, log_alpha: torch.Tensor) -> torch.Tensor:

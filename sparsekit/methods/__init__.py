@@ -20,6 +20,10 @@ from sparsekit.methods.base import (
 from sparsekit.methods import random as _random  # noqa: F401,E402
 from sparsekit.methods import magnitude as _magnitude  # noqa: F401,E402
 from sparsekit.methods import cts as _cts  # noqa: F401,E402
+from sparsekit.methods import snip as _snip  # noqa: F401,E402
+from sparsekit.methods import grasp as _grasp  # noqa: F401,E402
+from sparsekit.methods import synflow as _synflow  # noqa: F401,E402
+from sparsekit.methods import ltr as _ltr  # noqa: F401,E402
 from sparsekit.methods import gates as _gates  # noqa: F401,E402
 from sparsekit.methods import edge_popup as _edge_popup  # noqa: F401,E402
 

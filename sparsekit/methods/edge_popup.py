@@ -125,7 +125,7 @@ class EdgePopupMethod(SearchMethod):
                 opt.step()
                 sched.step()
                 step += 1
-                loss_val = float(loss)
+                loss_val = loss.detach().item()
                 if logfile is not None and (step % o.log_every == 0 or step == total_steps):
                     append_jsonl(logfile, {"step": step, "epoch": epoch + 1, "loss": loss_val,
                                            "lr": sched.get_last_lr()[0]})

@@ -192,7 +192,7 @@ class GatesMethod(SearchMethod):
                 flat.grad = g
                 opt.step()
                 step += 1
-                loss_val = float(loss)
+                loss_val = loss.detach().item()
                 if step % o.log_every == 0 or step == total_steps:
                     rec = self._record(relax, flat, balancers, step, epoch, loss_val)
                     trajectory.append(rec["expected_density"])

@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pathlib import Path
+
+from sparsekit._io import load_tensors, read_json, save_tensors, write_json
 from sparsekit.data.bundle import DataBundle
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.mask import Mask
@@ -63,10 +66,13 @@ def train_epochs(
     on_epoch: EpochCallback | None = None,
     stage: str = "train",
     ddp: object | None = None,
+    checkpoint: Path | None = None,
 ) -> nn.Module:
     """Train ``model`` for ``epochs`` epochs of SGD; data order seeded by ``seed`` and epoch index.
 
-    ``ddp`` is an optional sparsekit.dist.DistContext; when given, batches are sharded by rank.
+    ``ddp`` is an optional sparsekit.dist.DistContext; when given, each rank takes its share of every
+    global batch. ``checkpoint`` (a .safetensors path) is written after every epoch (model, momentum
+    buffers, RNG) and, if present when called, training resumes after the epoch it recorded.
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -77,13 +83,19 @@ def train_epochs(
     )
     rank = getattr(ddp, "rank", 0)
     world = getattr(ddp, "world_size", 1)
+    if world > 1 and cfg.batch_size % world:
+        raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world} ranks")
+    local_batch = cfg.batch_size // world  # the global batch is split across ranks
     runner = getattr(ddp, "wrap", lambda m: m)(model)
-    for epoch in range(first_epoch, first_epoch + epochs):
+    start = first_epoch
+    if checkpoint is not None and Path(checkpoint).is_file():
+        start = _resume(checkpoint, model, opt, stage, first_epoch)
+    for epoch in range(start, first_epoch + epochs):
         model.train()
         t0 = time.perf_counter()
         total, seen = 0.0, 0
         for x, y in data.batches(
-            "train", cfg.batch_size, shuffle=True, seed=seed * 100_003 + epoch, rank=rank, world_size=world
+            "train", local_batch, shuffle=True, seed=seed * 100_003 + epoch, rank=rank, world_size=world
         ):
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(runner(x), y)
@@ -99,6 +111,8 @@ def train_epochs(
                 mask.apply(model)
             total += loss.item() * len(y)
             seen += len(y)
+        if checkpoint is not None and rank == 0:
+            _save_checkpoint(checkpoint, model, opt, stage, epoch + 1)
         if on_epoch is not None:
             on_epoch(
                 {
@@ -109,6 +123,33 @@ def train_epochs(
                 }
             )
     return model
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, stage: str, epochs_done: int) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for idx, st in opt.state_dict()["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{idx}.{key}"] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_tensors(path, tensors)
+    write_json(Path(path).with_suffix(".json"), {"stage": stage, "epochs_done": epochs_done})
+
+
+def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, stage: str, first_epoch: int) -> int:
+    info = read_json(Path(path).with_suffix(".json"))
+    if info.get("stage") != stage:
+        return first_epoch
+    tensors = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = opt.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state["state"].setdefault(int(idx), {})[name] = value
+    opt.load_state_dict(state)
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(info["epochs_done"])
 
 
 @torch.no_grad()

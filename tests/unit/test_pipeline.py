@@ -113,3 +113,44 @@ def test_corrupt_artifacts(tmp_path, tiny_run):
     paths.mask(bad2).write_bytes(b"\x00\x01garbage")
     with pytest.raises(ArtifactError, match="corrupt tensor file"):
         Ticket.load(bad2).mask()
+
+
+def test_resume_mid_stage_from_epoch_checkpoint(tmp_path, monkeypatch):
+    """A run killed after an epoch checkpoint resumes there and ends with the uninterrupted result."""
+    import sparsekit.train.loop as loop
+
+    def cfg(out):
+        return PruneConfig("lenet300", "synthetic", "magnitude", 0.9, str(out), pretrain_epochs=3,
+                           finetune_epochs=1, dense_reference=False)
+
+    reference = prune(cfg(tmp_path / "ref"))
+    real_save = loop._save_checkpoint
+    saves = []
+
+    def save_then_die(path, model, opt, stage, epochs_done):
+        real_save(path, model, opt, stage, epochs_done)
+        saves.append(epochs_done)
+        if stage == "pretrain" and epochs_done == 2:
+            raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
+
+    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        prune(cfg(tmp_path / "r"))
+    assert paths.checkpoint(tmp_path / "r", "pretrain").is_file()
+    monkeypatch.setattr(loop, "_save_checkpoint", real_save)
+    epochs_run = []
+    real_train_epoch_cb = loop.train_epochs
+
+    def spy(*a, **k):
+        cb = k.get("on_epoch")
+        k["on_epoch"] = lambda rec: (epochs_run.append((rec["stage"], rec["epoch"])), cb and cb(rec))
+        return real_train_epoch_cb(*a, **k)
+
+    import sparsekit.pipeline as pl
+
+    monkeypatch.setattr(pl, "train_epochs", spy)
+    resumed = prune(cfg(tmp_path / "r"))
+    assert ("pretrain", 1) not in epochs_run and ("pretrain", 3) in epochs_run
+    assert resumed["mask_sha256"] == reference["mask_sha256"]
+    assert resumed["accuracy"] == pytest.approx(reference["accuracy"])
+    assert not paths.checkpoint(tmp_path / "r", "pretrain").exists()  # cleaned once the stage completed

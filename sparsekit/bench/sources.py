@@ -1,0 +1,92 @@
+"""What ``sparsekit bench`` measures: inputs (run dirs, .onnx files) resolved to model variants."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsekit.errors import ArtifactError, UsageError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One model variant to measure.
+
+    Attributes:
+        label: short unique name for tables.
+        kind: "run" (rebuilt from a run directory) or "onnx" (a file).
+        path: run directory or .onnx file.
+        variant: "ticket" or "dense".
+        format: "masked" or "structured".
+        pair_key: identifies the run, so a ticket pairs with its dense reference.
+        sparsity: fraction of prunable weights that are zero (0 for dense).
+        data: dataset spec of the run (None for foreign ONNX files).
+        in_shape: (C, H, W) when known.
+    """
+
+    label: str
+    kind: str
+    path: str
+    variant: str
+    format: str
+    pair_key: str
+    sparsity: float
+    data: str | None
+    in_shape: tuple[int, ...] | None
+
+
+def resolve(inputs: list[str], formats: tuple[str, ...] = ("masked",), dense: bool = True) -> list[Source]:
+    """Turn CLI inputs into sources; a run dir yields its ticket (per format) and its dense reference."""
+    from sparsekit.ticket import Ticket
+
+    out: list[Source] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            t = Ticket.load(p)
+            key = str(p.resolve())
+            spec = t.spec
+            for fmt in formats:
+                label = f"{p.name}/ticket" + ("" if fmt == "masked" else f"-{fmt}")
+                out.append(Source(label, "run", str(p), "ticket", fmt, key, float(t.meta.get("sparsity", t.mask().sparsity)),
+                                  t.data_spec, spec.in_shape))
+            if dense:
+                if not t.has_dense():
+                    raise ArtifactError(f"run {p} has no dense reference; pass --no-dense to bench the ticket alone")
+                out.append(Source(f"{p.name}/dense", "run", str(p), "dense", "masked", key, 0.0, t.data_spec, spec.in_shape))
+        elif p.suffix == ".onnx" or p.is_file():
+            out.append(_onnx_source(p))
+        else:
+            raise ArtifactError(f"not found: {p} (give run directories or .onnx files)")
+    labels = [s.label for s in out]
+    dupes = {lab for lab in labels if labels.count(lab) > 1}
+    if dupes:
+        out = [Source(f"{s.label}@{i}" if s.label in dupes else s.label, *list(s.__dict__.values())[1:])
+               for i, s in enumerate(out)]
+    return out
+
+
+def _onnx_source(p: Path) -> Source:
+    import onnx
+
+    from sparsekit.export.onnx_export import read_metadata
+
+    if not p.is_file():
+        raise ArtifactError(f"ONNX file not found: {p}")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:
+        raise ArtifactError(f"corrupt ONNX file {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not proto.graph.node:
+        raise ArtifactError(f"corrupt ONNX file {p}: empty graph")
+    meta = read_metadata(proto)
+    spec = json.loads(meta["model"]) if "model" in meta else None
+    variant = meta.get("variant", "ticket")
+    if variant not in ("ticket", "dense"):
+        raise UsageError(f"{p}: unknown sparsekit.variant {variant!r}")
+    return Source(
+        label=p.name, kind="onnx", path=str(p), variant=variant, format=meta.get("format", "masked"),
+        pair_key=meta.get("run_dir", str(p.resolve())), sparsity=float(meta.get("sparsity", "nan")),
+        data=meta.get("data"), in_shape=tuple(spec["in_shape"]) if spec else None,
+    )

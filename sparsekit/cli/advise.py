@@ -1,0 +1,38 @@
+"""``sparsekit advise DIR``: which format will be fastest per layer on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sparsekit.cli.app import app
+from sparsekit.cli.common import emit_json, run
+
+
+@app.command("advise")
+def advise_cmd(
+    run_dir: Annotated[str, typer.Argument(help="run directory")],
+    threads: Annotated[int, typer.Option("--threads", help="threads for the microbenchmark")] = 1,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="where the run's dataset is")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="write JSON to PATH (- for stdout)")] = None,
+) -> None:
+    """Learn before exporting whether sparsity will pay: dense vs CSR vs structured per layer."""
+    from sparsekit.bench.advise import advise_run
+
+    def go() -> dict:
+        res = advise_run(run_dir, threads=threads, data_dir=data_dir)
+        emit_json(res, json_out)
+        return res
+
+    res = run(go)
+    if json_out == "-":
+        return
+    w = max(len("layer"), *(len(r["name"]) for r in res["layers"])) + 2
+    typer.echo(f"{'layer':<{w}}{'kind':<8}{'sparsity':>9}{'free ch':>9}  {'b1 csr/dense':>13}{'b32 csr/dense':>14}  advice")
+    for r in res["layers"]:
+        b1 = f"{r['batch1']['csr_speedup']:.2f}x" if "batch1" in r else "-"
+        b32 = f"{r['batch32']['csr_speedup']:.2f}x" if "batch32" in r else "-"
+        typer.echo(f"{r['name']:<{w}}{r['kind']:<8}{r['sparsity']:>9.1%}{r['free_channels']:>9}  {b1:>13}{b32:>14}  "
+                   f"{r['recommendation']} ({r['reason']})")
+    typer.echo(res["summary"])

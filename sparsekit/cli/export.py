@@ -1,0 +1,54 @@
+"""``sparsekit export DIR --out FILE.onnx``: verified single-file ONNX of a ticket or its dense reference."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sparsekit.cli.app import app
+from sparsekit.cli.common import emit_json, run
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[str, typer.Argument(help="run directory")],
+    out: Annotated[str, typer.Option("--out", help="ONNX file to write")],
+    dense: Annotated[bool, typer.Option("--dense", help="export the dense reference")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="masked (zeros kept) or structured (empty channels removed)")] = "masked",
+    sparse_initializers: Annotated[
+        bool, typer.Option("--sparse-initializers", help="store sparse weights as ONNX sparse initializers")
+    ] = False,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="where the run's dataset is")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="write JSON to PATH (- for stdout)")] = None,
+) -> None:
+    """Export to ONNX and verify it (checker, ORT vs torch on real test data, zeros kept)."""
+    from sparsekit.export import export_run
+
+    def go() -> dict:
+        res = export_run(run_dir, out, dense=dense, fmt=fmt, sparse_initializers=sparse_initializers,
+                         data_dir=data_dir).to_dict()
+        emit_json(res, json_out)
+        return res
+
+    res = run(go)
+    if json_out == "-":
+        return
+    v = res["verification"]
+    z = v["zeros"]
+    typer.echo(f"wrote {res['path']} ({res['file_bytes']:,} bytes, {res['variant']}, {res['format']}, "
+               f"{res['exporter']} exporter)")
+    typer.echo(f"verified: onnx.checker {v['checker']}; ORT vs torch max |diff| "
+               f"{v['parity']['max_abs_diff']:.2e} <= EXPORT_ATOL {v['parity']['atol']:g} on batches "
+               f"{', '.join(str(b['batch']) for b in v['parity']['batches'])}")
+    typer.echo(f"zeros: {z['masked_total']:,} masked weights, all zero in the export "
+               f"({z['zeros_total']:,} zeros in its weights)")
+    if res.get("structured"):
+        s = res["structured"]
+        typer.echo(f"structured: {s['channels_removed']} channels removed, MACs {s['macs_before']:,} -> "
+                   f"{s['macs_after']:,} ({s['mac_ratio']:.2f}x fewer)")
+    if res.get("sparse_initializers"):
+        s = res["sparse_initializers"]
+        typer.echo(f"sparse initializers: {s['converted']} weights, {s['dense_bytes']:,} -> {s['sparse_bytes']:,} bytes")
+    for note in res["notes"]:
+        typer.echo(f"note: {note}")
