@@ -314,11 +314,14 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     meta["complete"] = True
     if is_main:
         write_meta(out, meta)
+        ckpt_dir = paths.checkpoint(out, "x").parent
+        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
     return meta["result"]
 
 
 def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | None = None,
-             dense_reference: bool = True) -> dict[str, Any]:
+             dense_reference: bool = True, dist: Any = None) -> dict[str, Any]:
     """Re-train an existing ticket from theta_K for ``epochs`` (default: the run's budget).
 
     The dense reference is retrained with the same budget so the comparison stays fair.
@@ -336,23 +339,29 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
     mask = ticket.mask()
     seed = meta["seed"]
     first = cfg_d["pretrain_epochs"]
+    is_main = getattr(dist, "rank", 0) == 0
+    if dist is not None:
+        dist.barrier()  # every rank has read run.json before rank 0 marks it incomplete
     meta["complete"] = False
-    write_meta(out, meta)
+    if is_main:
+        write_meta(out, meta)
 
     model = ticket.materialize("theta_k")
     t0 = time.perf_counter()
-    train_epochs(model, data, tcfg, epochs, mask=mask, seed=seed, first_epoch=first, stage="finetune")
+    train_epochs(model, data, tcfg, epochs, mask=mask, seed=seed, first_epoch=first, stage="finetune", ddp=dist)
     mask.apply(model)
     meta["timings"]["finetune_s"] = time.perf_counter() - t0
-    save_state(paths.final_weights(out), model)
+    if is_main:
+        save_state(paths.final_weights(out), model)
     meta["stages"]["finetune"] = {"complete": True, "epochs": epochs}
     meta["metrics"]["accuracy"] = evaluate(model, data)["accuracy"]
     if dense_reference and meta["stages"].get("dense", {}).get("epochs") != epochs:
         dense = _theta_k_dense(ticket)
         t0 = time.perf_counter()
-        train_epochs(dense, data, tcfg, epochs, seed=seed, first_epoch=first, stage="dense")
+        train_epochs(dense, data, tcfg, epochs, seed=seed, first_epoch=first, stage="dense", ddp=dist)
         meta["timings"]["dense_s"] = time.perf_counter() - t0
-        save_state(paths.dense_weights(out), dense)
+        if is_main:
+            save_state(paths.dense_weights(out), dense)
         meta["stages"]["dense"] = {"complete": True, "epochs": epochs}
         meta["metrics"]["dense_accuracy"] = evaluate(dense, data)["accuracy"]
     t = meta["timings"]
@@ -365,7 +374,8 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
         timings=dict(t),
     )
     meta["complete"] = True
-    write_meta(out, meta)
+    if is_main:
+        write_meta(out, meta)
     return meta["result"]
 
 

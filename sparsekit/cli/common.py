@@ -53,7 +53,10 @@ def setup_logging() -> None:
 
 def run(fn: Callable[[], T]) -> T:
     """Call a library function; SparsekitError -> one stderr line + its exit code (1 or 2)."""
+    from sparsekit.progress import use_rich_bars
+
     setup_logging()
+    use_rich_bars(sys.stderr.isatty() and not state.quiet)
     try:
         return fn()
     except SparsekitError as exc:

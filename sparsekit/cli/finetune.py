@@ -19,13 +19,22 @@ def finetune_cmd(
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Fine-tune an existing ticket again (e.g. with a larger budget)."""
+    from sparsekit.dist import from_environment, shutdown
     from sparsekit.pipeline import finetune
 
     def go() -> dict:
-        r = finetune(run_dir, epochs, data_dir=data_dir, dense_reference=dense)
+        dist = from_environment("cpu")
+        try:
+            r = finetune(run_dir, epochs, data_dir=data_dir, dense_reference=dense, dist=dist)
+        finally:
+            shutdown(dist)
+        if dist is not None and not dist.is_main:
+            return {**r, "_main": False}
         emit_json(r, json_out)
-        return r
+        return {**r, "_main": True}
 
     r = run(go)
+    if not r.pop("_main"):
+        return
     dense_txt = f", dense {r['dense_accuracy']:.4f}" if r.get("dense_accuracy") is not None else ""
     typer.echo(f"fine-tuned: accuracy {r['accuracy']:.4f}{dense_txt}, sparsity {r['sparsity']:.4%}")

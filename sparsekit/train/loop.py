@@ -22,6 +22,7 @@ from sparsekit._io import load_tensors, read_json, save_tensors, write_json
 from sparsekit.data.bundle import DataBundle
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.mask import Mask
+from sparsekit.progress import track
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,11 @@ def train_epochs(
         model.train()
         t0 = time.perf_counter()
         total, seen = 0.0, 0
-        for x, y in data.batches(
+        batches = data.batches(
             "train", local_batch, shuffle=True, seed=seed * 100_003 + epoch, rank=rank, world_size=world
-        ):
+        )
+        total_batches = data.num_batches("train", local_batch, world_size=world)
+        for x, y in track(batches, total_batches, f"{stage} epoch {epoch + 1}"):
             x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(runner(x), y)
             _check_finite(loss, f"{stage} epoch {epoch + 1}")

@@ -1,0 +1,148 @@
+"""Every format equals masked-dense within its named tolerance; structured removes only what is free."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sparsekit.formats import FORMATS, get_format, load_converted
+from sparsekit.formats.base import check_equal
+from sparsekit.models import ModelSpec, build_model
+from sparsekit.ticket import Ticket
+from tests.unit._deploy_runs import channel_mask, make_run
+
+FORMAT_OPTIONS = {"nm": {"n": 2, "m": 4}, "block": {"block": (4, 4)}}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return {
+        "lenet300": make_run(tmp_path_factory, "lenet300", sparsity=0.9),
+        "resnet20": make_run(tmp_path_factory, "resnet20", "synthetic:3x16x16", 0.5, granularity="channel"),
+    }
+
+
+def _x(ticket: Ticket, n: int = 16) -> torch.Tensor:
+    return torch.randn(n, *ticket.spec.in_shape, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("fmt", FORMATS.names())
+@pytest.mark.parametrize("model", ["lenet300", "resnet20"])
+def test_format_equals_masked_dense(runs, fmt, model):
+    ticket = Ticket.load(runs[model])
+    net, mask, x = ticket.materialize("final"), ticket.mask(), _x(ticket)
+    form = get_format(fmt, **FORMAT_OPTIONS.get(fmt, {}))
+    converted = form.convert(net, mask, x)
+    # independent re-check of the contract with the format's own named tolerance
+    diff = check_equal(converted, net, _x(ticket, 5), form.atol, fmt)
+    assert diff <= form.atol * 100
+    if fmt in ("structured", "csr"):
+        assert converted.reference_mask == mask  # these formats do not change the function at all
+    else:  # pattern formats: the projection only drops weights, never resurrects masked ones
+        for n, keep in converted.reference_mask.items():
+            assert not bool((keep & ~mask[n]).any()), n
+
+
+def test_structured_removes_channels_and_macs(runs):
+    ticket = Ticket.load(runs["resnet20"])
+    c = get_format("structured").convert(ticket.materialize("final"), ticket.mask(), _x(ticket))
+    assert c.report["channels_removed"] > 0
+    assert c.report["macs_after"] < c.report["macs_before"]
+    assert c.report["params_after"] < c.report["params_before"]
+
+
+def test_structured_residual_channel_needs_every_coupled_layer(synthetic):
+    """Stage-1 stream of resnet20 = stem conv1 + blocks.0-2.conv2 (identity shortcuts)."""
+    net = build_model(ModelSpec("resnet20", (3, 16, 16), 10), seed=0).eval()
+    keep = {n: torch.ones_like(p, dtype=torch.bool) for n, p in net.named_parameters()
+            if n.endswith("weight") and p.dim() > 1}
+    for n in ("conv1.weight", "blocks.0.conv2.weight", "blocks.1.conv2.weight", "blocks.2.conv2.weight"):
+        keep[n][3] = False  # channel 3 masked in EVERY coupled layer -> removable
+    keep["blocks.0.conv2.weight"][5] = False  # channel 5 masked in one of them only -> kept
+    from sparsekit.mask import Mask
+
+    mask = Mask(keep)
+    x = torch.randn(8, 3, 16, 16)
+    c = get_format("structured").convert(net, mask, x)
+    assert c.module.conv1.out_channels == 15
+    assert c.module.blocks[0].conv2.out_channels == 15
+    assert c.module.blocks[1].conv1.in_channels == 15
+
+
+def test_structured_keeps_channels_with_nonzero_output():
+    """A masked neuron with a bias emits relu(bias) != 0: removing it would change the function."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        net[1].bias.fill_(0.5)
+    from sparsekit.mask import Mask
+
+    keep = {"1.weight": torch.ones(8, 16, dtype=torch.bool), "3.weight": torch.ones(3, 8, dtype=torch.bool)}
+    keep["1.weight"][:4] = False
+    c = get_format("structured").convert(net, Mask(keep), torch.randn(8, 1, 4, 4))
+    assert c.module[1].out_features == 8  # nothing removed: their output is relu(0.5), not zero
+    with torch.no_grad():
+        net[1].bias[:2] = -1.0  # relu(-1) = 0: these two are now truly dead
+    c = get_format("structured").convert(net, Mask(keep), torch.randn(8, 1, 4, 4))
+    assert c.module[1].out_features == 6
+
+
+@pytest.mark.parametrize("name", ["tv:resnet18", "tv:mobilenet_v3_small"])
+def test_structured_torchvision(name):
+    net = build_model(ModelSpec(name, (3, 32, 32), 10), seed=0).eval()
+    mask = channel_mask(net, 0.5)
+    mask.apply(net)
+    x = torch.randn(4, 3, 32, 32)
+    c = get_format("structured").convert(net, mask, x)
+    assert c.report["channels_removed"] > 0 and c.report["macs_after"] < c.report["macs_before"]
+    ref = copy.deepcopy(net)
+    with torch.no_grad():
+        assert torch.allclose(c.module(x), ref(x), atol=get_format("structured").atol * max(1.0, float(ref(x).abs().max())))
+
+
+@pytest.mark.parametrize("fmt", FORMATS.names())
+def test_convert_saves_and_reloads_without_pickle(runs, fmt):
+    from sparsekit.formats import convert_run
+
+    run = runs["resnet20"]
+    res = convert_run(run, fmt, **FORMAT_OPTIONS.get(fmt, {}))
+    ticket = Ticket.load(run)
+    x = _x(ticket, 4)
+    model = load_converted(run, fmt, example=x)
+    ref = get_format(fmt, **FORMAT_OPTIONS.get(fmt, {})).convert(ticket.materialize("final"), ticket.mask(), x).module
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref(x), atol=1e-5)
+    assert res["path"].endswith(fmt)
+
+
+def test_csr_uses_int32_indices_and_reports_storage(runs):
+    from sparsekit.formats.csr import CsrLinear
+
+    ticket = Ticket.load(runs["lenet300"])
+    c = get_format("csr").convert(ticket.materialize("final"), ticket.mask(), _x(ticket))
+    layers = [m for m in c.module.modules() if isinstance(m, CsrLinear)]
+    assert layers and all(m.weight_csr.col_indices().dtype == torch.int32 for m in layers)
+    assert c.report["storage_bytes"] < c.report["dense_bytes"]
+
+
+def test_nm_pattern_valid_and_counts_changes(runs):
+    ticket = Ticket.load(runs["lenet300"])
+    c = get_format("nm", n=1, m=4).convert(ticket.materialize("final"), ticket.mask(), _x(ticket))
+    w = c.module[1].weight.detach()
+    assert int(((w != 0).reshape(-1, 4).sum(1) > 1).sum()) == 0
+    assert c.report["weights_changed"] > 0
+
+
+def test_convert_cli_errors(runs):
+    from typer.testing import CliRunner
+
+    from sparsekit.cli.main import app
+
+    r = CliRunner().invoke(app, ["convert", str(runs["lenet300"]), "--format", "structurd"])
+    assert r.exit_code == 2 and "did you mean 'structured'" in r.stderr
+    r = CliRunner().invoke(app, ["convert", str(runs["lenet300"]), "--format", "block", "--block", "4by4"])
+    assert r.exit_code == 2 and "--block" in r.stderr
+    r = CliRunner().invoke(app, ["convert", "/nonexistent/run", "--format", "csr"])
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
