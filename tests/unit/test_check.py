@@ -1,0 +1,68 @@
+"""check: exit 0 when every gate holds, 1 listing failed gates, 2 on bad reports or usage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sparsekit.bench.check import Gates, check_report
+from sparsekit.bench.report import finalize_rows
+from sparsekit.cli.main import app
+
+
+def _row(variant, runtime, batch, p50, acc, size):
+    return {"model": f"m/{variant}", "variant": variant, "format": "structured" if variant == "ticket" else "masked",
+            "runtime": runtime, "batch": batch, "threads": 1, "pair_key": "m",
+            "latency_ms": {"p50": p50, "p90": p50, "p99": p50}, "accuracy": acc, "file_bytes": size}
+
+
+@pytest.fixture
+def report(tmp_path):
+    rows = finalize_rows([
+        _row("ticket", "ort-cpu", 1, 1.0, 0.90, 250), _row("dense", "ort-cpu", 1, 2.0, 0.91, 1000),
+        _row("ticket", "ort-cpu", 32, 10.0, 0.90, 250), _row("dense", "ort-cpu", 32, 12.0, 0.91, 1000),
+    ])
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"schema_version": 1, "rows": rows}))
+    return path
+
+
+def test_all_gates_hold(report):
+    r = CliRunner().invoke(app, ["check", str(report), "--max-accuracy-drop", "1.5", "--min-speedup", "1.1",
+                                 "--max-size-ratio", "0.3"])
+    assert r.exit_code == 0, r.output
+    assert "passed" in r.stdout
+
+
+def test_failed_gate_lists_measured_vs_required(report):
+    r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.5", "--max-accuracy-drop", "0.5"])
+    assert r.exit_code == 1
+    assert "speedup 1.20x, required >= 1.5x" in r.stderr
+    assert "accuracy drop 1.00 points, required <= 0.5 points" in r.stderr
+    assert r.stderr.count("FAIL") == 3  # batch-32 speedup + two accuracy drops
+
+
+def test_filters_by_runtime_and_batch(report):
+    r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.5", "--batch", "1"])
+    assert r.exit_code == 0
+    r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.5", "--runtime", "torch-cpu"])
+    assert r.exit_code == 2 and "no ticket rows" in r.stderr
+
+
+def test_bad_reports_exit_2(tmp_path, report):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{truncated")
+    assert CliRunner().invoke(app, ["check", str(bad), "--min-speedup", "1"]).exit_code == 2
+    bad.write_text(json.dumps({"rows": "nope"}))
+    assert CliRunner().invoke(app, ["check", str(bad), "--min-speedup", "1"]).exit_code == 2
+    assert CliRunner().invoke(app, ["check", str(tmp_path / "missing.json"), "--min-speedup", "1"]).exit_code == 2
+    r = CliRunner().invoke(app, ["check", str(report)])
+    assert r.exit_code == 2 and "at least one gate" in r.stderr
+
+
+def test_library_reports_missing_dense_as_failure():
+    rows = finalize_rows([_row("ticket", "ort-cpu", 1, 1.0, 0.9, 100)])
+    res = check_report({"rows": rows}, Gates(min_speedup=1.0))
+    assert not res.passed and "not measured" in res.failures[0]["measured"]
