@@ -79,8 +79,8 @@ def advise_run(run_dir: str, threads: int = 1, data_dir: str | None = None) -> d
                     csr = CsrLinear.from_linear(mod)
                     for b in ADVISE_BATCHES:
                         x = torch.randn(b, mod.in_features)
-                        dense_us = _time_us(lambda x=x: F.linear(x, mod.weight, mod.bias))
-                        csr_us = _time_us(lambda x=x: csr(x))
+                        dense_us = _time_us(lambda x=x, m=mod: F.linear(x, m.weight, m.bias))
+                        csr_us = _time_us(lambda x=x, c=csr: c(x))
                         row[f"batch{b}"] = {"dense_us": dense_us, "csr_us": csr_us, "csr_speedup": dense_us / csr_us}
                     gain = min(row[f"batch{b}"]["csr_speedup"] for b in ADVISE_BATCHES)
                     if gain >= ADVISE_MIN_GAIN:

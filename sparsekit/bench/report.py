@@ -73,8 +73,8 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def terminal_table(report: dict[str, Any]) -> str:
     head, body = table_rows(report)
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in body]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in body]
     lines += [f"skipped {s['model']} on {s['runtime']}: {s['reason']}" for s in report.get("skipped", [])]
     return "\n".join(lines)
 

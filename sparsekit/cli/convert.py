@@ -40,6 +40,10 @@ def convert_cmd(
             if row["out_after"] != row["out_before"] or row["in_after"] != row["in_before"]:
                 typer.echo(f"  {row['name']:<32} out {row['out_before']:>5} -> {row['out_after']:<5} "
                            f"in {row['in_before']:>5} -> {row['in_after']}")
+        if rep.get("bn_channels_repaired"):
+            typer.echo(f"note: set stale BatchNorm running means of {rep['bn_channels_repaired']} dead channels to 0 "
+                       f"(their input is identically 0); logits moved by up to {rep['bn_repair_max_abs_change']:.3g} "
+                       "vs the ticket as saved")
         typer.echo(f"channels removed {rep['channels_removed']}; MACs {rep['macs_before']:,} -> {rep['macs_after']:,} "
                    f"({rep['mac_ratio']:.2f}x fewer); params {rep['params_before']:,} -> {rep['params_after']:,}")
     elif fmt == "csr":

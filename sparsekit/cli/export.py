@@ -47,6 +47,9 @@ def export_cmd(
         s = res["structured"]
         typer.echo(f"structured: {s['channels_removed']} channels removed, MACs {s['macs_before']:,} -> "
                    f"{s['macs_after']:,} ({s['mac_ratio']:.2f}x fewer)")
+        if s.get("bn_channels_repaired"):
+            typer.echo(f"note: stale BatchNorm running means of {s['bn_channels_repaired']} dead channels set to 0; "
+                       f"logits moved by up to {s['bn_repair_max_abs_change']:.3g} vs the ticket as saved")
     if res.get("sparse_initializers"):
         s = res["sparse_initializers"]
         typer.echo(f"sparse initializers: {s['converted']} weights, {s['dense_bytes']:,} -> {s['sparse_bytes']:,} bytes")

@@ -19,9 +19,9 @@ from torch import nn
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat, check_equal
 from sparsekit.mask import Mask
 
-#: Linear layers below this sparsity stay dense: int32 CSR costs 8 B per non-zero (vs 4 B dense) and
-#: is slower than dense GEMM below ~80-90 % sparsity
-CSR_MIN_SPARSITY = 0.5
+#: Linear layers below this sparsity stay dense: torch CSR (int32) is slower than dense GEMM below
+#: ~80-90 % sparsity on the measured CPU (SPARSE_RUNTIME.md §1), and needs 8 B per non-zero vs 4 B dense
+CSR_MIN_SPARSITY = 0.9
 
 
 class CsrLinear(nn.Module):
@@ -51,15 +51,17 @@ class CsrLinear(nn.Module):
         return cls(w, lin.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # every eager op costs ~1-3 us, comparable to the sparse kernel itself at batch 1: keep the
+        # 2-D path to one or two calls (fused addmv at batch 1)
+        if x.dim() == 2:
+            if x.shape[0] == 1:
+                if self.bias is None:
+                    return torch.mv(self.weight_csr, x[0]).unsqueeze(0)
+                return torch.addmv(self.bias, self.weight_csr, x[0]).unsqueeze(0)
+            y = torch.sparse.mm(self.weight_csr, x.t()).t()  # (out, in) @ (in, N) -> (N, out)
+            return y if self.bias is None else y + self.bias
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)  # (N, in)
-        if x2.shape[0] == 1:
-            y = torch.mv(self.weight_csr, x2[0]).unsqueeze(0)  # fastest batch-1 call form
-        else:
-            y = torch.sparse.mm(self.weight_csr, x2.t()).t()  # (out, in) @ (in, N) -> (N, out)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        return self.forward(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
 
     @property
     def nnz(self) -> int:
@@ -110,14 +112,15 @@ class Csr(SparseFormat):
                 row.update(format="dense", storage_bytes=dense_bytes,
                            reason=f"sparsity below CSR_MIN_SPARSITY {CSR_MIN_SPARSITY}")
             layers.append(row)
-        conv_dense = [n for n in mask.names if not any(n == f"{c}.weight" for c in converted_names)
-                      and n not in [f"{r['name']}.weight" for r in layers]]
+        linear_names = {f"{r['name']}.weight" for r in layers}
+        not_linear = [n for n in mask.names if n not in linear_names]  # convs: kept masked-dense
         converted = Converted(out, None, mask, plan={"layers": converted_names})
         diff = check_equal(converted, model, example, self.atol, "csr conversion")
         converted.report = {
             "layers": layers,
-            "dense_kept": conv_dense,
-            "note": "convolutions stay masked-dense: unstructured sparse conv does not pay on CPU",
+            "dense_kept": not_linear,
+            "note": ("convolutions stay masked-dense: unstructured sparse conv does not pay on CPU"
+                     if not_linear else "all sparse Linear layers above CSR_MIN_SPARSITY use CSR"),
             "storage_bytes": storage_bytes(out),
             "dense_bytes": sum(p.numel() * 4 for p in model.parameters()),
             "max_abs_diff": diff,

@@ -8,8 +8,11 @@ root channel is removed only when, in its whole group,
   * what the consumers receive on that channel is zero (|x| <= DEAD_ATOL on a probe batch): a masked
     conv followed by BatchNorm emits the BN shift, and a non-zero constant cannot be dropped without
     changing the function (zero-padded convs see it as a position-dependent signal).
-Layers whose outputs are the model outputs are never pruned. The conversion is verified against
-masked-dense on the probe batch, and saved as a plan (root layer names + removed indices) that is
+Before planning, BatchNorm running means of structurally dead channels are set to their exact value 0
+(``repair_dead_bn``; counted in the report with the largest output change it caused), because stale
+pre-training statistics would otherwise turn dead channels into spurious constants. Layers whose
+outputs are the model outputs are never pruned. The conversion is verified against masked-dense
+(with exact BN statistics) on the probe batch, and saved as a plan (root layer names + removed indices) that is
 re-applied to a freshly built model on load: no pickled modules.
 """
 
@@ -69,6 +72,54 @@ def _alive(x: torch.Tensor, idxs: list[int], is_linear: bool) -> np.ndarray:
         return (flat.abs().amax(0) > DEAD_ATOL).numpy()
     per_ch = x.transpose(0, 1).reshape(x.shape[1], -1)[idxs]  # (B, C, ...) -> (len(idxs), B*...)
     return (per_ch.abs().amax(1) > DEAD_ATOL).numpy()
+
+
+def repair_dead_bn(model: nn.Module, mask: Mask, example: torch.Tensor) -> int:
+    """Set BN running means of structurally dead channels to their exact value, 0 (in place).
+
+    A conv/linear whose output row is fully masked (and has no bias there) feeds its BatchNorm an
+    identically zero channel, so that channel's true mean and variance are 0 and BN outputs exactly
+    its shift ``beta`` (which is what training in batch-statistics mode computed). The running mean
+    left from pre-training decays geometrically during fine-tuning but never reaches 0; left stale it
+    turns a dead channel into a spurious non-zero constant that blocks channel removal.
+
+    Returns:
+        the number of BN channels repaired.
+    """
+    producer: dict[int, nn.Module] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def on_layer(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        producer[id(out)] = mod
+
+    def on_bn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if id(inp[0]) in producer:
+            pairs.append((producer[id(inp[0])], mod))
+
+    hooks = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, _LAYERS)]
+    hooks += [m.register_forward_hook(on_bn) for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    try:
+        with torch.no_grad():
+            model(example[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    repaired = 0
+    with torch.no_grad():
+        for layer, bn in pairs:
+            fqn = f"{names[layer]}.weight"
+            if fqn not in mask.names or bn.running_mean is None:
+                continue
+            m = mask[fqn]
+            dead = ~m.reshape(m.shape[0], -1).any(1)  # (out,)
+            if layer.bias is not None:
+                dead &= layer.bias.detach() == 0
+            stale = dead & (bn.running_mean != 0)
+            bn.running_mean[stale] = 0.0
+            repaired += int(stale.sum())
+    return repaired
 
 
 def _graph(model: nn.Module, example: torch.Tensor) -> Any:
@@ -143,6 +194,11 @@ class Structured(SparseFormat):
     def convert(self, model: nn.Module, mask: Mask, example: torch.Tensor) -> Converted:
         base = copy.deepcopy(model).eval()
         mask.apply(base)
+        with torch.no_grad():
+            before = base(example)
+        repaired = repair_dead_bn(base, mask, example) if self.options.get("repair_bn", True) else 0
+        with torch.no_grad():
+            repair_change = float((base(example) - before).abs().max()) if repaired else 0.0
         plan = plan_removal(base, mask, example)
         pruned = apply_plan(copy.deepcopy(base), plan, example).eval()
         # the same plan applied to a copy holding the mask as weights slices the mask exactly
@@ -161,7 +217,7 @@ class Structured(SparseFormat):
             for n, b in before.items() if n in after
         ]
         converted = Converted(pruned, new_mask, mask, plan={"steps": plan})
-        diff = check_equal(converted, model, example, self.atol, "structured conversion")
+        diff = check_equal(converted, base, example, self.atol, "structured conversion")
         macs_before, macs_after = torch_macs(base, in_shape), torch_macs(pruned, in_shape)
         converted.report = {
             "layers": layers,
@@ -173,6 +229,8 @@ class Structured(SparseFormat):
             "params_after": sum(p.numel() for p in pruned.parameters()),
             "max_abs_diff": diff,
             "atol": self.atol,
+            "bn_channels_repaired": repaired,
+            "bn_repair_max_abs_change": repair_change,
         }
         return converted
 

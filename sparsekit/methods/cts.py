@@ -33,7 +33,13 @@ from torch.func import functional_call
 from sparsekit import paths
 from sparsekit._io import append_jsonl
 from sparsekit.errors import UsageError
-from sparsekit.masking.concrete import DEFAULT_TAU, init_logits, keep_probability, logistic_noise, relaxed_mask
+from sparsekit.masking.concrete import (
+    DEFAULT_TAU,
+    init_logits,
+    keep_probability,
+    logistic_noise,
+    relaxed_mask,
+)
 from sparsekit.masking.gradbalance import GradBalance, LagrangeBalance
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
 from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, select
@@ -144,7 +150,7 @@ class _Search:
 
     def _masked_weights(self, m: torch.Tensor) -> dict[str, torch.Tensor]:
         # flat (d,) -> per-layer views of each weight's shape
-        return {n: w * m[s:e].view_as(w) for (n, w), (s, e) in zip(self.weights.items(), self.offsets.values())}
+        return {n: w * m[s:e].view_as(w) for (n, w), (s, e) in zip(self.weights.items(), self.offsets.values(), strict=True)}
 
     def run(self) -> tuple[torch.Tensor, dict[str, Any]]:
         ctx, o = self.ctx, self.o

@@ -47,7 +47,7 @@ def feature_mse(student_feats: list[torch.Tensor], teacher_feats: list[torch.Ten
     """Mean over captured layers of MSE between per-sample standardized features."""
     if len(student_feats) != len(teacher_feats) or not student_feats:
         raise UsageError("objective msefeature captured no matching features")
-    losses = [F.mse_loss(standardize_per_sample(s), standardize_per_sample(t)) for s, t in zip(student_feats, teacher_feats)]
+    losses = [F.mse_loss(standardize_per_sample(s), standardize_per_sample(t)) for s, t in zip(student_feats, teacher_feats, strict=True)]
     return torch.stack(losses).mean()
 
 

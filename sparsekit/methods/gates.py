@@ -11,8 +11,9 @@ Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 pena
   * sparsity control by GradBalance plus a final exact top-k (the CTS recipe) instead of a tuned
     lambda, so ``--sparsity`` is met exactly;
   * gate parameters start at the target expected density (§10 pitfall), not "open";
-  * Adam lr 0.1 on the gate parameters (the CTS logit recipe), x0.1 for the last 12 % of steps,
-    counted in steps rather than epochs so short searches get the drop too.
+  * Adam lr 0.1 on the gate parameters (the CTS logit recipe) but, unlike CTS, no x0.1 drop for
+    the last 12 % of the search by default (``lr_drop_at``): on Fashion-MNIST / LeNet-300-100 at
+    90 %, 3 epochs, the drop cost ~2 pp (seeds 0/1: 80.2/78.0 % with it, 82.1/80.5 % without).
 
 BatchNorm: during the search BN normalizes with batch statistics of the gated network (dropout
 off), as CTS does. The BN running statistics of theta_K describe the dense network, so after the
@@ -53,8 +54,8 @@ class Options:
     """Options of ``--method gates`` (defaults = the documented recipe)."""
 
     relaxation: str = field(default="hard-concrete", metadata={"help": "hard-concrete or gaussian"})
-    lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the gate parameters"})
-    lr_drop_at: float = field(default=0.88, metadata={"help": "fraction of steps after which lr x0.1 (1 = never)"})
+    lr: float = field(default=0.0, metadata={"help": "Adam lr of the gate parameters (0 = 0.1 for hard-concrete, 0.06 * sigma for gaussian)"})
+    lr_drop_at: float = field(default=1.0, metadata={"help": "fraction of steps after which lr x0.1 (1 = never; CTS: 0.88)"})
     batch_size: int = field(default=0, metadata={"help": "search batch size (0 = the run's --batch-size)"})
     sigma: float = field(default=0.5, metadata={"help": "noise std of the gaussian gate"})
     headroom: float = field(default=1.1, metadata={"help": "GradBalance target = headroom * density"})
@@ -66,8 +67,8 @@ class Options:
     def __post_init__(self) -> None:
         if self.relaxation not in RELAXATIONS:
             raise UsageError(f"--relaxation must be one of {', '.join(RELAXATIONS)}, got {self.relaxation!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"gates option lr must be a positive number, got {self.lr}")
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise UsageError(f"gates option lr must be a positive number (0 = default), got {self.lr}")
         if not 0 <= self.lr_drop_at <= 1:
             raise UsageError(f"gates option lr_drop_at must be in [0, 1], got {self.lr_drop_at}")
         if self.batch_size < 0 or self.bn_batches < 0 or self.log_every <= 0:
@@ -76,6 +77,14 @@ class Options:
             raise UsageError(f"gates option sigma must be positive, got {self.sigma}")
         if not self.headroom > 0 or not self.c_s > 0 or not 0 < self.ema <= 1:
             raise UsageError("gates options need headroom > 0, c_s > 0 and 0 < ema <= 1")
+
+    def resolved_lr(self) -> float:
+        """The learning rate; the default scales with the parameter's natural unit (log_alpha ~ 1,
+        mu ~ sigma): measured on Fashion-MNIST/LeNet-300-100 at 90 %, 3 epochs, the gaussian gate
+        reached 67.8 % with lr 0.1 and 80.8 % with lr 0.03 (sigma 0.5)."""
+        if self.lr > 0:
+            return self.lr
+        return 0.1 if self.relaxation == "hard-concrete" else 0.06 * self.sigma
 
     def relaxation_obj(self) -> HardConcrete | GaussianGate:
         return HardConcrete() if self.relaxation == "hard-concrete" else GaussianGate(self.sigma)
@@ -114,10 +123,10 @@ class _Layout:
         return sum(self.sizes)
 
     def slices(self) -> list[slice]:
-        return [slice(o, o + n) for o, n in zip(self.offsets, self.sizes)]
+        return [slice(o, o + n) for o, n in zip(self.offsets, self.sizes, strict=True)]
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {n: flat[s].view(g) for n, s, g in zip(self.names, self.slices(), self.gate_shapes)}
+        return {n: flat[s].view(g) for n, s, g in zip(self.names, self.slices(), self.gate_shapes, strict=True)}
 
 
 def _reduce_grad(dist: Any, g: torch.Tensor) -> torch.Tensor:
@@ -148,7 +157,7 @@ class GatesMethod(SearchMethod):
 
         # every gate starts at the target expected density (ALGORITHMS.md §10 pitfall)
         flat = nn.Parameter(torch.full((layout.total,), relax.init_param(density), device=device))
-        opt = torch.optim.Adam([flat], lr=o.lr)
+        opt = torch.optim.Adam([flat], lr=o.resolved_lr())
         # GradBalance over all gates (global), or one per layer when the final top-k is per layer
         segments = layout.slices() if ctx.layerwise else [slice(0, layout.total)]
         balancers = [
@@ -187,7 +196,7 @@ class GatesMethod(SearchMethod):
                     theta = flat.detach()
                     pi, dpi = relax.keep_prob(theta), relax.keep_prob_grad(theta)
                     g = torch.empty_like(g_obj)
-                    for s, gb in zip(segments, balancers):
+                    for s, gb in zip(segments, balancers, strict=True):
                         g[s] = gb.step(g_obj[s], pi[s], dpi=dpi[s])
                 flat.grad = g
                 opt.step()
@@ -209,6 +218,7 @@ class GatesMethod(SearchMethod):
         state_updates = recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)
         info = {
             "relaxation": o.relaxation,
+            "lr": o.resolved_lr(),
             "granularity": ctx.granularity,
             "search_epochs": epochs,
             "steps": step,
@@ -247,4 +257,4 @@ class GatesMethod(SearchMethod):
         if layout.channel:
             theta = theta - theta.min() + 1.0
         views = layout.views(theta)
-        return {n: views[n].expand(w) for n, w in zip(layout.names, layout.weight_shapes)}
+        return {n: views[n].expand(w) for n, w in zip(layout.names, layout.weight_shapes, strict=True)}

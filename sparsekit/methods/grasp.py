@@ -56,15 +56,15 @@ def grasp_hg(model: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor
 
     g = [torch.zeros_like(p) for p in params]
     for i in range(0, n, SCORE_BATCH):
-        for acc, gi in zip(g, torch.autograd.grad(loss_of(i), params)):
+        for acc, gi in zip(g, torch.autograd.grad(loss_of(i), params), strict=True):
             acc += gi
     hg = [torch.zeros_like(p) for p in params]
     for i in range(0, n, SCORE_BATCH):
         gi = torch.autograd.grad(loss_of(i), params, create_graph=True)
-        z = sum((a.detach() * b).sum() for a, b in zip(g, gi))
-        for acc, h in zip(hg, torch.autograd.grad(z, params)):
+        z = sum((a.detach() * b).sum() for a, b in zip(g, gi, strict=True))
+        for acc, h in zip(hg, torch.autograd.grad(z, params), strict=True):
             acc += h
-    return dict(zip(weights, hg))
+    return dict(zip(weights, hg, strict=True))
 
 
 class _GraspBase(ScoreMethod):

@@ -45,7 +45,7 @@ class SnipMethod(ScoreMethod):
                 x, y = x_all[i : i + SCORE_BATCH].to(ctx.device), y_all[i : i + SCORE_BATCH].to(ctx.device)
                 # sum reduction so that micro-batching gives the gradient of the whole sample's loss
                 loss = F.cross_entropy(model(x), y, reduction="sum") / len(y_all)
-                for n, g in zip(weights, torch.autograd.grad(loss, list(weights.values()))):
+                for n, g in zip(weights, torch.autograd.grad(loss, list(weights.values())), strict=True):
                     grads[n] += g
         scores = {n: (w.detach() * grads[n]).abs() for n, w in weights.items()}
         total = sum(float(s.sum()) for s in scores.values()) or 1.0

@@ -69,7 +69,7 @@ class SynFlowMethod(ScoreMethod):
         r = functional_call(net, masked, (ones,)).sum()
         grads = torch.autograd.grad(r, list(masked.values()))
         # dR/d(w*m) * (w*m): masked weights score exactly 0
-        return {n: (g * masked[n].detach()).abs() for (n, _), g in zip(masked.items(), grads)}
+        return {n: (g * masked[n].detach()).abs() for (n, _), g in zip(masked.items(), grads, strict=True)}
 
 
 def _fast_topk(scores: dict[str, torch.Tensor], sparsity: float, layerwise: bool) -> dict[str, torch.Tensor]:

@@ -159,7 +159,7 @@ def test_ltr_rounds_saved_nested_and_exact(data, tmp_path):
         metas.append(json.loads((rd / ROUND_JSON).read_text()))
     assert metas[0]["density"] == 1.0 and metas[0]["accuracy"] is not None
     assert metas[-1]["accuracy"] is None  # trained by the pipeline's fine-tune stage
-    for a, b in zip(masks, masks[1:]):
+    for a, b in zip(masks, masks[1:], strict=False):
         assert (b & a) == b  # every round prunes survivors only
     assert masks[-1] == res.mask
     assert res.mask.kept == budget_keep(res.mask.numel, 0.55)

@@ -14,7 +14,12 @@ from sparsekit import paths
 from sparsekit.data.synthetic import make_synthetic
 from sparsekit.errors import UsageError
 from sparsekit.masking.concrete import init_logits, logistic_noise, relaxed_mask
-from sparsekit.masking.gradbalance import GradBalance, LagrangeBalance, sparsity_gradient, stable_norm
+from sparsekit.masking.gradbalance import (
+    GradBalance,
+    LagrangeBalance,
+    sparsity_gradient,
+    stable_norm,
+)
 from sparsekit.masking.prunable import prunable_tensors
 from sparsekit.masking.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
@@ -65,7 +70,7 @@ def test_lagrange_and_layerwise_budgets(data):
     model = lenet(data)
     ctx = ctx_for(model, data, sparsity=0.8, layerwise=True)
     res = cts(balance="lagrange", max_steps=3).search(ctx)
-    for n, t in res.mask.items():
+    for _n, t in res.mask.items():
         assert int(t.sum()) == budget_keep(t.numel(), 0.8)
     assert res.info["balance"] == "lagrange"
 
@@ -188,8 +193,8 @@ def test_kl_directions_hand_computed():
     ps, pd = [0.9, 0.1], [0.5, 0.5]
     s = torch.log(torch.tensor([ps]))  # logits whose softmax is ps
     d = torch.log(torch.tensor([pd]))
-    rev = sum(a * math.log(a / b) for a, b in zip(ps, pd))  # KL(sparse || dense) = 0.368064
-    fwd = sum(b * math.log(b / a) for a, b in zip(ps, pd))  # KL(dense || sparse) = 0.510826
+    rev = sum(a * math.log(a / b) for a, b in zip(ps, pd, strict=True))  # KL(sparse || dense) = 0.368064
+    fwd = sum(b * math.log(b / a) for a, b in zip(ps, pd, strict=True))  # KL(dense || sparse) = 0.510826
     assert float(reverse_kl(s, d)) == pytest.approx(rev, abs=1e-6)
     assert float(forward_kl(s, d)) == pytest.approx(fwd, abs=1e-6)
     assert rev == pytest.approx(0.368064, abs=1e-6) and fwd == pytest.approx(0.510826, abs=1e-6)

@@ -8,7 +8,14 @@ import torch
 from typer.testing import CliRunner
 
 from sparsekit.cli.main import app
-from sparsekit.export import EXPORT_ATOL, ONNX_IR_VERSION, ONNX_OPSET, export_run, read_metadata, to_onnx_proto
+from sparsekit.export import (
+    EXPORT_ATOL,
+    ONNX_IR_VERSION,
+    ONNX_OPSET,
+    export_run,
+    read_metadata,
+    to_onnx_proto,
+)
 from sparsekit.export.verify import check_parity, check_zeros
 from sparsekit.models import ModelSpec, build_model
 from sparsekit.ticket import Ticket
@@ -129,3 +136,23 @@ def test_failed_verification_writes_nothing(l300, tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["export", str(l300), "--out", str(tmp_path / "x.onnx")])
     assert r.exit_code == 1 and "differs from torch" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dynamo_fallback_when_torchscript_fails(monkeypatch, tmp_path):
+    """If the TorchScript exporter fails, the dynamo exporter produces an equivalent dynamic-batch graph."""
+    real_export = torch.onnx.export
+
+    def flaky(*args, **kwargs):
+        if kwargs.get("dynamo") is False:
+            raise RuntimeError("tracing failed")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", flaky)
+    net = build_model(ModelSpec("lenet300", (1, 8, 8), 10), seed=0).eval()
+    proto, exporter = to_onnx_proto(net, (1, 8, 8))
+    assert exporter == "dynamo"
+    proto.ir_version = ONNX_IR_VERSION
+    path = tmp_path / "m.onnx"
+    path.write_bytes(proto.SerializeToString())
+    parity = check_parity(path, net, iter([torch.randn(1, 1, 8, 8), torch.randn(3, 1, 8, 8)]))
+    assert parity["max_abs_diff"] <= EXPORT_ATOL

@@ -20,7 +20,7 @@ FORMAT_OPTIONS = {"nm": {"n": 2, "m": 4}, "block": {"block": (4, 4)}}
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     return {
-        "lenet300": make_run(tmp_path_factory, "lenet300", sparsity=0.9),
+        "lenet300": make_run(tmp_path_factory, "lenet300", sparsity=0.95),
         "resnet20": make_run(tmp_path_factory, "resnet20", "synthetic:3x16x16", 0.5, granularity="channel"),
     }
 
@@ -146,3 +146,31 @@ def test_convert_cli_errors(runs):
     assert r.exit_code == 2 and "--block" in r.stderr
     r = CliRunner().invoke(app, ["convert", "/nonexistent/run", "--format", "csr"])
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_channel_granularity_gives_whole_channel_masks(runs):
+    """Issue 5 item C: --granularity channel masks whole output channels (rows all kept or all masked)."""
+    mask = Ticket.load(runs["resnet20"]).mask()
+    some_dead = False
+    for name, keep in mask.items():
+        rows = keep.reshape(keep.shape[0], -1)
+        assert bool((rows.all(1) | ~rows.any(1)).all()), name
+        some_dead |= bool((~rows.any(1)).any())
+    assert some_dead
+
+
+def test_structured_repairs_stale_bn_statistics_of_dead_channels():
+    """A fully masked conv channel feeds BN an all-zero input: its true running mean is 0."""
+    from sparsekit.mask import Mask
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    with torch.no_grad():
+        net[1].running_mean.fill_(-0.5)  # stale: relu(0 - (-0.5) * ...) > 0 without the repair
+    keep = {"0.weight": torch.ones(8, 3, 3, 3, dtype=torch.bool), "3.weight": torch.ones(4, 8, 3, 3, dtype=torch.bool)}
+    keep["0.weight"][:3] = False
+    c = get_format("structured").convert(net, Mask(keep), torch.randn(4, 3, 6, 6))
+    assert c.report["bn_channels_repaired"] == 3 and c.report["bn_repair_max_abs_change"] > 0
+    assert c.module[0].out_channels == 5 and c.module[3].in_channels == 5
+    off = get_format("structured", repair_bn=False).convert(net, Mask(keep), torch.randn(4, 3, 6, 6))
+    assert off.module[0].out_channels == 8  # without the repair the constants are real and kept

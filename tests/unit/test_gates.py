@@ -28,6 +28,15 @@ MC_ATOL = 4 * math.sqrt(0.25 / MC_SAMPLES)
 RELAXATIONS = [HardConcrete(), GaussianGate(sigma=0.5), GaussianGate(sigma=1.0)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny models: one thread is faster and does not fight other jobs for the 2 shared cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic(n_train=512, n_test=128)
@@ -229,3 +238,26 @@ def test_edge_popup_scores_are_learned(data):
     with torch.no_grad():
         acc = float((masked_call(model, {n: t.float() for n, t in mask.items()}, x).argmax(1) == y).double().mean())
     assert acc > 0.3
+
+
+# -- pipeline integration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["gates", "edge-popup"])
+def test_pipeline_loads_recalibrated_bn_statistics(method, tmp_path):
+    from sparsekit._io import load_tensors
+    from sparsekit.pipeline import PruneConfig, prune
+
+    data = make_synthetic(n_train=128, n_test=64)
+    cfg = PruneConfig("resnet20", "synthetic", method, 0.8, str(tmp_path), pretrain_epochs=0,
+                      search_epochs=1, finetune_epochs=0, batch_size=64, dense_reference=False,
+                      method_options={"bn_batches": 2})
+    result = prune(cfg, data=data)
+    assert result["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    theta_k, final = load_tensors(paths.theta_k(tmp_path)), load_tensors(paths.final_weights(tmp_path))
+    mask = load_tensors(paths.mask(tmp_path))
+    for name, keep in mask.items():  # no weight training: the ticket is theta_K under the mask
+        assert torch.equal(final[name], theta_k[name] * keep), name
+    assert "bn1" in result["search_info"]["bn_recalibrated"]
+    assert not torch.equal(final["bn1.running_var"], theta_k["bn1.running_var"])
+    assert int(final["bn1.num_batches_tracked"]) == 2

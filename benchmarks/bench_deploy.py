@@ -1,0 +1,225 @@
+"""Deployment benchmark: does the product turn sparsity into speed and size on this machine?
+
+Three measurements, all through the product's own library calls (prune -> convert/export -> bench):
+  1. resnet20 channel ticket converted ``structured``, ONNX Runtime CPU, batch 64 and 1: speed-up vs
+     the dense reference compared with the MAC ratio (targets: >= 0.5x of the MAC ratio at batch 64,
+     >= 0.3x at batch 1).
+  2. lenet300 at 95 % sparsity on Fashion-MNIST: torch-csr ticket vs torch-cpu dense at batch 1
+     (plus ORT dense, the best dense runtime, for honesty).
+  3. lenet300 at 99 %: ONNX with sparse initializers vs the dense ONNX file size (target <= 5 %).
+
+Timings are noisy on a shared 2-core VM: 1 thread, every (model, runtime) in a fresh process, the
+whole bench repeated ``--repeats`` times with ticket and dense alternating, medians reported.
+Writes its section of docs/benchmarks.md between the bench-deploy markers (other sections untouched).
+
+Usage:
+    python benchmarks/bench_deploy.py [--root .bench/deploy] [--repeats 3] [--iters 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from sparsekit.bench.core import BenchConfig, bench
+from sparsekit.bench.env import fingerprint
+from sparsekit.export import export_run
+from sparsekit.pipeline import PruneConfig, prune
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- bench-deploy:start -->", "<!-- bench-deploy:end -->"
+R20_DATA = "synthetic:1x28x28"  # resnet20 on full Fashion-MNIST takes ~10 min/epoch on 2 shared cores
+R20_CHANNEL_SPARSITY = 0.8
+TARGET_B64, TARGET_B1 = 0.5, 0.3
+CSR_SPARSITY = 0.95
+SIZE_SPARSITY, SIZE_TARGET = 0.99, 0.05
+
+
+def _prune(root: Path, name: str, **kw) -> Path:
+    out = root / name
+    prune(PruneConfig(out=str(out), **kw))
+    return out
+
+
+def _median_rows(reports: list[dict]) -> list[dict]:
+    """Median p50/p90/p99 per (model, runtime, batch) over repeated bench reports; ratios recomputed."""
+    from sparsekit.bench.report import finalize_rows
+
+    groups: dict[tuple, list[dict]] = {}
+    for rep in reports:
+        for r in rep["rows"]:
+            groups.setdefault((r["model"], r["runtime"], r["batch"]), []).append(r)
+    rows = []
+    for rs in groups.values():
+        row = dict(rs[0])
+        row["latency_ms"] = {k: statistics.median(r["latency_ms"][k] for r in rs) for k in ("p50", "p90", "p99")}
+        row["latency_p50_runs_ms"] = [r["latency_ms"]["p50"] for r in rs]
+        row["throughput_per_s"] = row["batch"] / (row["latency_ms"]["p50"] / 1e3)
+        rows.append(row)
+    return finalize_rows(rows)
+
+
+def _bench_repeated(cfg: BenchConfig, repeats: int) -> tuple[list[dict], dict]:
+    reports = [bench(cfg) for _ in range(repeats)]
+    return _median_rows(reports), reports[0]
+
+
+def _row(rows, model_suffix, runtime, batch):
+    return next(r for r in rows if r["model"].endswith(model_suffix) and r["runtime"] == runtime and r["batch"] == batch)
+
+
+def _fmt_rows(rows: list[dict]) -> list[str]:
+    out = ["| model | runtime | batch | p50 ms (runs) | p90 ms | peak RSS MB | file KB | MACs | accuracy | speedup vs dense |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        runs = ", ".join(f"{v:.3f}" for v in r["latency_p50_runs_ms"])
+        sp = "-" if r["speedup_vs_dense"] is None else f"{r['speedup_vs_dense']:.2f}x"
+        out.append(f"| {r['model']} ({r['format']}) | {r['runtime']} | {r['batch']} | {r['latency_ms']['p50']:.3f} ({runs}) | "
+                   f"{r['latency_ms']['p90']:.3f} | {r['peak_rss_bytes'] / 2**20:.1f} | {r['file_bytes'] / 1024:.1f} | "
+                   f"{r['macs']:,} | {r['accuracy']:.4f} | {sp} |")
+    return out
+
+
+def part_structured(root: Path, args) -> tuple[list[str], dict]:
+    run = _prune(root, "r20_channel", model="resnet20", data=R20_DATA, method="magnitude",
+                 sparsity=R20_CHANNEL_SPARSITY, granularity="channel", layerwise=True, lr=0.05,
+                 include=("blocks.*.conv1.weight",), pretrain_epochs=0, finetune_epochs=8)
+    cfg = BenchConfig((str(run),), runtimes=("ort-cpu",), batches=(1, 64), formats=("structured",),
+                      warmup=10, iters=args.iters)
+    rows, _ = _bench_repeated(cfg, args.repeats)
+    t64, d64 = _row(rows, "ticket-structured", "ort-cpu", 64), _row(rows, "dense", "ort-cpu", 64)
+    t1 = _row(rows, "ticket-structured", "ort-cpu", 1)
+    mac_ratio = d64["macs"] / t64["macs"]
+    eff64, eff1 = t64["speedup_vs_dense"] / mac_ratio, t1["speedup_vs_dense"] / mac_ratio
+    res = {"mac_ratio": mac_ratio, "macs_removed": 1 - 1 / mac_ratio, "speedup_b64": t64["speedup_vs_dense"],
+           "speedup_b1": t1["speedup_vs_dense"], "eff_b64": eff64, "eff_b1": eff1}
+    lines = [
+        f"### 1. Structured channel ticket, resnet20 on `{R20_DATA}`, ONNX Runtime CPU",
+        "",
+        f"Ticket: magnitude, `--granularity channel --layerwise --include 'blocks.*.conv1.weight' --sparsity "
+        f"{R20_CHANNEL_SPARSITY}` (the inner conv of every block; see the note on coupled channels below), "
+        "0 pretrain + 8 fine-tune epochs (lr 0.05); `bench --format structured` exports it with empty channels removed.",
+        "",
+        *_fmt_rows(rows),
+        "",
+        f"MACs: dense {d64['macs']:,} -> structured {t64['macs']:,} per sample = **{mac_ratio:.2f}x fewer "
+        f"({res['macs_removed']:.1%} removed)**.",
+        f"- batch 64: speed-up {t64['speedup_vs_dense']:.2f}x = {eff64:.2f} of the MAC ratio "
+        f"(target >= {TARGET_B64}): **{'met' if eff64 >= TARGET_B64 else 'NOT met'}**",
+        f"- batch 1: speed-up {t1['speedup_vs_dense']:.2f}x = {eff1:.2f} of the MAC ratio "
+        f"(target >= {TARGET_B1}): **{'met' if eff1 >= TARGET_B1 else 'NOT met'}**",
+        "",
+        "Why only the inner convs: a channel of the residual stream can be removed only if it is masked in "
+        "EVERY layer writing to that stream (stem, every block's conv2, the projection shortcuts). The "
+        "score-based channel selection ranks each layer on its own, so the coupled layers almost never agree "
+        "and the structured converter (correctly) keeps those channels. Pruning the stream too (the 4x-15x "
+        "MAC cuts of SPARSE_RUNTIME.md) needs group-aware channel selection in the search methods. "
+        "Pretrain is 0 here: with a pretrained rewind point, masked channels keep a trained BatchNorm shift "
+        "(a real constant signal that a zero-padded conv cannot absorb), so the converter keeps them.",
+    ]
+    return lines, res
+
+
+def part_csr(root: Path, args) -> tuple[list[str], dict]:
+    run = _prune(root, "l300_s95", model="lenet300", data="fashion-mnist", method="magnitude",
+                 sparsity=CSR_SPARSITY, pretrain_epochs=1, finetune_epochs=2)
+    cfg = BenchConfig((str(run),), runtimes=("torch-cpu", "torch-csr", "ort-cpu"), batches=(1, 32),
+                      warmup=10, iters=args.iters * 4)
+    rows, _ = _bench_repeated(cfg, args.repeats)
+    csr1 = _row(rows, "ticket", "torch-csr", 1)
+    dense_torch1 = _row(rows, "dense", "torch-cpu", 1)
+    dense_ort1 = _row(rows, "dense", "ort-cpu", 1)
+    vs_torch = dense_torch1["latency_ms"]["p50"] / csr1["latency_ms"]["p50"]
+    vs_ort = dense_ort1["latency_ms"]["p50"] / csr1["latency_ms"]["p50"]
+    res = {"csr_vs_torch_dense_b1": vs_torch, "csr_vs_ort_dense_b1": vs_ort}
+    lines = [
+        f"### 2. torch-csr vs dense, lenet300 on Fashion-MNIST at {CSR_SPARSITY:.0%} sparsity",
+        "",
+        *_fmt_rows(rows),
+        "",
+        f"- batch 1: torch-csr ticket {csr1['latency_ms']['p50'] * 1e3:.1f} us vs torch-cpu dense "
+        f"{dense_torch1['latency_ms']['p50'] * 1e3:.1f} us = **{vs_torch:.2f}x**; vs ONNX Runtime dense (the best "
+        f"dense runtime here) {dense_ort1['latency_ms']['p50'] * 1e3:.1f} us = **{vs_ort:.2f}x**.",
+        "- Whole-model batch-1 latency of a 0.27 MMAC network is dominated by per-call framework overhead "
+        "(~20-50 us in torch eager), so the CSR kernel gain of the 784x300 layer shows only partially.",
+    ]
+    return lines, res
+
+
+def part_size(root: Path, args) -> tuple[list[str], dict]:
+    run = _prune(root, "l300_s99", model="lenet300", data="fashion-mnist", method="magnitude",
+                 sparsity=SIZE_SPARSITY, pretrain_epochs=1, finetune_epochs=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = export_run(run, Path(tmp) / "dense.onnx", dense=True)
+        masked = export_run(run, Path(tmp) / "masked.onnx")
+        sparse = export_run(run, Path(tmp) / "sparse.onnx", sparse_initializers=True)
+    ratio = sparse.file_bytes / dense.file_bytes
+    res = {"dense_bytes": dense.file_bytes, "sparse_bytes": sparse.file_bytes, "ratio": ratio}
+    lines = [
+        f"### 3. ONNX file size at {SIZE_SPARSITY:.0%} sparsity (lenet300, Fashion-MNIST)",
+        "",
+        "| file | bytes | vs dense |",
+        "|---|---|---|",
+        f"| dense reference ONNX | {dense.file_bytes:,} | 1.000 |",
+        f"| ticket, masked-dense ONNX | {masked.file_bytes:,} | {masked.file_bytes / dense.file_bytes:.3f} |",
+        f"| ticket, `--sparse-initializers` (int64 indices, spec-compliant) | {sparse.file_bytes:,} | {ratio:.3f} |",
+        "",
+        f"Target <= {SIZE_TARGET:.0%}: **{'met' if ratio <= SIZE_TARGET else 'NOT met'}** ({ratio:.1%}). All three "
+        f"files passed verification (ORT vs torch max |diff| {sparse.verification['parity']['max_abs_diff']:.1e}). "
+        "ONNX Runtime densifies sparse initializers at load: same speed as dense, more load memory.",
+    ]
+    return lines, res
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace only our marked section (re-read right before writing; unique temp name)."""
+    from sparsekit._io import atomic_write
+
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{START}\n{body}\n{END}"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=str(REPO / ".bench" / "deploy"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    env = fingerprint()
+    results, lines = {}, []
+    for name, part in (("structured", part_structured), ("csr", part_csr), ("size", part_size)):
+        part_lines, results[name] = part(root, args)
+        lines += part_lines + [""]
+        print(json.dumps({name: results[name]}), flush=True)
+    cmd = "python benchmarks/bench_deploy.py " + " ".join(sys.argv[1:])
+    head = [
+        "## Deployment: structured, CSR and file size (bench_deploy.py)",
+        "",
+        f"Measured {env['date_utc']} on {env['cpu']} ({env['cpu_usable']} usable cores, shared with other jobs), "
+        f"torch {env['versions']['torch']}, onnxruntime {env['versions']['onnxruntime']}. Command: `{cmd.strip()}` "
+        f"(`make bench-deploy`). 1 thread; each (model, runtime) measured in a fresh process, the bench repeated "
+        f"{args.repeats}x (ticket and dense alternating), p50 = median over repeats (the individual p50s are "
+        "listed: the VM is shared, so expect +-10-30 % noise).",
+        "",
+    ]
+    write_section(Path(args.doc), "\n".join(head + lines).rstrip())
+    (root / "results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
