@@ -19,6 +19,7 @@ class Gates:
     max_size_ratio: float | None = field(default=None, metadata={"help": "ticket file / dense file"})
     runtime: str | None = field(default=None, metadata={"help": "only rows of this runtime"})
     batch: int | None = field(default=None, metadata={"help": "only rows of this batch size"})
+    format: str | None = field(default=None, metadata={"help": "only ticket rows of this format"})
 
 
 @dataclass
@@ -62,9 +63,11 @@ def check_report(report: dict[str, Any], gates: Gates) -> CheckResult:
         raise UsageError("give at least one gate: --max-accuracy-drop, --min-speedup or --max-size-ratio")
     rows = [r for r in report["rows"] if r["variant"] == "ticket"
             and (gates.runtime is None or r["runtime"] == gates.runtime)
-            and (gates.batch is None or r["batch"] == gates.batch)]
+            and (gates.batch is None or r["batch"] == gates.batch)
+            and (gates.format is None or r.get("format") == gates.format)]
     if not rows:
-        raise UsageError(f"no ticket rows match runtime={gates.runtime} batch={gates.batch} in the report")
+        raise UsageError(f"no ticket rows match runtime={gates.runtime} batch={gates.batch} "
+                         f"format={gates.format} in the report")
     dense = {(r.get("pair_key"), r["runtime"], r["batch"], r.get("threads")): r
              for r in report["rows"] if r["variant"] == "dense"}
     failures, passes = [], []

@@ -18,13 +18,14 @@ def check_cmd(
     max_size_ratio: Annotated[float | None, typer.Option("--max-size-ratio", help="max ticket size / dense size")] = None,
     runtime: Annotated[str | None, typer.Option("--runtime", help="only rows of this runtime")] = None,
     batch: Annotated[int | None, typer.Option("--batch", help="only rows of this batch size")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="only ticket rows of this format (masked, structured, csr)")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Gate a benchmark report (for CI)."""
     from sparsekit.bench.check import Gates, check_report, load_report
 
     def go() -> dict:
-        res = check_report(load_report(report), Gates(max_accuracy_drop, min_speedup, max_size_ratio, runtime, batch))
+        res = check_report(load_report(report), Gates(max_accuracy_drop, min_speedup, max_size_ratio, runtime, batch, fmt))
         out = res.to_dict()
         emit_json(out, json_out)
         return out

@@ -41,8 +41,13 @@ def export_cmd(
     typer.echo(f"verified: onnx.checker {v['checker']}; ORT vs torch max |diff| "
                f"{v['parity']['max_abs_diff']:.2e} <= EXPORT_ATOL {v['parity']['atol']:g} on batches "
                f"{', '.join(str(b['batch']) for b in v['parity']['batches'])}")
-    typer.echo(f"zeros: {z['masked_total']:,} masked weights, all zero in the export "
-               f"({z['zeros_total']:,} zeros in its weights)")
+    if res["variant"] == "dense":
+        typer.echo(f"zeros: dense reference ({z['zeros_total']:,} zeros in its weights)")
+    elif z["masked_total"] == 0:
+        typer.echo("zeros: every masked weight was removed with its channel")
+    else:
+        typer.echo(f"zeros: {z['masked_total']:,} masked weights, all zero in the export "
+                   f"({z['zeros_total']:,} zeros in its weights)")
     if res.get("structured"):
         s = res["structured"]
         typer.echo(f"structured: {s['channels_removed']} channels removed, MACs {s['macs_before']:,} -> "

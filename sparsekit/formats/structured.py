@@ -162,6 +162,41 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor) -> list[di
     return plan
 
 
+def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:
+    """Which output channels of which weights must be removed together (for group-aware selection).
+
+    A channel-granularity search that scores and masks whole groups (e.g. summing per-member channel
+    scores by root index) produces masks the structured format can remove completely, including the
+    residual stream; ranking every layer on its own almost never masks a stream channel everywhere.
+
+    Returns:
+        ``[{"root": layer, "channels": C, "members": [{"weight": fqn, "rows": [row per root index]}]}]``;
+        ``rows[j]`` is the member's output row coupled to root channel ``j``.
+
+    Example:
+        >>> groups = coupled_channel_groups(resnet20, torch.randn(2, 3, 32, 32))  # doctest: +SKIP
+        >>> [m["weight"] for m in groups[0]["members"]]  # doctest: +SKIP
+        ['conv1.weight', 'blocks.0.conv2.weight', 'blocks.1.conv2.weight', 'blocks.2.conv2.weight']
+    """
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    dg = _graph(model, example)
+    out = []
+    for group in dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS):
+        root = group[0].dep.target.module
+        n_root = dg.get_pruner_of_module(root).get_out_channels(root)
+        members = []
+        for item in group.items:
+            mod = item.dep.target.module
+            if isinstance(mod, _LAYERS) and dg.is_out_channel_pruning_fn(item.dep.handler):
+                rows = [-1] * n_root
+                for i, r in zip(item.idxs, item.root_idxs, strict=True):
+                    rows[r] = int(i)
+                members.append({"weight": f"{names[mod]}.weight", "rows": rows})
+        out.append({"root": names[root], "channels": n_root, "members": members})
+    return out
+
+
 def apply_plan(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor) -> nn.Module:
     """Remove the planned channels from ``model`` in place (same order as planned) and return it."""
     if not plan:

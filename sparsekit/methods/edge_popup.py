@@ -83,6 +83,8 @@ class EdgePopupMethod(SearchMethod):
 
     Options = Options
     default_finetune_epochs = 0
+    #: the mask is per-layer top-k whatever --layerwise says (read by the contract tests)
+    always_layerwise = True
 
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options

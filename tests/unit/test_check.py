@@ -49,6 +49,10 @@ def test_filters_by_runtime_and_batch(report):
     assert r.exit_code == 0
     r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.5", "--runtime", "torch-cpu"])
     assert r.exit_code == 2 and "no ticket rows" in r.stderr
+    r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.1", "--format", "structured"])
+    assert r.exit_code == 0
+    r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.1", "--format", "masked"])
+    assert r.exit_code == 2
 
 
 def test_bad_reports_exit_2(tmp_path, report):
@@ -66,3 +70,19 @@ def test_library_reports_missing_dense_as_failure():
     rows = finalize_rows([_row("ticket", "ort-cpu", 1, 1.0, 0.9, 100)])
     res = check_report({"rows": rows}, Gates(min_speedup=1.0))
     assert not res.passed and "not measured" in res.failures[0]["measured"]
+
+
+@pytest.mark.parametrize("example", ["sparse-model.yml", "Makefile.snippet"])
+def test_ci_example_uses_only_real_commands_and_options(example):
+    """examples/ci: every `sparsekit CMD --option` in the workflow and Makefile snippet exists."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "ci" / example).read_text()
+    text = re.sub(r"\\\n|\n\s+(?=--)", " ", text).replace(">\n", " ")  # join continued lines
+    calls = re.findall(r"(?:sparsekit|\$\(SK\))\s+(\w+)([^\n]*)", text)
+    assert {c for c, _ in calls} >= {"prune", "export", "bench", "check"}
+    for cmd, rest in calls:
+        help_text = CliRunner().invoke(app, [cmd, "--help"]).stdout
+        for opt in re.findall(r"(--[a-z][a-z-]*)", rest):
+            assert opt in help_text, f"{example}: sparsekit {cmd} has no {opt}"

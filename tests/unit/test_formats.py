@@ -174,3 +174,17 @@ def test_structured_repairs_stale_bn_statistics_of_dead_channels():
     assert c.module[0].out_channels == 5 and c.module[3].in_channels == 5
     off = get_format("structured", repair_bn=False).convert(net, Mask(keep), torch.randn(4, 3, 6, 6))
     assert off.module[0].out_channels == 8  # without the repair the constants are real and kept
+
+
+def test_coupled_channel_groups_name_the_residual_stream():
+    from sparsekit.formats.structured import coupled_channel_groups
+
+    net = build_model(ModelSpec("resnet20", (3, 16, 16), 10), seed=0)
+    groups = coupled_channel_groups(net, torch.randn(2, 3, 16, 16))
+    stream = next(g for g in groups if any(m["weight"] == "conv1.weight" for m in g["members"]))
+    assert {m["weight"] for m in stream["members"]} == {
+        "conv1.weight", "blocks.0.conv2.weight", "blocks.1.conv2.weight", "blocks.2.conv2.weight"}
+    assert all(m["rows"] == list(range(16)) for m in stream["members"])
+    inner = next(g for g in groups if g["root"] == "blocks.4.conv1")
+    assert [m["weight"] for m in inner["members"]] == ["blocks.4.conv1.weight"]
+    assert not any(m["weight"] == "fc.weight" for g in groups for m in g["members"])

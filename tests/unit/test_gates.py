@@ -134,7 +134,7 @@ def test_options_are_validated():
     with pytest.raises(UsageError, match="relaxation"):
         get_method("gates", {"relaxation": "gumbel"})
     with pytest.raises(UsageError, match="no option"):
-        get_method("gates", {"temperature": "1"})
+        get_method("gates", {"tau": "1"})
     assert get_method("gates", {"lr": "0.05"}).options.lr == 0.05
 
 
