@@ -28,6 +28,11 @@ def dense_weights(run_dir: Path) -> Path:
     return Path(run_dir) / "dense.safetensors"
 
 
+def search_state(run_dir: Path) -> Path:
+    """Buffers a search method sets on the ticket (e.g. BN statistics of the masked net), applied over theta_K."""
+    return Path(run_dir) / "search_state.safetensors"
+
+
 def search_log(run_dir: Path) -> Path:
     """Per-step search diagnostics as JSON lines."""
     return Path(run_dir) / "search.jsonl"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from sparsekit import paths
-from sparsekit._io import append_jsonl
+from sparsekit._io import append_jsonl, load_tensors, save_tensors
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, UsageError
 from sparsekit.mask import Mask, sparsity_of
@@ -195,7 +195,8 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     if meta is None:
         meta = _start_meta(cfg, out, spec)
         if is_main:
-            stale = [paths.final_weights(out), paths.dense_weights(out), paths.metrics_log(out), paths.search_log(out)]
+            stale = [paths.final_weights(out), paths.dense_weights(out), paths.metrics_log(out), paths.search_log(out),
+                     paths.search_state(out)]
             for stage in ("pretrain", "search", "finetune", "dense"):
                 stale += [paths.checkpoint(out, stage), paths.checkpoint_meta(out, stage)]
             for f in stale:
@@ -228,6 +229,8 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     state_updates: dict[str, torch.Tensor] = {}
     if stages.done("search"):
         mask = Mask.load(paths.mask(out))
+        if paths.search_state(out).is_file():
+            state_updates = load_tensors(paths.search_state(out))
     else:
         ctx = SearchContext(
             model=copy.deepcopy(model),
@@ -255,6 +258,8 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         meta["method"]["info"] = result.info
         if is_main:
             mask.save(paths.mask(out))
+            if state_updates:
+                save_tensors(paths.search_state(out), state_updates)
             stages.finish("search")
     load_state(model, theta_k, "theta_k")
     model.load_state_dict(state_updates, strict=False)  # e.g. BN statistics of the masked network

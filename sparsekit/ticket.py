@@ -98,9 +98,15 @@ class Ticket:
         return load_tensors(path)
 
     def materialize(self, which: str = "final") -> nn.Module:
-        """Rebuild the nn.Module from the registry and load ``which`` weights (final|theta_k|dense)."""
+        """Rebuild the nn.Module from the registry and load ``which`` weights (final|theta_k|dense).
+
+        "theta_k" is the ticket's starting point: theta_K plus any buffers the search set
+        (search_state.safetensors, e.g. BN statistics of the masked network).
+        """
         model = build_model(self.spec, seed=0)
         load_state(model, self.state(which), where=str(self.run_dir))
+        if which == "theta_k" and paths.search_state(self.run_dir).is_file():
+            model.load_state_dict(load_tensors(paths.search_state(self.run_dir)), strict=False)
         if which != "dense":
             mask = self.mask()
             mask.validate(model)

@@ -119,3 +119,13 @@ def parse_kv(pairs: list[str] | None, what: str) -> dict[str, str]:
             raise UsageError(f"{what} expects KEY=VALUE, got {p!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)

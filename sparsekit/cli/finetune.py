@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from sparsekit.cli.app import app
-from sparsekit.cli.common import emit_json, run
+from sparsekit.cli.common import emit_json, run, set_threads
 
 
 @app.command("finetune")
@@ -16,6 +16,7 @@ def finetune_cmd(
     epochs: Annotated[int | None, typer.Option(help="epochs [default: the run's fine-tune budget]")] = None,
     data_dir: Annotated[str | None, typer.Option(help="directory holding the dataset files")] = None,
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="retrain the dense reference to the same budget")] = True,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: torch's choice]")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Fine-tune an existing ticket again (e.g. with a larger budget)."""
@@ -23,6 +24,7 @@ def finetune_cmd(
     from sparsekit.pipeline import finetune
 
     def go() -> dict:
+        set_threads(threads)
         dist = from_environment("cpu")
         try:
             r = finetune(run_dir, epochs, data_dir=data_dir, dense_reference=dense, dist=dist)

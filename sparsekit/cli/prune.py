@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sparsekit.cli.app import app
-from sparsekit.cli.common import emit_json, parse_kv, run
+from sparsekit.cli.common import emit_json, parse_kv, run, set_threads
 from sparsekit.errors import UsageError
 
 
@@ -52,6 +52,7 @@ def prune_cmd(
     opt: Annotated[list[str] | None, typer.Option(help="method option KEY=VALUE (repeatable)")] = None,
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="also train the dense reference with the same budget")] = True,
     force: Annotated[bool, typer.Option("--force", help="redo completed stages of an existing run")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: torch's choice]")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Search a ticket near initialization, fine-tune it with its mask held exactly, evaluate it."""
@@ -59,6 +60,7 @@ def prune_cmd(
     from sparsekit.pipeline import PruneConfig, prune
 
     def go() -> dict:
+        set_threads(threads)
         options = parse_kv(opt, "--opt")
         for key, value in (("objective", objective), ("balance", balance), ("relaxation", relaxation)):
             if value is not None:

@@ -128,8 +128,14 @@ def _graph(model: nn.Module, example: torch.Tensor) -> Any:
     return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
 
 
-def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor) -> list[dict[str, Any]]:
-    """Decide which root channels can go: ``[{"root": layer name, "remove": [idx, ...]}, ...]``."""
+def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: int = 1) -> list[dict[str, Any]]:
+    """Decide which root channels can go: ``[{"root": layer name, "remove": [idx, ...]}, ...]``.
+
+    ``round_to`` > 1 keeps some removable channels so every kept width is a multiple of it (SIMD-
+    friendly widths; keeping a dead channel never changes the function). Measured on the 2-core
+    AMD EPYC dev VM with ORT: no gain (resnet20 inner-pruned: 2.2x at round_to=1, 1.85x at 8), so
+    the default is 1; GPU tensor cores may prefer multiples of 8.
+    """
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     inputs = _layer_inputs(model, example)
@@ -157,6 +163,9 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor) -> list[di
                 removable[roots[_alive(inputs[mod], idxs, isinstance(mod, nn.Linear))]] = False
         if removable.all():  # keep one channel so the layer (and the graph) survives
             removable[0] = False
+        extra = -int((~removable).sum()) % round_to
+        if extra:
+            removable[np.flatnonzero(removable)[: min(extra, int(removable.sum()))]] = False
         if removable.any():
             plan.append({"root": names[root], "remove": np.flatnonzero(removable).tolist()})
     return plan
@@ -234,7 +243,7 @@ class Structured(SparseFormat):
         repaired = repair_dead_bn(base, mask, example) if self.options.get("repair_bn", True) else 0
         with torch.no_grad():
             repair_change = float((base(example) - before).abs().max()) if repaired else 0.0
-        plan = plan_removal(base, mask, example)
+        plan = plan_removal(base, mask, example, round_to=int(self.options.get("round_to", 1)))
         pruned = apply_plan(copy.deepcopy(base), plan, example).eval()
         # the same plan applied to a copy holding the mask as weights slices the mask exactly
         holder = copy.deepcopy(base)

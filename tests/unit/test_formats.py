@@ -111,9 +111,12 @@ def test_convert_saves_and_reloads_without_pickle(runs, fmt):
     ticket = Ticket.load(run)
     x = _x(ticket, 4)
     model = load_converted(run, fmt, example=x)
-    ref = get_format(fmt, **FORMAT_OPTIONS.get(fmt, {})).convert(ticket.materialize("final"), ticket.mask(), x).module
+    if fmt in ("structured", "csr"):  # these equal the masked-dense ticket itself
+        ref = ticket.materialize("final")
+    else:  # pattern formats equal their projection (cheap to redo)
+        ref = get_format(fmt, **FORMAT_OPTIONS.get(fmt, {})).convert(ticket.materialize("final"), ticket.mask(), x).module
     with torch.no_grad():
-        assert torch.allclose(model(x), ref(x), atol=1e-5)
+        assert torch.allclose(model(x), ref.eval()(x), atol=1e-4)
     assert res["path"].endswith(fmt)
 
 
@@ -188,3 +191,10 @@ def test_coupled_channel_groups_name_the_residual_stream():
     inner = next(g for g in groups if g["root"] == "blocks.4.conv1")
     assert [m["weight"] for m in inner["members"]] == ["blocks.4.conv1.weight"]
     assert not any(m["weight"] == "fc.weight" for g in groups for m in g["members"])
+
+
+def test_structured_round_to_keeps_widths_multiple(runs):
+    ticket = Ticket.load(runs["resnet20"])
+    c = get_format("structured", round_to=4).convert(ticket.materialize("final"), ticket.mask(), _x(ticket))
+    widths = [r["out_after"] for r in c.report["layers"] if r["out_after"] != r["out_before"]]
+    assert widths and all(w % 4 == 0 for w in widths)
