@@ -25,6 +25,7 @@ from sparsekit.cli import info as _info  # noqa: E402,F401
 from sparsekit.cli import list_cmd as _list  # noqa: E402,F401
 from sparsekit.cli import report as _report  # noqa: E402,F401
 from sparsekit.cli import run_recipe as _run_recipe  # noqa: E402,F401
+from sparsekit.cli import sanity as _sanity  # noqa: E402,F401
 from sparsekit.cli import export as _export  # noqa: E402,F401
 from sparsekit.cli import bench as _bench  # noqa: E402,F401
 from sparsekit.cli import convert as _convert  # noqa: E402,F401

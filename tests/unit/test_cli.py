@@ -145,3 +145,12 @@ def test_user_model_without_prunable_tensor(tmp_path):
     args[args.index("--model") + 1] = f"{f}:make"
     r = invoke(args + ["--sparsity", "0.5", "--out", str(tmp_path / "o")])
     assert_one_line_error(r, 2, "no prunable tensor")
+
+
+def test_sanity_command(tiny_run):
+    r = invoke(["sanity", str(tiny_run), "--variants", "shuffle,invert", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert set(out["variants"]) == {"shuffle", "invert"} and out["verdict"] == "inconclusive"
+    bad = invoke(["sanity", str(tiny_run), "--variants", "shufle"])
+    assert_one_line_error(bad, 2, "shuffle")
