@@ -34,7 +34,8 @@ from sparsekit.pipeline import PruneConfig, prune
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench-deploy:start -->", "<!-- bench-deploy:end -->"
 R20_DATA = "synthetic:1x28x28"  # resnet20 on full Fashion-MNIST takes ~10 min/epoch on 2 shared cores
-R20_CHANNEL_SPARSITY = 0.8
+R20_CHANNEL_SPARSITY = 0.5  # of the output channels of every conv (group-aware), all widths
+R20_PRETRAIN, R20_FINETUNE = 2, 6
 TARGET_B64, TARGET_B1 = 0.5, 0.3
 CSR_SPARSITY = 0.95
 SIZE_SPARSITY, SIZE_TARGET = 0.99, 0.05
@@ -86,9 +87,9 @@ def _fmt_rows(rows: list[dict]) -> list[str]:
 
 
 def part_structured(root: Path, args) -> tuple[list[str], dict]:
-    run = _prune(root, "r20_channel", model="resnet20", data=R20_DATA, method="magnitude",
+    run = _prune(root, "r20_groups", model="resnet20", data=R20_DATA, method="magnitude",
                  sparsity=R20_CHANNEL_SPARSITY, granularity="channel", layerwise=True, lr=0.05,
-                 include=("blocks.*.conv1.weight",), pretrain_epochs=0, finetune_epochs=8)
+                 pretrain_epochs=R20_PRETRAIN, finetune_epochs=R20_FINETUNE)
     cfg = BenchConfig((str(run),), runtimes=("ort-cpu",), batches=(1, 64), formats=("structured",),
                       warmup=10, iters=args.iters)
     rows, _ = _bench_repeated(cfg, args.repeats)
@@ -101,9 +102,10 @@ def part_structured(root: Path, args) -> tuple[list[str], dict]:
     lines = [
         f"### 1. Structured channel ticket, resnet20 on `{R20_DATA}`, ONNX Runtime CPU",
         "",
-        f"Ticket: magnitude, `--granularity channel --layerwise --include 'blocks.*.conv1.weight' --sparsity "
-        f"{R20_CHANNEL_SPARSITY}` (the inner conv of every block; see the note on coupled channels below), "
-        "0 pretrain + 8 fine-tune epochs (lr 0.05); `bench --format structured` exports it with empty channels removed.",
+        f"Ticket: magnitude, `--granularity channel --layerwise --sparsity {R20_CHANNEL_SPARSITY}` over every conv "
+        "(stem, residual stream, projections and inner convs; the classifier stays dense), "
+        f"{R20_PRETRAIN} pretrain + {R20_FINETUNE} fine-tune epochs (lr 0.05); `bench --format structured` "
+        "exports it with empty channels removed.",
         "",
         *_fmt_rows(rows),
         "",
@@ -114,13 +116,12 @@ def part_structured(root: Path, args) -> tuple[list[str], dict]:
         f"- batch 1: speed-up {t1['speedup_vs_dense']:.2f}x = {eff1:.2f} of the MAC ratio "
         f"(target >= {TARGET_B1}): **{'met' if eff1 >= TARGET_B1 else 'NOT met'}**",
         "",
-        "Why only the inner convs: a channel of the residual stream can be removed only if it is masked in "
-        "EVERY layer writing to that stream (stem, every block's conv2, the projection shortcuts). The "
-        "score-based channel selection ranks each layer on its own, so the coupled layers almost never agree "
-        "and the structured converter (correctly) keeps those channels. Pruning the stream too (the 4x-15x "
-        "MAC cuts of SPARSE_RUNTIME.md) needs group-aware channel selection in the search methods. "
-        "Pretrain is 0 here: with a pretrained rewind point, masked channels keep a trained BatchNorm shift "
-        "(a real constant signal that a zero-padded conv cannot absorb), so the converter keeps them.",
+        "Channel selection is group-aware: output channels coupled by a residual add (stem, every block's "
+        "conv2 and the projection shortcuts of a stage) are scored together and kept or removed as one unit, "
+        "so the structured converter can remove the residual stream too; `--layerwise` gives every coupling "
+        "family (one stage's stream, or one inner conv) the same channel fraction. Fine-tuning holds the "
+        "BatchNorm gamma/beta of removed channels at zero, so a pretrained rewind point no longer leaves a "
+        "constant BN shift that blocks removal.",
     ]
     return lines, res
 

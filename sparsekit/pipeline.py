@@ -22,6 +22,7 @@ from sparsekit._io import append_jsonl, load_tensors, save_tensors
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, UsageError
 from sparsekit.mask import Mask, sparsity_of
+from sparsekit.masking.channel_groups import training_mask
 from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models.init import apply_weight_init
@@ -263,9 +264,12 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
             stages.finish("search")
     load_state(model, theta_k, "theta_k")
     model.load_state_dict(state_updates, strict=False)  # e.g. BN statistics of the masked network
+    # the mask held while training: channel tickets also zero the BN affine/bias of dead channels
+    # (else they emit a constant and cannot be removed); mask.safetensors keeps the prunable weights
+    held = _held_mask(cfg.granularity, model, mask, data.in_shape)
     if "accuracy_before_finetune" not in meta["metrics"]:
         probe = copy.deepcopy(model)
-        mask.apply(probe)
+        held.apply(probe)
         meta["metrics"]["accuracy_before_finetune"] = evaluate(probe, data, device=cfg.device)["accuracy"]
 
     # 3. fine-tune the ticket from theta_K with the mask held exactly
@@ -274,9 +278,9 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         load_state(model, Ticket(out, meta).state("final"), str(out))
     else:
         t0 = time.perf_counter()
-        train_epochs(model, data, tcfg, epochs, mask=mask, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
+        train_epochs(model, data, tcfg, epochs, mask=held, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
                      on_epoch=log_epoch, stage="finetune", ddp=dist, checkpoint=paths.checkpoint(out, "finetune"))
-        mask.apply(model)
+        held.apply(model)
         meta["timings"]["finetune_s"] = time.perf_counter() - t0
         if is_main:
             save_state(paths.final_weights(out), model)
@@ -352,9 +356,10 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
         write_meta(out, meta)
 
     model = ticket.materialize("theta_k")
+    held = _held_mask(cfg_d.get("granularity", "weight"), model, mask, data.in_shape)
     t0 = time.perf_counter()
-    train_epochs(model, data, tcfg, epochs, mask=mask, seed=seed, first_epoch=first, stage="finetune", ddp=dist)
-    mask.apply(model)
+    train_epochs(model, data, tcfg, epochs, mask=held, seed=seed, first_epoch=first, stage="finetune", ddp=dist)
+    held.apply(model)
     meta["timings"]["finetune_s"] = time.perf_counter() - t0
     if is_main:
         save_state(paths.final_weights(out), model)
@@ -382,6 +387,11 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
     if is_main:
         write_meta(out, meta)
     return meta["result"]
+
+
+def _held_mask(granularity: str, model: torch.nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> Mask:
+    """The mask train_epochs holds: channel tickets add the BN/bias entries of their dead channels."""
+    return training_mask(model, mask, tuple(in_shape)) if granularity == "channel" else mask
 
 
 def _theta_k_dense(ticket: Ticket) -> torch.nn.Module:

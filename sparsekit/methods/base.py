@@ -21,6 +21,7 @@ from torch import nn
 from sparsekit.data.bundle import DataBundle
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
+from sparsekit.masking.channel_groups import channel_units, normalized_channel_scores, select_units
 from sparsekit.masking.topk import budget_keep, topk_mask
 from sparsekit.registry import Registry
 from sparsekit.train.loop import TrainConfig
@@ -116,8 +117,8 @@ class SearchMethod:
 class ScoreMethod(SearchMethod):
     """A method that only scores weights; the base does exact (global/layerwise) top-k selection.
 
-    With ``granularity == "channel"`` scores are summed per output channel (dim 0) and whole channels
-    are kept/removed with an exact channel budget.
+    With ``granularity == "channel"`` scores are averaged per output channel (dim 0) and whole coupled
+    channel groups are kept/removed with an exact channel budget (see ``select_with_info``).
     """
 
     granularities = ("weight", "channel")
@@ -127,23 +128,48 @@ class ScoreMethod(SearchMethod):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         scores = self.score(ctx)
-        return SearchResult(select(scores, ctx))
+        return SearchResult(*select_with_info(scores, ctx))
 
 
 def select(scores: dict[str, torch.Tensor], ctx: SearchContext, invert: bool = False) -> Mask:
     """Exact top-k of scores honoring ctx.layerwise and ctx.granularity (``invert`` keeps the lowest)."""
+    return select_with_info(scores, ctx, invert)[0]
+
+
+def select_with_info(
+    scores: dict[str, torch.Tensor], ctx: SearchContext, invert: bool = False
+) -> tuple[Mask, dict[str, Any]]:
+    """``select`` plus diagnostics for SearchResult.info (channel mode: achieved channel/weight sparsity).
+
+    Channel mode is group-aware (sparsekit.masking.channel_groups): output channels coupled by a
+    residual add, concatenation or depthwise conv form one unit, scored by the mean of its rows'
+    per-layer normalized scores and kept or removed whole, so every coupled layer agrees and the
+    structured format can remove it. The budget is exact up to unit integrity: removed channels as
+    close as possible to ``sparsity`` x the candidate channels (output channels of the prunable layers
+    except the classifier, whose outputs are the classes and stay dense). ``ctx.layerwise`` applies
+    that budget per coupling family (the layers linked by couplings, e.g. one residual stage's
+    stream; an uncoupled layer is its own family, so for those it means per layer as before).
+    """
     sign = -1.0 if invert else 1.0
     if ctx.granularity == "channel":
-        # one score per output channel: (out, ...) -> (out,), the mean keeps layers comparable
-        ch = {n: sign * s.detach().double().reshape(s.shape[0], -1).abs().mean(1) for n, s in scores.items()}
-        keep = topk_mask(ch, ctx.sparsity, layerwise=ctx.layerwise)
-        for n, k in keep.items():
-            if not k.any():  # never remove every channel of a layer: the network would be cut
-                k[ch[n].argmax()] = True
-        return Mask(
-            {n: k.reshape(-1, *([1] * (scores[n].dim() - 1))).expand_as(scores[n]).clone() for n, k in keep.items()}
-        )
-    return Mask(topk_mask({n: sign * s.detach().double() for n, s in scores.items()}, ctx.sparsity, ctx.layerwise))
+        ch = {n: sign * s for n, s in normalized_channel_scores(scores).items()}
+        units = channel_units(ctx.model, list(scores), tuple(ctx.data.in_shape))
+        candidates = {n: s for n, s in ch.items() if n not in units.fixed}
+        keep, stats = select_units(candidates, units, ctx.sparsity, ctx.layerwise)
+        keep.update({n: torch.ones(ch[n].shape[0], dtype=torch.bool) for n in units.fixed})
+        mask = Mask({
+            n: keep[n].reshape(-1, *([1] * (scores[n].dim() - 1))).expand_as(scores[n]).clone() for n in scores
+        })
+        info = {
+            "channel_selection": "group-aware" if units.coupled else "per-layer (couplings unavailable)",
+            **stats,
+            "coupled_units": sum(1 for u in units.units if len(u) > 1),
+            "partially_prunable_units": units.partial,
+            "dense_classifier": units.fixed,
+            "weight_sparsity": mask.sparsity,
+        }
+        return mask, info
+    return Mask(topk_mask({n: sign * s.detach().double() for n, s in scores.items()}, ctx.sparsity, ctx.layerwise)), {}
 
 
 def get_method(name: str, options: dict[str, Any] | None = None) -> SearchMethod:

@@ -1,0 +1,264 @@
+"""Group-aware channel selection: output channels that are coupled are kept or removed together.
+
+A channel of a residual stream (stem conv, every block's last conv, projection shortcuts) or of a
+concat/depthwise coupling is only physically removable when it is masked in EVERY coupled layer
+(see sparsekit/formats/structured.py). Ranking each layer on its own almost never masks such a
+channel everywhere, so ``--granularity channel`` ranks *units*: sets of (weight, row) pairs that
+Torch-Pruning's dependency graph couples, each scored by the mean of its members' per-layer
+normalized channel scores. Layers without couplings form one-row units (the old behaviour).
+
+The final classifier (the layer whose output is the model output) is never a candidate: its output
+rows are the classes. Its input columns still shrink with the channels removed upstream.
+
+Channels masked this way are only truly dead if what follows them is zero too: a BatchNorm after a
+masked conv emits its shift ``beta`` and a layer bias emits itself. ``dead_channel_extras`` lists
+those parameters so the pipeline can hold them at zero during fine-tuning (training only; the saved
+mask stays over the prunable weights).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sparsekit.errors import UsageError
+from sparsekit.mask import Mask
+from sparsekit.masking.topk import budget_keep
+
+log = logging.getLogger("sparsekit")
+
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+Row = tuple[str, int]  # (weight FQN, output row)
+
+
+@dataclass
+class ChannelUnits:
+    """The channel decisions of one model.
+
+    Attributes:
+        units: each unit lists the (weight FQN, output row) pairs removed together.
+        families: per unit, the index of its coupling family (layers linked by any coupling); the
+            layerwise budget is applied per family.
+        fixed: prunable weights whose output rows are never removed (the classifier).
+        partial: units whose coupling also includes non-prunable layers (kept consistent among the
+            prunable members, but the structured format cannot remove them).
+        coupled: True when the dependency graph was available.
+    """
+
+    units: list[list[Row]]
+    families: list[int]
+    fixed: list[str]
+    partial: int = 0
+    coupled: bool = True
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict = {}
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]  # path halving
+            x = self.parent[x]
+        return x
+
+    def union(self, a, b) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def _example(model: nn.Module, in_shape: tuple[int, ...]) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    return torch.randn(1, *in_shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...]) -> ChannelUnits:
+    """Find the channel units of ``model`` restricted to the prunable weights ``names``.
+
+    Uses ``coupled_channel_groups`` (Torch-Pruning's dependency graph), so the units are exactly the
+    groups the structured converter removes. The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: the network (not modified; traced in eval mode).
+        names: prunable weight FQNs.
+        in_shape: one input sample's shape, e.g. (C, H, W).
+
+    Returns:
+        the units, in the order of their first row in ``names`` (deterministic tie-breaks).
+    """
+    # imported here: formats imports the bench/export stack, which the search does not otherwise need
+    from sparsekit.formats.structured import _ignored_output_layers, coupled_channel_groups
+
+    params = dict(model.named_parameters())
+    widths = {n: params[n].shape[0] for n in names}
+    example = _example(model, in_shape)
+    was_training = model.training
+    try:
+        mod_names = {m: n for n, m in model.named_modules()}
+        fixed = [f"{mod_names[m]}.weight" for m in _ignored_output_layers(model.eval(), example)]
+        groups = coupled_channel_groups(model, example)
+        coupled = True
+    except Exception as exc:  # noqa: BLE001 - an untraceable user model still gets per-layer channels
+        log.warning("channel couplings unavailable (%s: %s); ranking every layer on its own",
+                    type(exc).__name__, exc)
+        fixed, groups, coupled = [], [], False
+    finally:
+        model.train(was_training)
+    fixed = [n for n in fixed if n in widths]
+    prunable = set(widths) - set(fixed)
+
+    rows_uf, layers_uf = _UnionFind(), _UnionFind()
+    partial_rows: set[Row] = set()
+    for g in groups:
+        members = [m for m in g["members"] if m["weight"] in prunable]
+        outside = len(members) < len(g["members"])
+        for j in range(g["channels"]):
+            rows = [(m["weight"], m["rows"][j]) for m in members if m["rows"][j] >= 0]
+            for r in rows[1:]:
+                rows_uf.union(rows[0], r)
+                layers_uf.union(rows[0][0], r[0])
+            if outside:
+                partial_rows.update(rows)
+    by_root: dict[Row, list[Row]] = defaultdict(list)
+    for n in names:
+        if n in prunable:
+            for r in range(widths[n]):
+                by_root[rows_uf.find((n, r))].append((n, r))
+    units = list(by_root.values())  # dict order = first row in module order
+    family_ids: dict[str, int] = {}
+    families = [family_ids.setdefault(layers_uf.find(u[0][0]), len(family_ids)) for u in units]
+    partial = sum(1 for u in units if len(u) > 0 and any(r in partial_rows for r in u))
+    return ChannelUnits(units, families, fixed, partial, coupled)
+
+
+def normalized_channel_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per output channel mean |score|, divided by the layer's mean channel score.
+
+    The division makes layers with different fan-in comparable (|w| shrinks with fan-in under the
+    usual inits). Non-finite channel scores (e.g. -inf markers of earlier pruning, made +inf by the
+    absolute value) are left as they are and excluded from the layer mean.
+    """
+    out = {}
+    for n, s in scores.items():
+        ch = s.detach().double().cpu().reshape(s.shape[0], -1).abs().mean(1)
+        if torch.isnan(ch).any():
+            raise UsageError(f"scores of {n} contain NaN; cannot select a mask")
+        finite = ch[torch.isfinite(ch)]
+        scale = float(finite.mean()) if finite.numel() else 1.0
+        out[n] = ch / scale if scale > 0 else ch
+    return out
+
+
+def select_units(
+    ch_scores: dict[str, torch.Tensor], units: ChannelUnits, sparsity: float, layerwise: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
+    """Remove the lowest-scored units until the removed channel count is as close as possible to
+    ``sparsity`` of the candidate channels (per coupling family when ``layerwise``).
+
+    A unit's score is the mean of its rows' scores (higher = keep). Units are visited from the lowest
+    score; one is skipped when it would overshoot the budget by more than it leaves, or would remove
+    the last channel of any layer. Ties keep the earlier unit (stable sort).
+
+    Returns:
+        ``({fqn: bool (out,) keep}, stats)``; fixed (classifier) weights are all True.
+    """
+    keep = {n: torch.ones(s.shape[0], dtype=torch.bool) for n, s in ch_scores.items()}
+    alive = {n: s.shape[0] for n, s in ch_scores.items()}
+    unit_score = [sum(float(ch_scores[n][r]) for n, r in u) / len(u) for u in units.units]
+    scopes: dict[int, list[int]] = defaultdict(list)
+    for i, fam in enumerate(units.families):
+        scopes[fam if layerwise else 0].append(i)
+    total = removed_all = 0
+    for members in scopes.values():
+        size = sum(len(units.units[i]) for i in members)
+        target = size - budget_keep(size, sparsity)
+        removed = 0
+        for i in sorted(members, key=lambda i: unit_score[i]):  # stable: ties keep module order
+            if removed >= target:
+                break
+            u = units.units[i]
+            if removed + len(u) - target >= target - removed:  # overshoot not smaller than the gap
+                continue
+            per_layer: dict[str, int] = defaultdict(int)
+            for n, _ in u:
+                per_layer[n] += 1
+            if any(alive[n] - c < 1 for n, c in per_layer.items()):  # never cut a layer completely
+                continue
+            for n, r in u:
+                keep[n][r] = False
+            for n, c in per_layer.items():
+                alive[n] -= c
+            removed += len(u)
+        total += size
+        removed_all += removed
+    stats = {"channels": total, "channels_removed": removed_all,
+             "channel_sparsity": removed_all / total if total else 0.0}
+    return keep, stats
+
+
+def dead_channel_extras(model: nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Keep-masks for the parameters that would make fully masked output channels emit a constant.
+
+    For every Conv/Linear whose output row is fully masked in ``mask``: its bias entry, and the weight
+    and bias (gamma, beta) of the BatchNorm that directly consumes its output (found with forward
+    hooks, like the structured converter's BN repair). Holding them at zero makes the channel output
+    exactly 0, so the structured format can remove it even after a pretrained rewind point.
+
+    Returns:
+        ``{param FQN: bool keep}`` for the parameters with at least one dead entry.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    producer: dict[int, nn.Module] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def on_layer(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        producer[id(out)] = mod
+
+    def on_bn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if id(inp[0]) in producer:
+            pairs.append((producer[id(inp[0])], mod))
+
+    hooks = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, _LAYERS)]
+    hooks += [m.register_forward_hook(on_bn) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(_example(model, in_shape))  # eval: the probe must not touch running stats
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    extras: dict[str, torch.Tensor] = {}
+
+    def add(fqn: str, keep: torch.Tensor) -> None:
+        if not keep.all():
+            extras[fqn] = keep & extras[fqn] if fqn in extras else keep.clone()
+
+    for mod in model.modules():
+        fqn = f"{names[mod]}.weight"
+        if isinstance(mod, _LAYERS) and fqn in mask.names and getattr(mod, "bias", None) is not None:
+            m = mask[fqn]
+            add(f"{names[mod]}.bias", m.reshape(m.shape[0], -1).any(1))
+    for layer, bn in pairs:
+        fqn = f"{names[layer]}.weight"
+        if fqn not in mask.names or bn.weight is None:
+            continue
+        m = mask[fqn]
+        alive = m.reshape(m.shape[0], -1).any(1)
+        if alive.shape[0] == bn.weight.shape[0]:
+            add(f"{names[bn]}.weight", alive)
+            add(f"{names[bn]}.bias", alive)
+    return extras
+
+
+def training_mask(model: nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> Mask:
+    """``mask`` plus ``dead_channel_extras``: the mask to hold during channel-ticket fine-tuning."""
+    extras = dead_channel_extras(model, mask, in_shape)
+    return Mask({**mask.to_dict(), **extras}) if extras else mask
