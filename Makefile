@@ -19,7 +19,7 @@ data:
 	@bash scripts/get_data.sh
 
 demo: $(STAMP) data
-	$(PY) examples/demo.py
+	$(PY) examples/demo.py $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x --durations=15

@@ -13,7 +13,7 @@ whole bench repeated ``--repeats`` times with ticket and dense alternating, medi
 Writes its section of docs/benchmarks.md between the bench-deploy markers (other sections untouched).
 
 Usage:
-    python benchmarks/bench_deploy.py [--root .bench/deploy] [--repeats 3] [--iters 100]
+    python benchmarks/bench_deploy.py [--root .bench/deploy] [--repeats 3] [--iters 100] [--parts structured,csr,size]
 """
 
 from __future__ import annotations
@@ -191,34 +191,70 @@ def write_section(path: Path, body: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 
 
+PARTS = {"structured": part_structured, "csr": part_csr, "size": part_size}
+
+
+def replace_parts(path: Path, new: dict[str, list[str]], note: str) -> None:
+    """Swap only the given parts' subsections (from their ``### N.`` heading to the next) in our section."""
+    from sparsekit._io import atomic_write
+
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path} has no bench-deploy section yet; run all parts once")
+    head, rest = text.split(START, 1)
+    body, tail = rest.split(END, 1)
+    for name, lines in new.items():
+        heading = f"### {list(PARTS).index(name) + 1}. "
+        start = body.index(heading)
+        nxt = body.find("\n### ", start + 1)
+        stop = nxt + 1 if nxt >= 0 else len(body.rstrip("\n"))
+        block = "\n".join([*lines, "", note]).rstrip() + ("\n\n" if nxt >= 0 else "")
+        body = body[:start] + block + body[stop:]
+    text = head + START + body + END + tail
+    atomic_write(path, lambda p: p.write_text(text))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(REPO / ".bench" / "deploy"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated subset of structured,csr,size; a subset replaces only its subsections")
     args = ap.parse_args()
+    parts = [p for p in args.parts.split(",") if p]
+    if unknown := set(parts) - set(PARTS):
+        raise SystemExit(f"unknown --parts {sorted(unknown)}; valid: {', '.join(PARTS)}")
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     env = fingerprint()
-    results, lines = {}, []
-    for name, part in (("structured", part_structured), ("csr", part_csr), ("size", part_size)):
-        part_lines, results[name] = part(root, args)
-        lines += part_lines + [""]
+    res_path = root / "results.json"
+    results = json.loads(res_path.read_text()) if res_path.exists() and len(parts) < len(PARTS) else {}
+    new: dict[str, list[str]] = {}
+    for name in (p for p in PARTS if p in parts):
+        new[name], results[name] = PARTS[name](root, args)
         print(json.dumps({name: results[name]}), flush=True)
-    cmd = "python benchmarks/bench_deploy.py " + " ".join(sys.argv[1:])
+    cmd = ("python benchmarks/bench_deploy.py " + " ".join(sys.argv[1:])).strip()
+    if len(parts) < len(PARTS):
+        note = (f"_Re-measured {env['date_utc']} on the same machine, torch {env['versions']['torch']}, onnxruntime "
+                f"{env['versions']['onnxruntime']}: `{cmd}`, {args.repeats} repeats._")
+        replace_parts(Path(args.doc), new, note)
+        res_path.write_text(json.dumps(results, indent=2))
+        return
+    lines = [line for name in PARTS for line in [*new[name], ""]]
     head = [
         "## Deployment: structured, CSR and file size (bench_deploy.py)",
         "",
         f"Measured {env['date_utc']} on {env['cpu']} ({env['cpu_usable']} usable cores, shared with other jobs), "
-        f"torch {env['versions']['torch']}, onnxruntime {env['versions']['onnxruntime']}. Command: `{cmd.strip()}` "
+        f"torch {env['versions']['torch']}, onnxruntime {env['versions']['onnxruntime']}. Command: `{cmd}` "
         f"(`make bench-deploy`). 1 thread; each (model, runtime) measured in a fresh process, the bench repeated "
         f"{args.repeats}x (ticket and dense alternating), p50 = median over repeats (the individual p50s are "
         "listed: the VM is shared, so expect +-10-30 % noise).",
         "",
     ]
     write_section(Path(args.doc), "\n".join(head + lines).rstrip())
-    (root / "results.json").write_text(json.dumps(results, indent=2))
+    res_path.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
     units = list(by_root.values())  # dict order = first row in module order
     family_ids: dict[str, int] = {}
     families = [family_ids.setdefault(layers_uf.find(u[0][0]), len(family_ids)) for u in units]
-    partial = sum(1 for u in units if len(u) > 0 and any(r in partial_rows for r in u))
+    partial = sum(1 for u in units if any(r in partial_rows for r in u))
     return ChannelUnits(units, families, fixed, partial, coupled)
 
 
