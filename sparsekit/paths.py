@@ -48,6 +48,10 @@ def round_dir(run_dir: Path, round_index: int) -> Path:
     return Path(run_dir) / "rounds" / f"round_{round_index:02d}"
 
 
+def round_json(run_dir: Path, round_index: int) -> Path:
+    return round_dir(run_dir, round_index) / "round.json"
+
+
 def checkpoint(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / "checkpoints" / f"{stage}.safetensors"
 

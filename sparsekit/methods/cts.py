@@ -21,6 +21,7 @@ Deviations from the reference, on purpose:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ import torch
 from torch.func import functional_call
 
 from sparsekit import paths
-from sparsekit._io import append_jsonl
+from sparsekit._io import append_jsonl, load_tensors, read_json, save_tensors, write_json
 from sparsekit.errors import UsageError
 from sparsekit.masking.concrete import (
     DEFAULT_TAU,
@@ -70,6 +71,7 @@ class Options:
     bn: str = field(default="batch", metadata={"help": "batch (batch statistics) or running (eval-mode BN)"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps; 0 = all epochs"})
     invert: bool = field(default=False, metadata={"help": "keep the lowest logits (score-inversion sanity check)"})
+    checkpoint_every: int = field(default=100, metadata={"help": "save a resumable search state every N steps; 0 = never"})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -84,8 +86,8 @@ class Options:
             raise UsageError(f"--method cts: option batch_size must be > 0, got {self.batch_size}")
         if not 0.0 <= self.lr_drop_fraction < 1.0 or not 0.0 < self.ema <= 1.0:
             raise UsageError("--method cts: lr_drop_fraction must be in [0, 1) and ema in (0, 1]")
-        if self.loss_scale < 0 or self.lagrange_lr < 0 or self.max_steps < 0:
-            raise UsageError("--method cts: loss_scale, lagrange_lr and max_steps must be >= 0")
+        if self.loss_scale < 0 or self.lagrange_lr < 0 or self.max_steps < 0 or self.checkpoint_every < 0:
+            raise UsageError("--method cts: loss_scale, lagrange_lr, max_steps and checkpoint_every must be >= 0")
 
 
 @METHODS.register("cts", help="Concrete Ticket Search: learned Concrete mask, GradBalance, exact top-k")
@@ -163,6 +165,7 @@ class _Search:
         drop_at = total - math.ceil(o.lr_drop_fraction * total)
         capture = ReluCapture(ctx.model) if self.objective.needs_features else None
         log_path = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
+        resume_at = self._resume(log_path)
         step, last_r, t0 = 0, float("nan"), time.perf_counter()
         try:
             for epoch in range(epochs):
@@ -172,6 +175,9 @@ class _Search:
                 for x, y in batches:
                     if step >= total:
                         break
+                    if step < resume_at:  # done before the interruption; its state was restored
+                        step += 1
+                        continue
                     if step == drop_at and step > 0:
                         for group in self.opt.param_groups:
                             group["lr"] = o.lr * 0.1
@@ -179,6 +185,8 @@ class _Search:
                     step += 1
                     if log_path is not None:
                         append_jsonl(log_path, self._record(step, epoch, last_r))
+                    if o.checkpoint_every and step % o.checkpoint_every == 0 and step < total:
+                        self._checkpoint(step)
                 if step >= total:
                     break
         finally:
@@ -199,6 +207,41 @@ class _Search:
         }
         log.info("cts: %d steps, expected density %.4f, lambda %.4g", step, info["expected_density"], info["lambda"])
         return self.logits.detach().clone(), info
+
+    # -- resumable state: logits, Adam moments, balance multiplier, noise generator, step --
+    def _checkpoint(self, step: int) -> None:
+        if self.ctx.run_dir is None or self.rank != 0:
+            return
+        tensors = {"logits": self.logits.detach().cpu(), "noise_rng": self.gen.get_state().cpu()}
+        for key, value in self.opt.state_dict()["state"].get(0, {}).items():
+            tensors[f"adam.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+        save_tensors(paths.checkpoint(self.ctx.run_dir, "search"), tensors)
+        balance = {k: v for k, v in vars(self.balance).items() if isinstance(v, (int, float, type(None)))}
+        write_json(paths.checkpoint_meta(self.ctx.run_dir, "search"),
+                   {"step": step, "lr": self.opt.param_groups[0]["lr"], "balance": balance})
+
+    def _resume(self, log_path: Any) -> int:
+        """Restore the last checkpoint of an interrupted search; returns the step to continue from."""
+        if self.ctx.run_dir is None or not paths.checkpoint(self.ctx.run_dir, "search").is_file():
+            return 0
+        meta = read_json(paths.checkpoint_meta(self.ctx.run_dir, "search"))
+        tensors = load_tensors(paths.checkpoint(self.ctx.run_dir, "search"))
+        with torch.no_grad():
+            self.logits.copy_(tensors["logits"].to(self.device))
+        state = self.opt.state_dict()
+        state["state"][0] = {k[5:]: v.to(self.device) if k != "adam.step" else v
+                             for k, v in tensors.items() if k.startswith("adam.")}
+        self.opt.load_state_dict(state)
+        for group in self.opt.param_groups:
+            group["lr"] = meta["lr"]
+        for key, value in meta["balance"].items():
+            setattr(self.balance, key, value)
+        self.gen.set_state(tensors["noise_rng"].to(self.gen.get_state().device))
+        if log_path is not None and log_path.is_file():  # drop diagnostics of steps that will be redone
+            keep = [ln for ln in log_path.read_text().splitlines() if ln and int(json.loads(ln)["step"]) <= meta["step"]]
+            log_path.write_text("".join(ln + "\n" for ln in keep))
+        log.info("cts: resuming the search at step %d", meta["step"])
+        return int(meta["step"])
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, capture: ReluCapture | None) -> float:
         model, obj = self.ctx.model, self.objective

@@ -31,7 +31,6 @@ from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchR
 from sparsekit.train.loop import evaluate, train_epochs
 
 #: file name of a round's metadata inside paths.round_dir(...)
-ROUND_JSON = "round.json"
 
 
 @dataclass(frozen=True)
@@ -126,5 +125,5 @@ class LTRMethod(SearchMethod):
         if ctx.run_dir is not None:
             rd = paths.round_dir(ctx.run_dir, i)
             mask.save(paths.mask(rd))
-            write_json(rd / ROUND_JSON, rec)
+            write_json(paths.round_json(ctx.run_dir, i), rec)
         return rec

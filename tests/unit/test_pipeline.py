@@ -154,3 +154,35 @@ def test_resume_mid_stage_from_epoch_checkpoint(tmp_path, monkeypatch):
     assert resumed["mask_sha256"] == reference["mask_sha256"]
     assert resumed["accuracy"] == pytest.approx(reference["accuracy"])
     assert not paths.checkpoint(tmp_path / "r", "pretrain").exists()  # cleaned once the stage completed
+
+
+def test_cts_search_killed_mid_way_resumes_to_the_same_mask(tmp_path, monkeypatch):
+    """Kill a CTS search right after a mid-search checkpoint; rerunning finishes with the same mask."""
+    import sparsekit.methods.cts as cts
+
+    def cfg(out):
+        return PruneConfig("lenet300", "synthetic", "cts", 0.95, str(out), pretrain_epochs=0, finetune_epochs=0,
+                           search_epochs=2, dense_reference=False,
+                           method_options={"batch_size": 256, "checkpoint_every": 3})
+
+    reference = prune(cfg(tmp_path / "ref"))
+    real = cts._Search._checkpoint
+
+    def checkpoint_then_die(self, step):
+        real(self, step)
+        if step == 9:
+            raise KeyboardInterrupt  # killed right after the step-9 checkpoint
+
+    monkeypatch.setattr(cts._Search, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        prune(cfg(tmp_path / "r"))
+    assert paths.checkpoint(tmp_path / "r", "search").is_file()
+    monkeypatch.setattr(cts._Search, "_checkpoint", real)
+    real_step, steps_after_resume = cts._Search._step, []
+    monkeypatch.setattr(cts._Search, "_step", lambda self, *a: steps_after_resume.append(1) or real_step(self, *a))
+    resumed = prune(cfg(tmp_path / "r"))
+    assert len(steps_after_resume) == reference["search_info"]["steps"] - 9  # continued, not restarted
+    assert resumed["mask_sha256"] == reference["mask_sha256"]
+    log = [json.loads(x) for x in paths.search_log(tmp_path / "r").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, len(log) + 1))  # no step logged twice
+    assert not paths.checkpoint(tmp_path / "r", "search").exists()
