@@ -17,7 +17,7 @@ from sparsekit.masking.prunable import prunable_tensors
 from sparsekit.masking.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.grasp import grasp_hg
-from sparsekit.methods.ltr import ROUND_JSON, round_densities
+from sparsekit.methods.ltr import round_densities
 from sparsekit.models.registry import ModelSpec, build_model
 from sparsekit.train.loop import TrainConfig
 
@@ -156,7 +156,7 @@ def test_ltr_rounds_saved_nested_and_exact(data, tmp_path):
     for i in range(len(dens) + 1):
         rd = paths.round_dir(tmp_path, i)
         masks.append(Mask.load(paths.mask(rd)))
-        metas.append(json.loads((rd / ROUND_JSON).read_text()))
+        metas.append(json.loads(paths.round_json(tmp_path, i).read_text()))
     assert metas[0]["density"] == 1.0 and metas[0]["accuracy"] is not None
     assert metas[-1]["accuracy"] is None  # trained by the pipeline's fine-tune stage
     for a, b in zip(masks, masks[1:], strict=False):
