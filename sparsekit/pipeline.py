@@ -22,6 +22,7 @@ from sparsekit._io import append_jsonl, load_tensors, save_tensors
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, UsageError
 from sparsekit.mask import Mask, sparsity_of
+from sparsekit.masking.bn_stats import recalibrate
 from sparsekit.masking.channel_groups import training_mask
 from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
 from sparsekit.methods import METHODS, SearchContext, get_method
@@ -268,9 +269,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
     # (else they emit a constant and cannot be removed); mask.safetensors keeps the prunable weights
     held = _held_mask(cfg.granularity, model, mask, data.in_shape)
     if "accuracy_before_finetune" not in meta["metrics"]:
-        probe = copy.deepcopy(model)
-        held.apply(probe)
-        meta["metrics"]["accuracy_before_finetune"] = evaluate(probe, data, device=cfg.device)["accuracy"]
+        meta["metrics"]["accuracy_before_finetune"] = _untrained_mask_accuracy(model, held, data, cfg)
 
     # 3. fine-tune the ticket from theta_K with the mask held exactly
     epochs = cfg.resolved_finetune_epochs()
@@ -281,6 +280,9 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         train_epochs(model, data, tcfg, epochs, mask=held, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
                      on_epoch=log_epoch, stage="finetune", ddp=dist, checkpoint=paths.checkpoint(out, "finetune"))
         held.apply(model)
+        if epochs == 0 and not state_updates:
+            # no training will refresh BN running statistics: compute them for the masked network
+            model.load_state_dict(_masked_bn_stats(model, data, cfg), strict=False)
         meta["timings"]["finetune_s"] = time.perf_counter() - t0
         if is_main:
             save_state(paths.final_weights(out), model)
@@ -327,6 +329,24 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
             ckpt_dir.rmdir()
     return meta["result"]
+
+
+def _untrained_mask_accuracy(model: torch.nn.Module, mask: Mask, data: DataBundle, cfg: PruneConfig) -> float:
+    """Accuracy of the mask at theta_K before any training: a diagnostic of the mask itself.
+
+    BN running statistics at theta_K describe the dense network, so they are recomputed for the
+    masked one first (otherwise every BN ticket would read as chance level).
+    """
+    probe = copy.deepcopy(model)
+    mask.apply(probe)
+    probe.load_state_dict(_masked_bn_stats(probe, data, cfg), strict=False)
+    return evaluate(probe, data, device=cfg.device)["accuracy"]
+
+
+def _masked_bn_stats(masked: torch.nn.Module, data: DataBundle, cfg: PruneConfig) -> dict[str, torch.Tensor]:
+    """BN running statistics of an already masked network over 20 training batches (empty without BN)."""
+    batches = (x.to(cfg.device) for x, _ in data.batches("train", 256, shuffle=True, seed=cfg.seed, limit=256 * 20))
+    return recalibrate(masked, masked, batches)
 
 
 def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | None = None,

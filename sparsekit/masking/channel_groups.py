@@ -147,7 +147,9 @@ def normalized_channel_scores(scores: dict[str, torch.Tensor]) -> dict[str, torc
     """
     out = {}
     for n, s in scores.items():
-        ch = s.detach().double().cpu().reshape(s.shape[0], -1).abs().mean(1)
+        flat = s.detach().double().cpu().reshape(s.shape[0], -1)  # (out, fan_in)
+        flat = torch.where(torch.isneginf(flat), torch.zeros_like(flat), flat)  # -inf = already pruned: no weight
+        ch = flat.abs().mean(1)
         if torch.isnan(ch).any():
             raise UsageError(f"scores of {n} contain NaN; cannot select a mask")
         finite = ch[torch.isfinite(ch)]
