@@ -8,8 +8,8 @@ Example:
 
 __version__ = "0.1.0"
 
-from sparsekit.pipeline import PruneConfig, finetune, prune  # noqa: E402
 from sparsekit.mask import Mask  # noqa: E402
+from sparsekit.pipeline import PruneConfig, finetune, prune  # noqa: E402
 from sparsekit.ticket import Ticket  # noqa: E402
 
 __all__ = ["Mask", "PruneConfig", "Ticket", "__version__", "finetune", "prune"]

@@ -28,7 +28,14 @@ from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import ModelSpec, build_model, default_policy
-from sparsekit.ticket import SCHEMA_VERSION, Ticket, library_versions, load_state, save_state, write_meta
+from sparsekit.ticket import (
+    SCHEMA_VERSION,
+    Ticket,
+    library_versions,
+    load_state,
+    save_state,
+    write_meta,
+)
 from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
 
 log = logging.getLogger("sparsekit")

@@ -27,7 +27,13 @@ def use_rich_bars(enabled: bool) -> None:
 def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T]:
     """Iterate ``items`` while reporting progress (rich bar on a TTY, periodic log lines otherwise)."""
     if _rich and log.isEnabledFor(logging.INFO):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:

@@ -19,18 +19,18 @@ def _global(
 
 
 # command modules (one line per command)
-from sparsekit.cli import prune as _prune  # noqa: E402,F401
+from sparsekit.cli import advise as _advise  # noqa: E402,F401
+from sparsekit.cli import bench as _bench  # noqa: E402,F401
+from sparsekit.cli import check as _check  # noqa: E402,F401
+from sparsekit.cli import convert as _convert  # noqa: E402,F401
+from sparsekit.cli import export as _export  # noqa: E402,F401
 from sparsekit.cli import finetune as _finetune  # noqa: E402,F401
 from sparsekit.cli import info as _info  # noqa: E402,F401
 from sparsekit.cli import list_cmd as _list  # noqa: E402,F401
+from sparsekit.cli import prune as _prune  # noqa: E402,F401
 from sparsekit.cli import report as _report  # noqa: E402,F401
 from sparsekit.cli import run_recipe as _run_recipe  # noqa: E402,F401
 from sparsekit.cli import sanity as _sanity  # noqa: E402,F401
-from sparsekit.cli import export as _export  # noqa: E402,F401
-from sparsekit.cli import bench as _bench  # noqa: E402,F401
-from sparsekit.cli import convert as _convert  # noqa: E402,F401
-from sparsekit.cli import check as _check  # noqa: E402,F401
-from sparsekit.cli import advise as _advise  # noqa: E402,F401
 
 
 def main() -> None:

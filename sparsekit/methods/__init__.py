@@ -5,6 +5,17 @@ Adding a method = one new file in this package defining a ``SearchMethod`` subcl
 tests/unit/test_methods_contract.py then cover it automatically.
 """
 
+from sparsekit.methods import cts as _cts  # noqa: F401,E402
+from sparsekit.methods import edge_popup as _edge_popup  # noqa: F401,E402
+from sparsekit.methods import gates as _gates  # noqa: F401,E402
+from sparsekit.methods import grasp as _grasp  # noqa: F401,E402
+from sparsekit.methods import ltr as _ltr  # noqa: F401,E402
+from sparsekit.methods import magnitude as _magnitude  # noqa: F401,E402
+
+# registration imports (one line per method file)
+from sparsekit.methods import random as _random  # noqa: F401,E402
+from sparsekit.methods import snip as _snip  # noqa: F401,E402
+from sparsekit.methods import synflow as _synflow  # noqa: F401,E402
 from sparsekit.methods.base import (
     METHODS,
     NoOptions,
@@ -15,17 +26,6 @@ from sparsekit.methods.base import (
     get_method,
     parse_options,
 )
-
-# registration imports (one line per method file)
-from sparsekit.methods import random as _random  # noqa: F401,E402
-from sparsekit.methods import magnitude as _magnitude  # noqa: F401,E402
-from sparsekit.methods import cts as _cts  # noqa: F401,E402
-from sparsekit.methods import snip as _snip  # noqa: F401,E402
-from sparsekit.methods import grasp as _grasp  # noqa: F401,E402
-from sparsekit.methods import synflow as _synflow  # noqa: F401,E402
-from sparsekit.methods import ltr as _ltr  # noqa: F401,E402
-from sparsekit.methods import gates as _gates  # noqa: F401,E402
-from sparsekit.methods import edge_popup as _edge_popup  # noqa: F401,E402
 
 __all__ = [
     "METHODS",

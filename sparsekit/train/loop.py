@@ -11,12 +11,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from pathlib import Path
 
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
 from sparsekit.data.bundle import DataBundle

@@ -64,7 +64,8 @@ def test_bench_onnx_files_pair_by_metadata_and_skip_torch(l300, tmp_path):
     assert {x["runtime"] for x in rep["rows"]} == {"ort-cpu"}
     assert len(rep["skipped"]) == 2 and all("ONNX file" in s["reason"] for s in rep["skipped"])
     ticket = next(x for x in rep["rows"] if x["variant"] == "ticket")
-    assert ticket["speedup_vs_dense"] is not None and "masked-dense runs at dense speed" in ticket["note"]
+    # the note must say masked-dense runs dense kernels, whatever the (noisy) measured ratio was
+    assert ticket["speedup_vs_dense"] is not None and "masked-dense runs" in ticket["note"]
 
 
 def test_bench_torch_csr_row_is_csr(l300, tmp_path):

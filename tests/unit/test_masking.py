@@ -27,7 +27,7 @@ def test_global_topk_exact_count(s):
 def test_layerwise_topk_exact_per_layer(s):
     scores = {"a": torch.rand(40, 25), "b": torch.rand(300)}
     mask = topk_mask(scores, s, layerwise=True)
-    for n, m in mask.items():
+    for _n, m in mask.items():
         assert m.numel() - int(m.sum()) == round(s * m.numel())
 
 
