@@ -154,3 +154,27 @@ def test_sanity_command(tiny_run):
     assert set(out["variants"]) == {"shuffle", "invert"} and out["verdict"] == "inconclusive"
     bad = invoke(["sanity", str(tiny_run), "--variants", "shufle"])
     assert_one_line_error(bad, 2, "shuffle")
+
+
+def test_report_table_and_plots(tiny_run, tmp_path):
+    out = tmp_path / "rep"
+    r = invoke(["report", str(tiny_run), str(tiny_run), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "| magnitude |" in r.stdout.replace("lenet300 | synthetic | ", "")
+    for name in ("report.md", "report.json", "accuracy_vs_sparsity.png"):
+        assert (out / name).is_file()
+    assert (out / "accuracy_vs_sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list(out.glob("layers_*.png"))) == 2
+    rows = json.loads((out / "report.json").read_text())
+    assert rows[0]["sparsity"] == pytest.approx(0.9)
+    assert_one_line_error(invoke(["report", str(tmp_path / "missing")]), 1, "not found")
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path, monkeypatch):
+    import sparsekit.progress as progress
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.0)
+    r = invoke(BASE + ["--sparsity", "0.5", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0
+    assert "finetune epoch 1: 1/" in r.stderr  # periodic plain lines, no bar escape codes
+    assert "\x1b[" not in r.stderr
