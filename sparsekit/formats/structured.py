@@ -86,26 +86,10 @@ def repair_dead_bn(model: nn.Module, mask: Mask, example: torch.Tensor) -> int:
     Returns:
         the number of BN channels repaired.
     """
-    producer: dict[int, nn.Module] = {}
-    pairs: list[tuple[nn.Module, nn.Module]] = []
+    from sparsekit.masking.channel_groups import layer_bn_pairs
+
     names = {m: n for n, m in model.named_modules()}
-
-    def on_layer(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-        producer[id(out)] = mod
-
-    def on_bn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-        if id(inp[0]) in producer:
-            pairs.append((producer[id(inp[0])], mod))
-
-    hooks = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, _LAYERS)]
-    hooks += [m.register_forward_hook(on_bn) for m in model.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    try:
-        with torch.no_grad():
-            model(example[:2])
-    finally:
-        for h in hooks:
-            h.remove()
+    pairs = layer_bn_pairs(model, example[:2])
     repaired = 0
     with torch.no_grad():
         for layer, bn in pairs:

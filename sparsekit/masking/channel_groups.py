@@ -205,18 +205,12 @@ def select_units(
     return keep, stats
 
 
-def dead_channel_extras(model: nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Keep-masks for the parameters that would make fully masked output channels emit a constant.
+def layer_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
+    """(Conv/Linear, BatchNorm) pairs where the BN directly consumes the layer's output.
 
-    For every Conv/Linear whose output row is fully masked in ``mask``: its bias entry, and the weight
-    and bias (gamma, beta) of the BatchNorm that directly consumes its output (found with forward
-    hooks, like the structured converter's BN repair). Holding them at zero makes the channel output
-    exactly 0, so the structured format can remove it even after a pretrained rewind point.
-
-    Returns:
-        ``{param FQN: bool keep}`` for the parameters with at least one dead entry.
+    Found with forward hooks on one eval-mode forward of ``example`` (eval: the probe must not
+    touch BN running statistics).
     """
-    names = {m: n for n, m in model.named_modules()}
     producer: dict[int, nn.Module] = {}
     pairs: list[tuple[nn.Module, nn.Module]] = []
 
@@ -232,11 +226,27 @@ def dead_channel_extras(model: nn.Module, mask: Mask, in_shape: tuple[int, ...])
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(_example(model, in_shape))  # eval: the probe must not touch running stats
+            model.eval()(example)
     finally:
         model.train(was_training)
         for h in hooks:
             h.remove()
+    return pairs
+
+
+def dead_channel_extras(model: nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Keep-masks for the parameters that would make fully masked output channels emit a constant.
+
+    For every Conv/Linear whose output row is fully masked in ``mask``: its bias entry, and the weight
+    and bias (gamma, beta) of the BatchNorm that directly consumes its output (found with forward
+    hooks, like the structured converter's BN repair). Holding them at zero makes the channel output
+    exactly 0, so the structured format can remove it even after a pretrained rewind point.
+
+    Returns:
+        ``{param FQN: bool keep}`` for the parameters with at least one dead entry.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    pairs = layer_bn_pairs(model, _example(model, in_shape))
     extras: dict[str, torch.Tensor] = {}
 
     def add(fqn: str, keep: torch.Tensor) -> None:
