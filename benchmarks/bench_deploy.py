@@ -87,9 +87,10 @@ def _fmt_rows(rows: list[dict]) -> list[str]:
 
 
 def part_structured(root: Path, args) -> tuple[list[str], dict]:
-    sparsity = args.r20_sparsity
-    run = _prune(root, f"r20_groups_s{sparsity}", model="resnet20", data=R20_DATA, method="magnitude",
-                 sparsity=sparsity, granularity="channel", layerwise=True, lr=0.05,
+    sparsity, multiple = args.r20_sparsity, args.r20_channel_multiple
+    suffix = f"_x{multiple}" if multiple > 1 else ""
+    run = _prune(root, f"r20_groups_s{sparsity}{suffix}", model="resnet20", data=R20_DATA, method="magnitude",
+                 sparsity=sparsity, channel_multiple=multiple, granularity="channel", layerwise=True, lr=0.05,
                  pretrain_epochs=R20_PRETRAIN, finetune_epochs=R20_FINETUNE)
     cfg = BenchConfig((str(run),), runtimes=("ort-cpu",), batches=(1, 64), formats=("structured",),
                       warmup=10, iters=args.iters)
@@ -103,7 +104,8 @@ def part_structured(root: Path, args) -> tuple[list[str], dict]:
     lines = [
         f"### 1. Structured channel ticket, resnet20 on `{R20_DATA}`, ONNX Runtime CPU",
         "",
-        f"Ticket: magnitude, `--granularity channel --layerwise --sparsity {sparsity}` over every conv "
+        f"Ticket: magnitude, `--granularity channel --layerwise --sparsity {sparsity}"
+        f"{f' --channel-multiple {multiple}' if multiple > 1 else ''}` over every conv "
         "(stem, residual stream, projections and inner convs; the classifier stays dense), "
         f"{R20_PRETRAIN} pretrain + {R20_FINETUNE} fine-tune epochs (lr 0.05); `bench --format structured` "
         "exports it with empty channels removed.",
@@ -222,6 +224,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--r20-sparsity", type=float, default=R20_CHANNEL_SPARSITY,
                     help="channel sparsity of the resnet20 ticket of part 1")
+    ap.add_argument("--r20-channel-multiple", type=int, default=1,
+                    help="round the resnet20 ticket's kept channels per layer to a multiple of N")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     ap.add_argument("--parts", default=",".join(PARTS),

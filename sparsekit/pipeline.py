@@ -66,6 +66,7 @@ class PruneConfig:
     download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
     layerwise: bool = field(default=False, metadata={"help": "per-layer budgets instead of global"})
     granularity: str = field(default="weight", metadata={"help": "weight or channel"})
+    channel_multiple: int = field(default=1, metadata={"help": "round kept channels per layer to a multiple of N (channel, layerwise)"})
     include: tuple[str, ...] = field(default=("*",), metadata={"help": "FQN patterns of prunable weights"})
     exclude: tuple[str, ...] | None = field(default=None, metadata={"help": "FQN patterns left dense (None: model default)"})
     weight_init: str = field(default="default", metadata={"help": "default, kaiming-normal, signed-kaiming-constant, uniform"})
@@ -80,6 +81,8 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+        if self.channel_multiple < 1:
+            raise UsageError(f"--channel-multiple must be >= 1, got {self.channel_multiple}")
         if self.granularity not in ("weight", "channel"):
             raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -107,6 +110,8 @@ class PruneConfig:
         for k in ("out", "force", "data_dir", "download", "device"):
             d.pop(k)
         d["include"], d["exclude"] = list(self.policy().include), list(self.policy().exclude)
+        if d["channel_multiple"] == 1:
+            d.pop("channel_multiple")  # no effect: runs written before the option existed still resume
         return d
 
 
@@ -257,6 +262,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
             dist=dist,
             theta_k=theta_k,
             search_epochs=cfg.search_epochs,
+            channel_multiple=cfg.channel_multiple,
         )
         t0 = time.perf_counter()
         result = method.search(ctx)

@@ -43,6 +43,7 @@ def prune_cmd(
     download: Annotated[bool, typer.Option("--download/--no-download", help="allow torchvision downloads")] = False,
     layerwise: Annotated[bool, typer.Option("--layerwise/--global", help="per-layer budgets instead of one global ranking")] = False,
     granularity: Annotated[str, typer.Option(help="weight or channel (whole output channels)")] = "weight",
+    channel_multiple: Annotated[int, typer.Option(help="channel granularity with --layerwise: round kept channels per layer to a multiple of N (8 suits CPU kernels)")] = 1,
     include: Annotated[list[str] | None, typer.Option(help="FQN pattern of prunable weights (repeatable)")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="FQN pattern left dense (repeatable)")] = None,
     weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, uniform")] = "default",
@@ -70,7 +71,7 @@ def prune_cmd(
             device=device, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
             search_epochs=search_epochs, batch_size=batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, data_dir=data_dir, download=download, layerwise=layerwise,
-            granularity=granularity, include=tuple(include or ("*",)),
+            granularity=granularity, channel_multiple=channel_multiple, include=tuple(include or ("*",)),
             exclude=tuple(exclude) if exclude else None, weight_init=weight_init,
             method_options=options, dense_reference=dense, force=force,
         )

@@ -159,10 +159,15 @@ def normalized_channel_scores(scores: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def select_units(
-    ch_scores: dict[str, torch.Tensor], units: ChannelUnits, sparsity: float, layerwise: bool
+    ch_scores: dict[str, torch.Tensor], units: ChannelUnits, sparsity: float, layerwise: bool,
+    multiple: int = 1,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
     """Remove the lowest-scored units until the removed channel count is as close as possible to
     ``sparsity`` of the candidate channels (per coupling family when ``layerwise``).
+
+    With ``layerwise`` and ``multiple > 1``, a family whose units all have the same size keeps a number
+    of units rounded to the nearest multiple of ``multiple`` (at least ``multiple``): CPU GEMM kernels
+    run widths like 16 or 32 much faster than 15 or 31 (docs/benchmarks.md, deployment section).
 
     A unit's score is the mean of its rows' scores (higher = keep). Units are visited from the lowest
     score; one is skipped when it would overshoot the budget by more than it leaves, or would remove
@@ -181,6 +186,12 @@ def select_units(
     for members in scopes.values():
         size = sum(len(units.units[i]) for i in members)
         target = size - budget_keep(size, sparsity)
+        sizes = {len(units.units[i]) for i in members}
+        if layerwise and multiple > 1 and len(sizes) == 1 and len(members) > multiple:
+            width, unit = len(members), sizes.pop()
+            kept = width - (width - budget_keep(width, sparsity))
+            kept = min(width, max(multiple, round(kept / multiple) * multiple))
+            target = (width - kept) * unit
         removed = 0
         for i in sorted(members, key=lambda i: unit_score[i]):  # stable: ties keep module order
             if removed >= target:

@@ -55,6 +55,8 @@ class SearchContext:
         dist: optional distributed context (rank, world_size, all_reduce_mean).
         theta_k: state dict of the model at the rewind point (for rewinding methods).
         search_epochs: epochs of a learned-mask search (None = the method default).
+        channel_multiple: channel granularity with layerwise budgets: round kept channels per layer
+            (coupling family) to a multiple of this (1 = exact budget).
         progress: callback for one-line progress messages.
     """
 
@@ -73,6 +75,7 @@ class SearchContext:
     dist: Any = None
     theta_k: dict[str, torch.Tensor] | None = None
     search_epochs: int | None = None
+    channel_multiple: int = 1
     progress: Callable[[str], None] = lambda msg: log.info(msg)
 
     def params(self) -> dict[str, nn.Parameter]:
@@ -155,7 +158,7 @@ def select_with_info(
         ch = {n: sign * s for n, s in normalized_channel_scores(scores).items()}
         units = channel_units(ctx.model, list(scores), tuple(ctx.data.in_shape))
         candidates = {n: s for n, s in ch.items() if n not in units.fixed}
-        keep, stats = select_units(candidates, units, ctx.sparsity, ctx.layerwise)
+        keep, stats = select_units(candidates, units, ctx.sparsity, ctx.layerwise, ctx.channel_multiple)
         keep.update({n: torch.ones(ch[n].shape[0], dtype=torch.bool) for n in units.fixed})
         mask = Mask({
             n: keep[n].reshape(-1, *([1] * (scores[n].dim() - 1))).expand_as(scores[n]).clone() for n in scores

@@ -133,3 +133,22 @@ def test_pipeline_holds_dead_channel_bias_and_saves_prunable_mask(tmp_path):
         assert dead.any() and bool((net.get_parameter(f"{layer}.bias")[dead] == 0).all())
     c = get_format("structured").convert(net.eval(), mask, torch.randn(8, 1, 16, 16))
     assert c.module[1].out_features == int((~_dead_rows(mask, "1.weight")).sum())
+
+
+@pytest.mark.parametrize("sparsity", [0.52, 0.55, 0.7])
+def test_channel_multiple_rounds_kept_widths(sparsity):
+    """--channel-multiple 8 keeps 8/16/32-style widths that CPU kernels run fast (not 15 or 31)."""
+    shape = (1, 16, 16)
+    net = build_model(ModelSpec("resnet20", shape, 10), seed=0)
+    ctx = SearchContext(model=net, data=make_synthetic(shape, n_train=8, n_test=8), names=list(prunable_tensors(net)),
+                        sparsity=sparsity, layerwise=True, granularity="channel", channel_multiple=8)
+    mask = get_method("magnitude").search(ctx).mask
+    for name in mask.names:
+        if name == "fc.weight":
+            continue
+        kept = int((~_dead_rows(mask, name)).sum())
+        assert kept % 8 == 0 and kept >= 8, (name, kept)
+    plain = SearchContext(model=net, data=ctx.data, names=ctx.names, sparsity=sparsity, layerwise=True,
+                          granularity="channel")
+    widths = {int((~_dead_rows(get_method("magnitude").search(plain).mask, n)).sum()) for n in ctx.names}
+    assert any(w % 8 for w in widths if w != 10)  # without the option the exact budget gives odd widths
