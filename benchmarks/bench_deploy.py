@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sparsekit._io import write_marked_section
 from sparsekit.bench.core import BenchConfig, bench
 from sparsekit.bench.env import fingerprint
 from sparsekit.export import export_run
@@ -182,17 +183,7 @@ def part_size(root: Path, args) -> tuple[list[str], dict]:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Replace only our marked section (re-read right before writing; unique temp name)."""
-    from sparsekit._io import atomic_write
-
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write(path, lambda p: p.write_text(text))
+    write_marked_section(path, "bench-deploy", body)
 
 
 PARTS = {"structured": part_structured, "csr": part_csr, "size": part_size}

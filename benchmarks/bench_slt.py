@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from sparsekit._io import write_marked_section
 from sparsekit.data import load_dataset
 from sparsekit.pipeline import PruneConfig, prune
 
@@ -160,16 +161,7 @@ def render(rows: list[dict], meta: dict) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_marked_section(path, "bench-slt", body)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from sparsekit import paths
+from sparsekit._io import write_marked_section
 from sparsekit.data import load_dataset
 from sparsekit.data.idx import read_idx
 from sparsekit.pipeline import PruneConfig, prune
@@ -332,17 +333,9 @@ def _reading(res: dict, model: str, focus: int) -> list[str]:
 
 
 def write_doc(text: str) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    old = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEvery number here comes with the command that produced it.\n"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + text + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(DOC)
+    # ``text`` carries its own START/END marker lines; the shared writer adds them back
+    body = text.split(START, 1)[1].rsplit(END, 1)[0]
+    write_marked_section(DOC, "bench-tickets", body)
 
 
 def environment(argv: list[str]) -> dict:

@@ -55,15 +55,10 @@ def record() -> None:
         f"{prune['accuracy_before_finetune']:.2%}. Ticket wall time {prune['timings']['ticket_total_s']:.0f} s.\n\n"
         + (OUT / "bench.md").read_text()
     )
+    from sparsekit._io import write_marked_section
+
     doc = Path("docs/benchmarks.md")
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start, end = "<!-- demo:start -->", "<!-- demo:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
+    write_marked_section(doc, "demo", section)
     print(f"recorded in {doc}")
 
 

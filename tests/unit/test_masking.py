@@ -97,3 +97,15 @@ def test_mask_apply_and_counted_sparsity():
     mask = Mask(topk_mask({n: model.get_parameter(n).abs() for n in names}, 0.8))
     mask.apply(model)
     assert sparsity_of(model, names) == pytest.approx(0.8)
+
+
+def test_write_marked_section_replaces_only_its_section(tmp_path):
+    from sparsekit._io import write_marked_section
+
+    doc = tmp_path / "b.md"
+    doc.write_text("# B\n\n<!-- a:start -->\nold a\n<!-- a:end -->\n\nkeep me\n")
+    write_marked_section(doc, "a", "new a")
+    write_marked_section(doc, "b", "first b")
+    text = doc.read_text()
+    assert "old a" not in text and "new a" in text and "keep me" in text
+    assert text.index("<!-- a:end -->") < text.index("keep me") < text.index("<!-- b:start -->\nfirst b")
