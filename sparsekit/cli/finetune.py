@@ -39,4 +39,5 @@ def finetune_cmd(
     if not r.pop("_main"):
         return
     dense_txt = f", dense {r['dense_accuracy']:.4f}" if r.get("dense_accuracy") is not None else ""
-    typer.echo(f"fine-tuned: accuracy {r['accuracy']:.4f}{dense_txt}, sparsity {r['sparsity']:.4%}")
+    typer.echo(f"fine-tuned: accuracy {r['accuracy']:.4f}{dense_txt}, sparsity {r['sparsity']:.4%}",
+               err=json_out == "-")  # stdout carries only the JSON then

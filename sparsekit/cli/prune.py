@@ -92,5 +92,6 @@ def prune_cmd(
     dense_txt = f", dense {r['dense_accuracy']:.4f}" if r.get("dense_accuracy") is not None else ""
     typer.echo(
         f"{r['method']} ticket: sparsity {r['sparsity']:.4%} (target {r['target_sparsity']:.4%}), "
-        f"accuracy {r['accuracy']:.4f}{dense_txt}, {r['timings']['ticket_total_s']:.1f}s -> {r['out']}"
+        f"accuracy {r['accuracy']:.4f}{dense_txt}, {r['timings']['ticket_total_s']:.1f}s -> {r['out']}",
+        err=json_out == "-",  # stdout carries only the JSON then
     )

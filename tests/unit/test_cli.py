@@ -43,9 +43,10 @@ def test_prune_json_and_info(tmp_path):
     assert table["total"]["zero_fraction"] >= 0.99
     text = invoke(["info", str(out)])
     assert "99.00%" in text.stdout and "total" in text.stdout
-    # rerunning the same command is a no-op that succeeds (stages complete)
-    again = invoke(BASE + ["--sparsity", "0.99", "--out", str(out)])
+    # rerunning the same command is a no-op that succeeds (stages complete); --json - keeps stdout pure JSON
+    again = invoke(BASE + ["--sparsity", "0.99", "--out", str(out), "--json", "-"])
     assert again.exit_code == 0
+    assert json.loads(again.stdout)["mask_sha256"] == data["mask_sha256"]
 
 
 def test_finetune_command(tiny_run, tmp_path):
@@ -55,7 +56,8 @@ def test_finetune_command(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run)
     r = invoke(["finetune", str(run), "--epochs", "1", "--json", "-"])
     assert r.exit_code == 0, r.output
-    assert "fine-tuned" in r.stdout
+    assert json.loads(r.stdout)["sparsity"] == pytest.approx(0.9)  # stdout is pure JSON
+    assert "fine-tuned" in r.stderr
 
 
 @pytest.mark.parametrize("what", ["models", "datasets", "methods"])
