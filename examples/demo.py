@@ -1,7 +1,8 @@
 """make demo: Fashion-MNIST LeNet-300-100 ticket at 90% sparsity, end to end, vs the dense model.
 
 prune (1 dense epoch to the rewind point, magnitude mask, 3 fine-tune epochs; the dense reference gets
-the same 1+3 epochs) -> export ticket and dense to verified ONNX -> bench on torch-cpu and ort-cpu.
+the same 1+3 epochs) -> export ticket and dense to verified ONNX -> bench the run (ticket + dense) on
+torch-cpu, torch-csr and ort-cpu.
 Every step is the public CLI, so this file doubles as a usage example.
 """
 
