@@ -18,8 +18,9 @@ from sparsekit.masking.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.grasp import grasp_hg
 from sparsekit.methods.ltr import round_densities
-from sparsekit.models.registry import ModelSpec, build_model
 from sparsekit.train.loop import TrainConfig
+from tests.unit import _nets
+from tests.unit._nets import lenet
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +34,7 @@ def other_data():
 
 
 def bn_net() -> nn.Module:
-    torch.manual_seed(5)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-    )
-
-
-def lenet(data) -> nn.Module:
-    return build_model(ModelSpec("lenet300", data.in_shape, 10), seed=0)
+    return _nets.bn_net(5)
 
 
 def ctx_for(model, data, sparsity=0.9, **kw) -> SearchContext:
