@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from sparsekit._io import write_json
-from sparsekit.errors import SparsekitError, UsageError
+from sparsekit.errors import SparsekitError, UsageError  # no torch: cli modules import it lazily
 
 T = TypeVar("T")
 
@@ -84,6 +83,8 @@ def emit_json(obj: Any, dest: str | None) -> None:
     if dest == "-":
         typer.echo(json.dumps(obj, indent=2, default=str))
         return
+    from sparsekit._io import write_json
+
     path = Path(dest)
     try:
         write_json(path, obj)

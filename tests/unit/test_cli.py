@@ -180,3 +180,22 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path, monkeypatch):
     assert r.exit_code == 0
     assert "finetune epoch 1: 1/" in r.stderr  # periodic plain lines, no bar escape codes
     assert "\x1b[" not in r.stderr
+
+
+def test_cli_import_and_list_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, sparsekit.cli.main; from sparsekit.cli.list_cmd import catalog; "
+            "[catalog(w) for w in ('models', 'datasets', 'methods', 'runtimes', 'formats')]; "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "methods", "formats"])
+def test_static_list_catalog_equals_live_registries(what):
+    from sparsekit.cli.list_cmd import registries, static_catalog
+
+    reg = registries()[what]
+    assert static_catalog(what) == [(n, reg.help(n)) for n in reg.names()]
