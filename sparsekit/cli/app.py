@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -19,11 +20,27 @@ class _OneLineErrors(TyperGroup):
         # global flags are accepted anywhere on the line, not only before the command
         from sparsekit.cli.common import state
 
-        state.debug = state.quiet = False  # fresh per invocation (tests invoke many times)
-        for flag, attr in (("--debug", "debug"), ("--quiet", "quiet"), ("-q", "quiet")):
+        state.debug = state.quiet = state.trust_model_code = False  # fresh per invocation (tests invoke many times)
+        for flag, attr in (("--debug", "debug"), ("--quiet", "quiet"), ("-q", "quiet"),
+                           ("--trust-model-code", "trust_model_code")):
             if flag in args and "--" not in args[: args.index(flag)]:
                 args.remove(flag)
                 setattr(state, attr, True)
+        # --trust-model-code travels as the environment variable, so the fresh processes that bench
+        # starts inherit it; restored afterwards (tests invoke the app many times in one process)
+        trust_env = "SPARSEKIT_TRUST_MODEL_CODE"
+        saved_trust = os.environ.get(trust_env)
+        if state.trust_model_code:
+            os.environ[trust_env] = "1"
+        try:
+            return self._main(args, prog_name, complete_var, **extra)
+        finally:
+            if saved_trust is None:
+                os.environ.pop(trust_env, None)
+            else:
+                os.environ[trust_env] = saved_trust
+
+    def _main(self, args: list[str], prog_name: Any, complete_var: Any, **extra: Any) -> Any:
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)

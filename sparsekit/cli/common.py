@@ -20,6 +20,7 @@ T = TypeVar("T")
 class _State:
     debug = False
     quiet = False
+    trust_model_code = False
 
 
 state = _State()

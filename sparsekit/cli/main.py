@@ -14,6 +14,10 @@ from sparsekit.cli.common import state
 def _global(
     debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and results")] = False,
+    trust_model_code: Annotated[bool, typer.Option(
+        "--trust-model-code",
+        help="import the user model code (pkg.mod:fn, file.py:fn) a run directory names; never by default "
+             "(also SPARSEKIT_TRUST_MODEL_CODE=1)")] = False,
 ) -> None:
     state.debug, state.quiet = state.debug or debug, state.quiet or quiet
 

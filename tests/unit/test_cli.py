@@ -142,7 +142,14 @@ def test_unknown_command_and_list_target():
 
 def test_user_model_without_prunable_tensor(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.ReLU())\n")
+    f.write_text("import torch, torch.nn as nn\n"
+                 "class Bias(nn.Module):\n"
+                 "    def __init__(self, k):\n"
+                 "        super().__init__()\n"
+                 "        self.b = nn.Parameter(torch.zeros(k))\n"
+                 "    def forward(self, x):\n"
+                 "        return self.b.expand(x.shape[0], -1)\n"
+                 "def make(num_classes):\n    return Bias(num_classes)\n")
     args = list(BASE)
     args[args.index("--model") + 1] = f"{f}:make"
     r = invoke(args + ["--sparsity", "0.5", "--out", str(tmp_path / "o")])
