@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,45 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def guarded_dir(path: Path, *, enabled: bool = True, backup: bool = False) -> Iterator[None]:
+    """Nothing half-written at the directory level.
+
+    On a failure inside the block: a directory that did not exist before is removed (an empty one
+    the user made is emptied again), and with ``backup`` (the block replaces an existing complete
+    result) the previous directory, moved aside first, is put back exactly as it was. An
+    interruption (KeyboardInterrupt, SIGTERM) keeps a new directory, so rerunning resumes it; a
+    backed-up directory is restored then too. A directory that existed (e.g. a resumable run) is
+    otherwise left as the block left it.
+    """
+    path = Path(path)
+    if not enabled:
+        yield
+        return
+    existed = path.exists()
+    was_empty = existed and path.is_dir() and not any(path.iterdir())
+    saved = None
+    if backup and existed:
+        saved = path.with_name(f".{path.name}.previous-{os.getpid()}")
+        shutil.rmtree(saved, ignore_errors=True)
+        os.replace(path, saved)
+    try:
+        yield
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        if saved is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(saved, path)
+        elif not existed and not interrupted:
+            shutil.rmtree(path, ignore_errors=True)
+        elif was_empty and not interrupted and path.is_dir():
+            for p in path.iterdir():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        raise
+    if saved is not None:
+        shutil.rmtree(saved, ignore_errors=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -83,6 +83,10 @@ class PruneConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
         if self.channel_multiple < 1:
             raise UsageError(f"--channel-multiple must be >= 1, got {self.channel_multiple}")
+        if self.channel_multiple != 1 and not (self.layerwise and self.granularity == "channel"):
+            # it rounds per-layer channel budgets; a global ranking has none to round
+            raise UsageError("--channel-multiple rounds per-layer channel budgets: it needs --granularity channel "
+                             "and --layerwise")
         if self.granularity not in ("weight", "channel"):
             raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -180,9 +184,46 @@ def _existing_meta(cfg: PruneConfig, out: Path) -> dict[str, Any] | None:
 def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) -> dict[str, Any]:
     """Run the whole pipeline and return the result summary (also stored in run.json).
 
+    Nothing half-written: if it fails (missing data, NaN loss, bad model, ...) a run directory that
+    did not exist before is removed, and one holding a complete run replaced with ``force`` is put
+    back as it was; an interruption keeps the new directory so the same command resumes it.
+
     Example:
         >>> prune(PruneConfig("lenet300", "synthetic", "magnitude", 0.9, "runs/x"))  # doctest: +SKIP
     """
+    from sparsekit._io import guarded_dir
+
+    out = Path(cfg.out)
+    replacing = cfg.force and dist is None and _holds_complete_run(out)
+    with guarded_dir(out, enabled=getattr(dist, "rank", 0) == 0, backup=replacing):
+        return _prune(cfg, data, dist)
+
+
+def _holds_complete_run(out: Path) -> bool:
+    try:
+        return bool(Ticket.load(out, require_complete=False).meta.get("complete"))
+    except ArtifactError:
+        return False
+
+
+def _check_budget(cfg: PruneConfig, model: torch.nn.Module, names: list[str]) -> None:
+    """Refuse a sparsity that keeps no weight (globally, or in some layer with --layerwise)."""
+    if cfg.granularity != "weight":
+        return
+    params = dict(model.named_parameters())
+    sizes = {n: params[n].numel() for n in names if n in params}
+    total = sum(sizes.values())
+    if total and total - round(cfg.sparsity * total) < 1:
+        raise UsageError(f"--sparsity {cfg.sparsity} keeps 0 of the {total:,} prunable weights; "
+                         f"the largest that keeps one is {(total - 1) / total:.9g}")
+    if cfg.layerwise:
+        for n, size in sizes.items():
+            if size - round(cfg.sparsity * size) < 1:
+                raise UsageError(f"--sparsity {cfg.sparsity} with --layerwise keeps 0 of the {size:,} weights of "
+                                 f"{n}; use at most {(size - 1) / size:.6g} or --exclude it")
+
+
+def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, Any]:
     out = Path(cfg.out)
     is_main = getattr(dist, "rank", 0) == 0
     # validate every input before anything is written
@@ -197,6 +238,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
         )
     model = build_model(spec, seed=cfg.seed)
     names = list(prunable_tensors(model, cfg.policy()))
+    _check_budget(cfg, model, names)
     apply_weight_init(model, names, cfg.weight_init, cfg.seed)
     if is_main:
         _check_writable(out)

@@ -51,12 +51,29 @@ def setup_logging() -> None:
         logger.propagate = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so it unwinds (and cleans up) exactly like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def run(fn: Callable[[], T]) -> T:
-    """Call a library function; SparsekitError -> one stderr line + its exit code (1 or 2)."""
+    """Call a library function; SparsekitError -> one stderr line + its exit code (1 or 2).
+
+    Ctrl-C exits 130 and SIGTERM 143, each with one line saying how to resume.
+    """
+    import signal
+    import threading
+
     from sparsekit.progress import use_rich_bars
 
     setup_logging()
     use_rich_bars(sys.stderr.isatty() and not state.quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return fn()
     except SparsekitError as exc:
@@ -64,9 +81,12 @@ def run(fn: Callable[[], T]) -> T:
             traceback.print_exc()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        if state.debug:
+            traceback.print_exc()
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted (Ctrl-C)", 130)
+        typer.echo(f"{what}: nothing half-written; run the same command again to resume", err=True)
+        raise typer.Exit(code) from None
     except typer.Exit:
         raise
     except Exception as exc:  # an unexpected bug: still one line unless --debug
@@ -75,6 +95,9 @@ def run(fn: Callable[[], T]) -> T:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         typer.echo(f"error: internal error {type(exc).__name__}: {msg} (rerun with --debug for the traceback)", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def emit_json(obj: Any, dest: str | None) -> None:

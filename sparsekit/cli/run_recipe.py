@@ -35,7 +35,7 @@ def run_cmd(
         typer.echo(f"[{i + 1}/{len(steps)}] sparsekit {step.command} {' '.join(step.argv)}", err=True)
         code = group.commands[step.command].main(args=step.argv, prog_name=f"sparsekit {step.command}",
                                                  standalone_mode=False)
-        if step.command == "prune":
-            write_json(run_dir / "recipe.resolved.json", resolved)  # what exactly produced this run
         if isinstance(code, int) and code != 0:
-            raise typer.Exit(code)
+            raise typer.Exit(code)  # a failed or refused prune leaves no recipe.resolved.json behind
+        if step.command == "prune" and (run_dir / "run.json").is_file():
+            write_json(run_dir / "recipe.resolved.json", resolved)  # what exactly produced this run

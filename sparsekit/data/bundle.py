@@ -84,6 +84,10 @@ def load_dataset(spec: str, data_dir: Path | str | None = None, download: bool =
     """Load a dataset by spec ("fashion-mnist", "imagefolder:PATH", "synthetic", ...)."""
     name, arg = split_spec(spec)
     loader = DATASETS.get(name)
+    if data_dir and not Path(data_dir).is_dir() and not download:
+        # never fall back silently to $SPARSEKIT_DATA or the system copy when the user named a place
+        what = "is not a directory" if Path(data_dir).exists() else "does not exist"
+        raise UsageError(f"--data-dir {data_dir} {what}")
     return loader(arg, Path(data_dir) if data_dir else None, download)
 
 

@@ -211,6 +211,8 @@ def _probe_input(ticket: Any, data_dir: str | None, n: int = 64) -> torch.Tensor
 
     try:
         return next(iter(real_batches(ticket.data_spec, data_dir, (n,))))
+    except UsageError:  # e.g. a --data-dir that does not exist
+        raise
     except Exception:  # the converter's dead-channel probe also works on noise
         g = torch.Generator().manual_seed(0)
         return torch.randn(n, *ticket.spec.in_shape, generator=g)

@@ -10,7 +10,7 @@ from torch import nn
 
 from sparsekit import paths
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
-from sparsekit.errors import ArtifactError
+from sparsekit.errors import ArtifactError, UsageError
 
 CONVERTED_SCHEMA_VERSION = 1
 #: probe batch used for conversion checks and Torch-Pruning tracing
@@ -24,6 +24,8 @@ def probe_batch(ticket: Any, data_dir: str | None = None, n: int = PROBE_BATCH) 
 
         x, _ = next(iter(load_dataset(ticket.data_spec, data_dir).batches("test", n)))
         return x
+    except UsageError:  # e.g. a --data-dir that does not exist: the user's mistake, not missing data
+        raise
     except Exception:  # dead-channel probing and equality checks also work on noise
         g = torch.Generator().manual_seed(0)
         return torch.randn(n, *ticket.spec.in_shape, generator=g)
