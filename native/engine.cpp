@@ -1,0 +1,618 @@
+// sparse-cpu engine: executes a plan built by sparsekit/engine/planner.py in one native call.
+// Generic (non-hot) ops are compiled for the baseline ISA; conv/fc kernels come from the ISA table
+// selected at load time (see select_table).
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels.h"
+
+SK_DECLARE_TABLE(isa_baseline)
+#ifdef SK_HAVE_AVX2
+SK_DECLARE_TABLE(isa_avx2)
+#endif
+#ifdef SK_HAVE_AVX512
+SK_DECLARE_TABLE(isa_avx512)
+#endif
+
+namespace py = pybind11;
+
+namespace sk {
+
+float act_scalar(float v, int act, float a0, float a1) {
+  switch (act) {
+    case ACT_NONE: return v;
+    case ACT_RELU: return v > 0.f ? v : 0.f;
+    case ACT_CLIP: return v < a0 ? a0 : (v > a1 ? a1 : v);
+    case ACT_LEAKY: return v >= 0.f ? v : v * a0;
+    case ACT_SIGMOID: return 1.f / (1.f + std::exp(-v));
+    case ACT_HARDSIGMOID: { float t = v * a0 + a1; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
+    case ACT_HARDSWISH: { float t = v * (1.f / 6.f) + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------- ISA selection
+static std::vector<const KernelTable*> available_tables() {
+  std::vector<const KernelTable*> t;  // best first
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+#ifdef SK_HAVE_AVX512
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    t.push_back(&isa_avx512::table);
+#endif
+#ifdef SK_HAVE_AVX2
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) t.push_back(&isa_avx2::table);
+#endif
+#endif
+  t.push_back(&isa_baseline::table);
+  return t;
+}
+
+// ---------------------------------------------------------------- aligned storage
+template <class T>
+struct Buf {
+  T* p = nullptr; size_t n = 0;
+  Buf() = default;
+  explicit Buf(size_t n_) { alloc(n_); }
+  void alloc(size_t n_) {
+    release(); n = n_;
+    size_t bytes = ((n * sizeof(T) + 63) / 64) * 64 + 64;
+    p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, bytes);
+  }
+  void release() { std::free(p); p = nullptr; n = 0; }
+  ~Buf() { release(); }
+  Buf(const Buf&) = delete; Buf& operator=(const Buf&) = delete;
+  Buf(Buf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; o.n = 0; }
+  Buf& operator=(Buf&& o) noexcept { release(); p = o.p; n = o.n; o.p = nullptr; o.n = 0; return *this; }
+};
+
+template <class T>
+static Buf<T> copy_array(const py::array& a) {
+  py::array_t<T, py::array::c_style | py::array::forcecast> c(a);
+  Buf<T> b(std::max<size_t>(c.size(), 1));
+  if (c.size()) std::memcpy(b.p, c.data(), c.size() * sizeof(T));
+  b.n = c.size();
+  return b;
+}
+
+// ---------------------------------------------------------------- plan structures
+struct Tensor {   // per-image layout; image i of a chunk at arena + off + i * istride
+  int C, H, W, pt, pb, pl, pr, Hp, Wp;
+  int64_t plane, off, istride;
+};
+
+enum OpKind { OP_CONV = 0, OP_FC = 1, OP_MAXPOOL = 2, OP_AVGPOOL = 3, OP_GAP = 4, OP_BINARY = 5,
+              OP_AFFINE = 6, OP_CONCAT = 7, OP_FLATTEN = 8 };
+
+struct Op {
+  int kind = 0;
+  std::vector<int64_t> ip;   // integer params (layout per kind, see planner.py)
+  std::vector<float> fp;     // float params
+  std::vector<Buf<float>> fa;
+  std::vector<Buf<uint32_t>> ua;
+  int variant = 0;           // conv/fc: 0 sparse, 1 dense
+  std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
+};
+
+// conv ip: in, out, res, O, Cg, groups, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr(unused), Ho, Wo,
+//          act, mode(0 = stride-1 view, 1 = phase planes), Wrow, Hq, gofs, ntaps, nblk, has_bias
+// conv fa: [0] sparse val, [1] dense weights, [2] bias ; ua: [0] rowptr, [1] off, [2] dense tap offsets
+enum { C_IN, C_OUT, C_RES, C_O, C_CG, C_G, C_KH, C_KW, C_SH, C_SW, C_DH, C_DW, C_PT, C_PL, C_PB, C_PR,
+       C_HO, C_WO, C_ACT, C_MODE, C_WROW, C_HQ, C_GOFS, C_NTAPS, C_NBLK, C_HASB, C_N };
+// fc ip: in, out, res, F, O, act, has_bias ; fa: [0] sparse val, [1] dense w, [2] bias; ua: rowptr, col
+enum { F_IN, F_OUT, F_RES, F_F, F_O, F_ACT, F_HASB, F_N };
+
+struct Engine {
+  const KernelTable* kt;
+  std::vector<Tensor> tensors;
+  std::vector<Op> ops;
+  int input_t = -1, output_t = -1, bc = 1;
+  int64_t arena_floats = 0, shared_off = 0, shared_floats = 0, private_floats = 0;
+  std::vector<Buf<float>> arenas;   // one per thread
+
+  explicit Engine(const std::string& isa) {
+    auto t = available_tables();
+    kt = nullptr;
+    if (isa.empty() || isa == "auto") kt = t.front();
+    for (auto* x : t) if (isa == x->name) kt = x;
+    if (!kt) throw std::invalid_argument("ISA '" + isa + "' is not available on this CPU/build");
+  }
+
+  int add_tensor(std::vector<int64_t> d) {
+    Tensor t{(int)d[0], (int)d[1], (int)d[2], (int)d[3], (int)d[4], (int)d[5], (int)d[6], 0, 0, 0, d[7], d[8]};
+    t.Hp = t.H + t.pt + t.pb; t.Wp = t.W + t.pl + t.pr; t.plane = (int64_t)t.Hp * t.Wp;
+    tensors.push_back(t);
+    return (int)tensors.size() - 1;
+  }
+
+  int add_op(int kind, std::vector<int64_t> ip, std::vector<float> fp, std::vector<py::array> fa,
+             std::vector<py::array> ua) {
+    Op op; op.kind = kind; op.ip = std::move(ip); op.fp = std::move(fp);
+    for (auto& a : fa) op.fa.push_back(copy_array<float>(a));
+    for (auto& a : ua) op.ua.push_back(copy_array<uint32_t>(a));
+    if (kind == OP_CONV || kind == OP_FC) {
+      int O = (int)(kind == OP_CONV ? op.ip[C_O] : op.ip[F_O]);
+      op.cost_prefix.resize(O + 1);
+      const uint32_t* rp = op.ua[0].p;
+      for (int o = 0; o <= O; o++) op.cost_prefix[o] = rp[o] + 4u * o;  // nnz + epilogue cost
+      op.variant = op.ua[0].p[O] == 0 && op.fa[1].n > 0 ? 1 : 0;
+    }
+    ops.push_back(std::move(op));
+    return (int)ops.size() - 1;
+  }
+
+  void set_memory(int in_t, int out_t, int bc_, int64_t arena, int64_t shoff, int64_t shfl, int64_t priv) {
+    input_t = in_t; output_t = out_t; bc = bc_; arena_floats = arena; shared_off = shoff;
+    shared_floats = shfl; private_floats = priv;
+  }
+
+  void set_variant(int i, int v) { ops.at(i).variant = v; }
+  void drop_variant(int i, int v) {  // free the storage of the format that was not chosen
+    Op& op = ops.at(i);
+    if (v == 0) { op.fa[0].alloc(1); op.fa[0].n = 0; op.ua[1].alloc(1); op.ua[1].n = 0; }
+    else { op.fa[1].alloc(1); op.fa[1].n = 0; }
+  }
+
+  void ensure_arenas(int nt) {
+    while ((int)arenas.size() < nt) arenas.emplace_back(arena_floats + private_floats + 1024);
+  }
+
+  float* tp(float* arena, int t, int img) { return arena + tensors[t].off + img * tensors[t].istride; }
+
+  // -------------------------------------------------------------- op execution
+  // par: the op is executed by the whole team (tid/nth), else by the calling thread alone
+  static void split(int64_t n, int tid, int nth, int64_t& b, int64_t& e) {
+    b = n * tid / nth; e = n * (tid + 1) / nth;
+  }
+  static void split_cost(const std::vector<uint32_t>& pre, int tid, int nth, int64_t& b, int64_t& e) {
+    int64_t n = (int64_t)pre.size() - 1;
+    if (nth == 1) { b = 0; e = n; return; }
+    uint64_t total = pre[n];
+    auto find = [&](int k) -> int64_t {
+      uint64_t target = total * k / nth;
+      return std::lower_bound(pre.begin(), pre.end(), (uint32_t)target) - pre.begin();
+    };
+    b = tid == 0 ? 0 : std::min(find(tid), n);
+    e = tid == nth - 1 ? n : std::min(find(tid + 1), n);
+    if (e < b) e = b;
+  }
+  static void barrier(bool par) {
+#ifdef _OPENMP
+    if (par) {
+#pragma omp barrier
+    }
+#endif
+  }
+
+  void exec_conv(Op& op, float* A, float* priv, int nb, bool par, int tid, int nth) {
+    auto& p = op.ip;
+    const Tensor& ti = tensors[p[C_IN]];
+    const Tensor& to = tensors[p[C_OUT]];
+    const Tensor* tr = p[C_RES] >= 0 ? &tensors[p[C_RES]] : nullptr;
+    const int C = ti.C, sh = (int)p[C_SH], sw = (int)p[C_SW];
+    const int Wrow = (int)p[C_WROW], Hq = (int)p[C_HQ];
+    const int64_t qplane = (int64_t)Hq * Wrow;
+    for (int img = 0; img < nb; img++) {
+      const float* xin = tp(A, (int)p[C_IN], img);
+      const float* xwork;
+      if (p[C_MODE] == 0) {
+        xwork = xin + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
+      } else {  // de-interleave the (virtually) padded input into sh*sw phase planes
+        float* ph = A + shared_off;
+        const int64_t pstride = (int64_t)C * qplane + 64;
+        int64_t c0, c1; split(C, par ? tid : 0, par ? nth : 1, c0, c1);
+        for (int a = 0; a < sh; a++) for (int b = 0; b < sw; b++) {
+          float* dst = ph + (a * sw + b) * pstride;
+          for (int64_t c = c0; c < c1; c++) {
+            const float* src = xin + c * ti.plane;
+            float* dc = dst + c * qplane;
+            for (int i = 0; i < Hq; i++) {
+              int h = i * sh + a - (int)p[C_PT];
+              float* drow = dc + (int64_t)i * Wrow;
+              if (h < 0 || h >= ti.H) { std::memset(drow, 0, sizeof(float) * Wrow); continue; }
+              const float* srow = src + (int64_t)(h + ti.pt) * ti.Wp + ti.pl;
+              for (int j = 0; j < Wrow; j++) {
+                int w = j * sw + b - (int)p[C_PL];
+                drow[j] = (w >= 0 && w < ti.W) ? srow[w] : 0.f;
+              }
+            }
+          }
+        }
+        barrier(par);
+        xwork = ph;
+      }
+      ConvCall c{};
+      c.x = xwork; c.Wrow = Wrow; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO];
+      c.L = (c.Ho - 1) * Wrow + c.Wo;
+      c.rowptr = op.ua[0].p; c.off = op.ua[1].p; c.val = op.fa[0].p;
+      c.doff = op.ua[2].p; c.dw = op.fa[1].p; c.ntaps = (int)p[C_NTAPS];
+      c.Og = (int)(p[C_O] / p[C_G]); c.nblk = (int)p[C_NBLK]; c.gofs = p[C_GOFS];
+      c.bias = p[C_HASB] ? op.fa[2].p : nullptr;
+      c.y = tp(A, (int)p[C_OUT], img); c.y_plane = to.plane; c.y_Wp = to.Wp; c.y_Hp = to.Hp;
+      c.y_pt = to.pt; c.y_pb = to.pb; c.y_pl = to.pl; c.y_pr = to.pr;
+      if (tr) { c.r = tp(A, (int)p[C_RES], img); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
+      c.flat = to.Wp == Wrow && (!tr || tr->Wp == Wrow);
+      c.scratch = priv; c.scratch_plane = (int64_t)c.Ho * Wrow + 512;
+      c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+      int64_t b, e;
+      if (op.variant == 0) {
+        split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
+        kt->conv_sparse(c, (int)b, (int)e);
+      } else {
+        split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
+        kt->conv_dense(c, (int)b, (int)e);
+      }
+      barrier(par);
+    }
+  }
+
+  void exec_fc(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    auto& p = op.ip;
+    const Tensor& ti = tensors[p[F_IN]];
+    const Tensor& to = tensors[p[F_OUT]];
+    const int F = (int)p[F_F], O = (int)p[F_O];
+    FcCall c{};
+    c.F = F; c.nb = nb; c.rowptr = op.ua[0].p; c.col = op.ua[1].p; c.val = op.fa[0].p; c.w = op.fa[1].p;
+    c.bias = p[F_HASB] ? op.fa[2].p : nullptr;
+    c.y = tp(A, (int)p[F_OUT], 0); c.ldy = to.istride;
+    if (p[F_RES] >= 0) { c.r = tp(A, (int)p[F_RES], 0); c.ldr = tensors[p[F_RES]].istride; }
+    c.act = (int)p[F_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+    const float* x0 = tp(A, (int)p[F_IN], 0);
+    int64_t b, e;
+    if (nb == 1) {
+      c.x = x0;
+    } else {
+      const int vw = kt->vw;
+      c.nbp = (nb + vw - 1) / vw * vw;
+      float* xT = A + shared_off;
+      split(F, par ? tid : 0, par ? nth : 1, b, e);
+      for (int64_t f = b; f < e; f++) {
+        float* d = xT + f * c.nbp;
+        for (int n = 0; n < nb; n++) d[n] = x0[n * ti.istride + f];
+        for (int n = nb; n < c.nbp; n++) d[n] = 0.f;
+      }
+      barrier(par);
+      c.xT = xT;
+    }
+    if (op.variant == 0) {
+      split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
+      kt->fc_sparse(c, (int)b, (int)e);
+    } else {
+      split(O, par ? tid : 0, par ? nth : 1, b, e);
+      kt->fc_dense(c, (int)b, (int)e);
+    }
+    barrier(par);
+  }
+
+  static void zero_ring(const Tensor& t, float* pl) {
+    if (t.pt) std::memset(pl, 0, sizeof(float) * t.pt * t.Wp);
+    if (t.pb) std::memset(pl + (int64_t)(t.pt + t.H) * t.Wp, 0, sizeof(float) * t.pb * t.Wp);
+    if (t.pl || t.pr)
+      for (int h = 0; h < t.H; h++) {
+        float* row = pl + (int64_t)(h + t.pt) * t.Wp;
+        for (int i = 0; i < t.pl; i++) row[i] = 0.f;
+        for (int i = t.pl + t.W; i < t.Wp; i++) row[i] = 0.f;
+      }
+  }
+  static inline float* at(const Tensor& t, float* base, int c, int h, int w) {
+    return base + c * t.plane + (int64_t)(h + t.pt) * t.Wp + (w + t.pl);
+  }
+
+  // pool ip: in, out, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, count_include_pad
+  void exec_pool(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    auto& p = op.ip;
+    const Tensor& ti = tensors[p[0]];
+    const Tensor& to = tensors[p[1]];
+    const bool is_max = op.kind == OP_MAXPOOL;
+    const int KH = (int)p[2], KW = (int)p[3], sh = (int)p[4], sw = (int)p[5], dh = (int)p[6], dw = (int)p[7];
+    const int pt = (int)p[8], pl = (int)p[9], pb = (int)p[10], pr = (int)p[11];
+    const bool cip = p[12] != 0;
+    for (int img = 0; img < nb; img++) {
+      float* xi = tp(A, (int)p[0], img);
+      float* yo = tp(A, (int)p[1], img);
+      int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      for (int64_t c = c0; c < c1; c++) {
+        for (int oh = 0; oh < to.H; oh++)
+          for (int ow = 0; ow < to.W; ow++) {
+            const int hs = oh * sh - pt, ws = ow * sw - pl;
+            float acc = is_max ? -INFINITY : 0.f;
+            int cnt = 0;
+            for (int kh = 0; kh < KH; kh++) {
+              int h = hs + kh * dh;
+              if (h < 0 || h >= ti.H) continue;
+              for (int kw = 0; kw < KW; kw++) {
+                int w = ws + kw * dw;
+                if (w < 0 || w >= ti.W) continue;
+                float v = *at(ti, xi, (int)c, h, w);
+                if (is_max) acc = v > acc ? v : acc; else acc += v;
+                cnt++;
+              }
+            }
+            if (!is_max) {
+              int div = cnt;
+              if (cip) {
+                int he = std::min(hs + (KH - 1) * dh + 1, ti.H + pb), we = std::min(ws + (KW - 1) * dw + 1, ti.W + pr);
+                div = (he - hs) * (we - ws);
+              }
+              acc = div > 0 ? acc / (float)div : 0.f;
+            }
+            *at(to, yo, (int)c, oh, ow) = acc;
+          }
+        zero_ring(to, yo + c * to.plane);
+      }
+      barrier(par);
+    }
+  }
+
+  void exec_gap(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    const Tensor& ti = tensors[op.ip[0]];
+    const Tensor& to = tensors[op.ip[1]];
+    for (int img = 0; img < nb; img++) {
+      float* xi = tp(A, (int)op.ip[0], img);
+      float* yo = tp(A, (int)op.ip[1], img);
+      int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      for (int64_t c = c0; c < c1; c++) {
+        float s = 0.f;
+        for (int h = 0; h < ti.H; h++) {
+          const float* r = at(ti, xi, (int)c, h, 0);
+          for (int w = 0; w < ti.W; w++) s += r[w];
+        }
+        float* d = yo + c * to.plane;
+        zero_ring(to, d);
+        *at(to, yo, (int)c, 0, 0) = s / (float)(ti.H * ti.W);
+      }
+      barrier(par);
+    }
+  }
+
+  // binary ip: out, a_t, b_t (-1 = constant fa[0]/fa[1]), opcode(0 add, 1 mul, 2 sub, 3 div), act,
+  //            then per operand (a, b): sc, sh, sw strides (elements, in its own layout incl. padding) and base
+  void exec_binary(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    auto& p = op.ip;
+    const Tensor& to = tensors[p[0]];
+    const int opc = (int)p[3], act = (int)p[4];
+    for (int img = 0; img < nb; img++) {
+      float* yo = tp(A, (int)p[0], img);
+      const float* ab = p[1] >= 0 ? tp(A, (int)p[1], img) : op.fa[0].p;
+      const float* bb = p[2] >= 0 ? tp(A, (int)p[2], img) : op.fa[1].p;
+      const int64_t asc = p[5], ash = p[6], asw = p[7], aoff = p[8];
+      const int64_t bsc = p[9], bsh = p[10], bsw = p[11], boff = p[12];
+      int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      for (int64_t c = c0; c < c1; c++) {
+        for (int h = 0; h < to.H; h++) {
+          float* yr = at(to, yo, (int)c, h, 0);
+          const float* ar = ab + aoff + c * asc + h * ash;
+          const float* br = bb + boff + c * bsc + h * bsh;
+          for (int w = 0; w < to.W; w++) {
+            float x = ar[w * asw], y = br[w * bsw], v;
+            switch (opc) { case 0: v = x + y; break; case 1: v = x * y; break; case 2: v = x - y; break; default: v = x / y; }
+            yr[w] = act_scalar(v, act, op.fp[0], op.fp[1]);
+          }
+        }
+        zero_ring(to, yo + c * to.plane);
+      }
+      barrier(par);
+    }
+  }
+
+  // affine ip: in, out, act ; fa: scale[C], shift[C]
+  void exec_affine(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    const Tensor& ti = tensors[op.ip[0]];
+    const Tensor& to = tensors[op.ip[1]];
+    const int act = (int)op.ip[2];
+    for (int img = 0; img < nb; img++) {
+      float* xi = tp(A, (int)op.ip[0], img);
+      float* yo = tp(A, (int)op.ip[1], img);
+      int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      for (int64_t c = c0; c < c1; c++) {
+        const float s = op.fa[0].p[c], t = op.fa[1].p[c];
+        for (int h = 0; h < ti.H; h++) {
+          const float* r = at(ti, xi, (int)c, h, 0);
+          float* d = at(to, yo, (int)c, h, 0);
+          for (int w = 0; w < ti.W; w++) d[w] = act_scalar(r[w] * s + t, act, op.fp[0], op.fp[1]);
+        }
+        zero_ring(to, yo + c * to.plane);
+      }
+      barrier(par);
+    }
+  }
+
+  // concat ip: out, n, inputs...
+  void exec_concat(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    const Tensor& to = tensors[op.ip[0]];
+    const int n = (int)op.ip[1];
+    for (int img = 0; img < nb; img++) {
+      float* yo = tp(A, (int)op.ip[0], img);
+      int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      int base = 0;
+      for (int k = 0; k < n; k++) {
+        const Tensor& ti = tensors[op.ip[2 + k]];
+        float* xi = tp(A, (int)op.ip[2 + k], img);
+        for (int c = 0; c < ti.C; c++) {
+          int oc = base + c;
+          if (oc < c0 || oc >= c1) continue;
+          for (int h = 0; h < ti.H; h++) std::memcpy(at(to, yo, oc, h, 0), at(ti, xi, c, h, 0), sizeof(float) * ti.W);
+          zero_ring(to, yo + oc * to.plane);
+        }
+        base += ti.C;
+      }
+      barrier(par);
+    }
+  }
+
+  void copy_interior(const Tensor& ti, const float* xi, float* d) {  // -> compact C*H*W
+    for (int c = 0; c < ti.C; c++)
+      for (int h = 0; h < ti.H; h++) {
+        std::memcpy(d, at(ti, const_cast<float*>(xi), c, h, 0), sizeof(float) * ti.W);
+        d += ti.W;
+      }
+  }
+
+  void exec_flatten(Op& op, float* A, int nb, bool par, int tid) {
+    if (par && tid != 0) { barrier(par); return; }
+    const Tensor& ti = tensors[op.ip[0]];
+    for (int img = 0; img < nb; img++) copy_interior(ti, tp(A, (int)op.ip[0], img), tp(A, (int)op.ip[1], img));
+    barrier(par);
+  }
+
+  void exec_op(Op& op, float* A, float* priv, int nb, bool par, int tid, int nth) {
+    switch (op.kind) {
+      case OP_CONV: exec_conv(op, A, priv, nb, par, tid, nth); break;
+      case OP_FC: exec_fc(op, A, nb, par, tid, nth); break;
+      case OP_MAXPOOL: case OP_AVGPOOL: exec_pool(op, A, nb, par, tid, nth); break;
+      case OP_GAP: exec_gap(op, A, nb, par, tid, nth); break;
+      case OP_BINARY: exec_binary(op, A, nb, par, tid, nth); break;
+      case OP_AFFINE: exec_affine(op, A, nb, par, tid, nth); break;
+      case OP_CONCAT: exec_concat(op, A, nb, par, tid, nth); break;
+      case OP_FLATTEN: exec_flatten(op, A, nb, par, tid); break;
+    }
+  }
+
+  // one chunk of <= bc images: input copy, every op, output copy
+  void exec_chunk(const float* x, float* y, int nb, float* A, float* priv, bool par, int tid, int nth) {
+    const Tensor& ti = tensors[input_t];
+    const int64_t isz = (int64_t)ti.C * ti.H * ti.W;
+    if (!par || tid == 0) {
+      for (int img = 0; img < nb; img++) {
+        float* d = tp(A, input_t, img);
+        const float* s = x + img * isz;
+        for (int c = 0; c < ti.C; c++) {
+          for (int h = 0; h < ti.H; h++) std::memcpy(at(ti, d, c, h, 0), s + ((int64_t)c * ti.H + h) * ti.W, sizeof(float) * ti.W);
+          zero_ring(ti, d + c * ti.plane);
+        }
+      }
+    }
+    barrier(par);
+    for (auto& op : ops) exec_op(op, A, priv, nb, par, tid, nth);
+    if (!par || tid == 0) {
+      const Tensor& to = tensors[output_t];
+      const int64_t osz = (int64_t)to.C * to.H * to.W;
+      for (int img = 0; img < nb; img++) copy_interior(to, tp(A, output_t, img), y + img * osz);
+    }
+    barrier(par);
+  }
+
+  void run_ptr(const float* x, float* y, int n, int threads) {
+    const Tensor& ti = tensors[input_t];
+    const Tensor& to = tensors[output_t];
+    const int64_t isz = (int64_t)ti.C * ti.H * ti.W, osz = (int64_t)to.C * to.H * to.W;
+    const int nchunks = (n + bc - 1) / bc;
+    threads = std::max(1, threads);
+    ensure_arenas(threads);
+    auto chunk_n = [&](int k) { return std::min(bc, n - k * bc); };
+    if (threads == 1) {
+      for (int k = 0; k < nchunks; k++)
+        exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[0].p, arenas[0].p + arena_floats, false, 0, 1);
+      return;
+    }
+#ifdef _OPENMP
+    if (nchunks >= threads) {  // image-parallel: each thread runs whole chunks in its own arena
+#pragma omp parallel num_threads(threads)
+      {
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        for (int k = tid; k < nchunks; k += nth)
+          exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[tid].p, arenas[tid].p + arena_floats, false, tid, nth);
+      }
+    } else {  // channel-parallel: the team shares arena 0, private scratch per thread
+#pragma omp parallel num_threads(threads)
+      {
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        for (int k = 0; k < nchunks; k++)
+          exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[0].p, arenas[tid].p + arena_floats, nth > 1, tid, nth);
+      }
+    }
+#else
+    for (int k = 0; k < nchunks; k++)
+      exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[0].p, arenas[0].p + arena_floats, false, 0, 1);
+#endif
+  }
+
+  py::array_t<float> run(py::array_t<float, py::array::c_style | py::array::forcecast> x, int threads) {
+    const Tensor& ti = tensors[input_t];
+    const Tensor& to = tensors[output_t];
+    const int64_t isz = (int64_t)ti.C * ti.H * ti.W, osz = (int64_t)to.C * to.H * to.W;
+    if (x.size() % isz) throw std::invalid_argument("input size is not a multiple of the per-sample size");
+    int n = (int)(x.size() / isz);
+    py::array_t<float> y({(py::ssize_t)n, (py::ssize_t)osz});
+    const float* xp = x.data();
+    float* yp = y.mutable_data();
+    {
+      py::gil_scoped_release rel;
+      run_ptr(xp, yp, n, threads);
+    }
+    return y;
+  }
+
+  // time one op (one variant) in isolation on arena 0: mean microseconds per call, best of `rounds`
+  double time_op(int i, int variant, int nb, int reps, int rounds) {
+    ensure_arenas(1);
+    Op& op = ops.at(i);
+    int saved = op.variant; op.variant = variant;
+    float* A = arenas[0].p; float* priv = A + arena_floats;
+    exec_op(op, A, priv, nb, false, 0, 1);  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < rounds; r++) {
+      auto t0 = std::chrono::steady_clock::now();
+      for (int k = 0; k < reps; k++) exec_op(op, A, priv, nb, false, 0, 1);
+      auto t1 = std::chrono::steady_clock::now();
+      best = std::min(best, std::chrono::duration<double, std::micro>(t1 - t0).count() / reps);
+    }
+    op.variant = saved;
+    return best;
+  }
+
+  size_t weight_bytes() const {
+    size_t s = 0;
+    for (auto& op : ops) { for (auto& b : op.fa) s += b.n * 4; for (auto& b : op.ua) s += b.n * 4; }
+    return s;
+  }
+  size_t arena_bytes() const { return arenas.size() * (size_t)(arena_floats + private_floats + 1024) * 4; }
+};
+
+}  // namespace sk
+
+static std::vector<std::string> isa_list() {
+  std::vector<std::string> r;
+  for (auto* t : sk::available_tables()) r.push_back(t->name);
+  return r;
+}
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "sparse-cpu native kernels (see sparsekit/engine/__init__.py)";
+  m.def("available_isas", &isa_list, "ISA variants usable on this CPU, best first");
+#ifdef _OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+  py::class_<sk::Engine>(m, "Engine")
+      .def(py::init<const std::string&>())
+      .def_property_readonly("isa", [](const sk::Engine& e) { return std::string(e.kt->name); })
+      .def_property_readonly("vector_width", [](const sk::Engine& e) { return e.kt->vw; })
+      .def("add_tensor", &sk::Engine::add_tensor)
+      .def("add_op", &sk::Engine::add_op)
+      .def("set_memory", &sk::Engine::set_memory)
+      .def("set_variant", &sk::Engine::set_variant)
+      .def("drop_variant", &sk::Engine::drop_variant)
+      .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
+      .def("time_op", &sk::Engine::time_op)
+      .def("weight_bytes", &sk::Engine::weight_bytes)
+      .def("arena_bytes", &sk::Engine::arena_bytes);
+}

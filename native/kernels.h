@@ -1,0 +1,54 @@
+// sparse-cpu: kernel interface shared by every ISA variant (see kernels_impl.inc).
+#pragma once
+#include <cstdint>
+
+namespace sk {
+
+enum Act : int { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2, ACT_LEAKY = 3, ACT_SIGMOID = 4,
+                 ACT_HARDSIGMOID = 5, ACT_HARDSWISH = 6 };
+
+// One convolution over one image. The input is a "work plane" view: element (c, row, col) of tap
+// offset space lives at x[off + q] where q = oh * Wrow + ow is the flat padded-width output index.
+struct ConvCall {
+  const float* x;   // work input base (already offset for the conv's padding)
+  int L;            // flat output length = (Ho - 1) * Wrow + Wo
+  int Wrow, Ho, Wo;
+  // sparse format (per output channel CSR)
+  const uint32_t* rowptr; const uint32_t* off; const float* val;
+  // dense format: blocks of 8 output channels, [unit][ntaps][8]
+  const uint32_t* doff; const float* dw; int ntaps; int Og; int nblk; int64_t gofs;
+  const float* bias;           // may be null
+  float* y; int64_t y_plane; int y_Wp, y_Hp, y_pt, y_pb, y_pl, y_pr;   // destination layout
+  const float* r; int64_t r_plane; int r_Wp, r_pt, r_pl;              // residual (nullable)
+  bool flat;                   // y_Wp == Wrow && (!r || r_Wp == Wrow)
+  float* scratch;              // per thread: >= 8 * (Ho * Wrow + 512) floats
+  int64_t scratch_plane;
+  int act; float a0, a1;
+};
+
+// Fully connected y = W x (+ b, + r), per image. nb == 1: x is one vector; nb > 1: xT is [F][nbp].
+struct FcCall {
+  const float* x; const float* xT; int F; int nb; int nbp;
+  const uint32_t* rowptr; const uint32_t* col; const float* val;  // sparse
+  const float* w;                                                  // dense [O][F]
+  const float* bias;
+  float* y; int64_t ldy;
+  const float* r; int64_t ldr;
+  int act; float a0, a1;
+};
+
+struct KernelTable {
+  const char* name;
+  int vw;  // floats per vector
+  void (*conv_sparse)(const ConvCall&, int o0, int o1);
+  void (*conv_dense)(const ConvCall&, int u0, int u1);
+  void (*fc_sparse)(const FcCall&, int o0, int o1);
+  void (*fc_dense)(const FcCall&, int o0, int o1);
+};
+
+// apply an activation to a scalar (shared by the generic ops)
+float act_scalar(float v, int act, float a0, float a1);
+
+}  // namespace sk
+
+#define SK_DECLARE_TABLE(ns) namespace sk { namespace ns { extern const KernelTable table; } }

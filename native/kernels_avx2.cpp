@@ -1,0 +1,5 @@
+// avx2 variant of the kernels (ISA flags come from CMakeLists.txt for this file only)
+#define SK_NS isa_avx2
+#define SK_VW 8
+#define SK_NAME "avx2"
+#include "kernels_impl.inc"

@@ -1,0 +1,606 @@
+"""Graph IR -> fused engine plan -> native Engine (layouts, memory, per-layer kernel choice).
+
+Stages (all numpy, no torch):
+1. ``lower``: ONNX nodes -> engine nodes (conv, fc, pools, gap, binary, affine, concat, flatten) with
+   per-image shapes; constant subgraphs are folded with the numpy reference.
+2. ``fuse``: BatchNormalization / constant per-channel Mul/Add folded into the producing conv/fc,
+   residual Add and activations fused into the producer's epilogue.
+3. layouts: every activation is stored per image as C x (H+pads) x (W+pads) with a zero ring sized for
+   its stride-1 conv consumers, so those convs read shifted contiguous runs (no im2col, no copy);
+   stride > 1 convs de-interleave their input into stride^2 phase planes.
+4. memory: liveness-based first-fit placement of all tensors in one arena per thread.
+5. native ops + per-layer choice sparse/dense by timing both (cached in a JSON file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparsekit.engine.errors import EngineUnsupported, unsupported
+from sparsekit.engine.graph import Graph
+from sparsekit.engine.reference import ACTIVATIONS, clip_bounds, conv_geometry, eval_node, pool_out_dim, _pads_2d
+
+#: bump when kernels or layouts change so cached timing decisions are re-measured
+KERNEL_VERSION = 1
+ACT_CODES = {"none": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "Sigmoid": 4, "HardSigmoid": 5, "HardSwish": 6}
+OP_CONV, OP_FC, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_BINARY, OP_AFFINE, OP_CONCAT, OP_FLATTEN = range(9)
+BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
+#: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
+CHUNK_IMAGES = 16
+CHUNK_MAX_BYTES = 2 << 20
+DENSE_OB = 8
+
+
+@dataclass
+class ENode:
+    kind: str
+    name: str
+    onnx_op: str
+    inputs: list[str]
+    output: str
+    p: dict[str, Any] = field(default_factory=dict)
+    act: int = 0
+    a0: float = 0.0
+    a1: float = 0.0
+    res: str | None = None
+    fused: list[str] = field(default_factory=list)
+
+
+def _act_params(op: str, attrs: dict, extra: list) -> tuple[int, float, float]:
+    if op == "Clip":
+        lo, hi = clip_bounds(attrs, extra)
+        return ACT_CODES["Clip"], max(lo, -3.4e38), min(hi, 3.4e38)
+    if op == "LeakyRelu":
+        return ACT_CODES[op], float(attrs.get("alpha", 0.01)), 0.0
+    if op == "HardSigmoid":
+        return ACT_CODES[op], float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+    return ACT_CODES[op], 0.0, 0.0
+
+
+# ------------------------------------------------------------------------------------------- lowering
+def lower(graph: Graph, in_shape: tuple[int, ...]) -> tuple[list[ENode], dict[str, tuple], str]:
+    consts = dict(graph.consts)
+    shapes: dict[str, tuple] = {graph.input_name: tuple(in_shape)}
+    alias: dict[str, str] = {}
+    nodes: list[ENode] = []
+
+    def res(n: str) -> str:
+        while n in alias:
+            n = alias[n]
+        return n
+
+    def const(n: str, node: Any, what: str) -> np.ndarray:
+        n = res(n)
+        if n not in consts:
+            raise unsupported(node.op, node.name, f"{what} must be a constant")
+        return consts[n]
+
+    for node in graph.nodes:
+        if node.domain not in ("", "ai.onnx"):
+            raise unsupported(f"{node.domain}.{node.op}", node.name)
+        ins = [res(i) if i else "" for i in node.inputs]
+        data_ins = [i for i in ins if i]
+        if node.op == "Constant" or (data_ins and all(i in consts for i in data_ins)):
+            try:
+                outs = eval_node(node, [consts[i] if i else None for i in ins])
+            except EngineUnsupported:
+                raise
+            except Exception as exc:
+                raise unsupported(node.op, node.name, f"constant folding failed: {exc}") from None
+            for o, v in zip(node.outputs, outs):
+                if o:
+                    arr = np.asarray(v)
+                    consts[o] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+            continue
+        op, a, nm = node.op, node.attrs, node.name
+        out = node.outputs[0]
+        x = ins[0]
+        if x not in shapes:
+            raise unsupported(op, nm, "its data input must be the first input")
+        xs = shapes[x]
+        if op in ("Identity", "Dropout"):
+            if len(node.outputs) > 1 and node.outputs[1]:
+                raise unsupported(op, nm, "mask output")
+            alias[out] = x
+            continue
+        if op == "Conv":
+            w = const(node.inputs[1], node, "weight").astype(np.float32)
+            if w.ndim != 4 or len(xs) != 3:
+                raise unsupported(op, nm, f"only 2-D convolution (weight rank {w.ndim}, input rank {len(xs) + 1})")
+            g = conv_geometry(a, (1,) + xs, w.shape)
+            if xs[0] != w.shape[1] * g["groups"] or w.shape[0] % g["groups"]:
+                raise unsupported(op, nm, "channel/group mismatch")
+            b = const(node.inputs[2], node, "bias").astype(np.float32) if len(ins) > 2 and ins[2] else None
+            if g["Ho"] < 1 or g["Wo"] < 1:
+                raise unsupported(op, nm, "empty output")
+            nodes.append(ENode("conv", nm, op, [x], out, dict(w=w, b=b, **g)))
+            shapes[out] = (w.shape[0], g["Ho"], g["Wo"])
+        elif op in ("Gemm", "MatMul"):
+            if len(xs) != 1:
+                raise unsupported(op, nm, f"data input must be 2-D [N, F], got rank {len(xs) + 1}")
+            B = const(node.inputs[1], node, "weight").astype(np.float32)
+            if B.ndim != 2:
+                raise unsupported(op, nm, "weight must be 2-D")
+            if op == "Gemm":
+                if a.get("transA", 0):
+                    raise unsupported(op, nm, "transA=1")
+                W = B if a.get("transB", 0) else B.T
+                W = W * np.float32(a.get("alpha", 1.0))
+                bias = None
+                if len(ins) > 2 and ins[2]:
+                    C = const(node.inputs[2], node, "C").astype(np.float32) * np.float32(a.get("beta", 1.0))
+                    if C.size not in (1, W.shape[0]) or (C.ndim == 2 and C.shape[0] != 1):
+                        raise unsupported(op, nm, f"C of shape {C.shape}")
+                    bias = np.broadcast_to(C.reshape(-1), (W.shape[0],)).astype(np.float32).copy()
+            else:
+                W, bias = B.T, None
+            if W.shape[1] != xs[0]:
+                raise unsupported(op, nm, f"weight expects {W.shape[1]} features, input has {xs[0]}")
+            nodes.append(ENode("fc", nm, op, [x], out, dict(w=np.ascontiguousarray(W, np.float32), b=bias)))
+            shapes[out] = (W.shape[0],)
+        elif op == "BatchNormalization":
+            if len(node.outputs) > 1 and any(node.outputs[1:]):
+                raise unsupported(op, nm, "training-mode outputs")
+            sc, bi, mean, var = (const(node.inputs[i], node, "BN parameter").astype(np.float64) for i in range(1, 5))
+            eps = float(a.get("epsilon", 1e-5))
+            s = sc / np.sqrt(var + eps)
+            t = bi - mean * s
+            nodes.append(ENode("affine", nm, op, [x], out, dict(scale=s, shift=t)))
+            shapes[out] = xs
+        elif op in ACTIVATIONS:
+            extra = [consts[i] if i else None for i in ins[1:]]
+            if any(i and i not in consts for i in ins[1:]):
+                raise unsupported(op, nm, "min/max must be constants")
+            code, a0, a1 = _act_params(op, a, extra)
+            nodes.append(ENode("affine", nm, op, [x], out, dict(scale=None, shift=None), act=code, a0=a0, a1=a1))
+            shapes[out] = xs
+        elif op in BIN_CODES:
+            _lower_binary(node, ins, shapes, consts, nodes)
+        elif op == "Concat":
+            axis = int(a["axis"]) % (len(xs) + 1)
+            if axis != 1:
+                raise unsupported(op, nm, f"axis {a['axis']} (only the channel axis)")
+            if any(i not in shapes for i in ins):
+                raise unsupported(op, nm, "constant inputs")
+            ss = [shapes[i] for i in ins]
+            if any(s[1:] != xs[1:] or len(s) != len(xs) for s in ss):
+                raise unsupported(op, nm, "mismatched spatial shapes")
+            nodes.append(ENode("concat", nm, op, list(ins), out))
+            shapes[out] = (sum(s[0] for s in ss),) + xs[1:]
+        elif op in ("MaxPool", "AveragePool"):
+            if len(xs) != 3 or len(a.get("kernel_shape", [])) != 2:
+                raise unsupported(op, nm, "only 2-D pooling")
+            if len(node.outputs) > 1 and node.outputs[1]:
+                raise unsupported(op, nm, "Indices output")
+            k = tuple(int(v) for v in a["kernel_shape"])
+            s = tuple(int(v) for v in a.get("strides", [1, 1]))
+            d = tuple(int(v) for v in a.get("dilations", [1, 1]))
+            pt, pl, pb, pr = _pads_2d(a, xs[1:], k, s, d)
+            cm = bool(a.get("ceil_mode", 0))
+            Ho = pool_out_dim(xs[1], k[0], s[0], d[0], pt, pb, cm)
+            Wo = pool_out_dim(xs[2], k[1], s[1], d[1], pl, pr, cm)
+            nodes.append(ENode("maxpool" if op == "MaxPool" else "avgpool", nm, op, [x], out,
+                               dict(k=k, s=s, d=d, pads=(pt, pl, pb, pr), cip=int(a.get("count_include_pad", 0)))))
+            shapes[out] = (xs[0], Ho, Wo)
+        elif op in ("GlobalAveragePool", "ReduceMean"):
+            if len(xs) != 3:
+                raise unsupported(op, nm, "needs an N x C x H x W input")
+            keep = True
+            if op == "ReduceMean":
+                axes = a.get("axes")
+                if axes is None and len(ins) > 1 and ins[1]:
+                    axes = [int(v) for v in consts[ins[1]].reshape(-1)]
+                if axes is None or sorted(int(v) % 4 for v in axes) != [2, 3]:
+                    raise unsupported(op, nm, f"axes {axes} (only H, W)")
+                keep = bool(a.get("keepdims", 1))
+            nodes.append(ENode("gap", nm, op, [x], out))
+            shapes[out] = (xs[0], 1, 1) if keep else (xs[0],)
+        elif op == "Flatten":
+            ax = int(a.get("axis", 1)) % (len(xs) + 1)
+            if ax != 1:
+                raise unsupported(op, nm, f"axis {a.get('axis')}")
+            _flatten(nodes, shapes, alias, x, out, nm, op)
+        elif op == "Reshape":
+            tgt = [int(v) for v in const(node.inputs[1], node, "shape").reshape(-1)]
+            F = int(np.prod(xs))
+            if len(tgt) == 2 and tgt[0] in (-1, 0, 1) and (tgt[1] == F or (tgt[1] == -1 and tgt[0] != -1)):
+                _flatten(nodes, shapes, alias, x, out, nm, op)
+            elif len(tgt) == len(xs) + 1 and all(t in (0, s) for t, s in zip(tgt[1:], xs)):
+                alias[out] = x
+            else:
+                raise unsupported(op, nm, f"reshape of {xs} to {tgt} (only to [N, features])")
+        elif op == "Squeeze":
+            axes = a.get("axes")
+            if axes is None and len(ins) > 1 and ins[1]:
+                axes = [int(v) for v in consts[ins[1]].reshape(-1)]
+            r = len(xs) + 1
+            if len(xs) == 3 and xs[1:] == (1, 1) and (axes is None or sorted(int(v) % r for v in axes) == [2, 3]):
+                _flatten(nodes, shapes, alias, x, out, nm, op)
+            else:
+                raise unsupported(op, nm, f"squeeze of {xs} (only [N, C, 1, 1] -> [N, C])")
+        else:
+            raise unsupported(op, nm)
+    outn = res(graph.output_name)
+    if outn not in shapes:
+        raise EngineUnsupported("the graph output is a constant; use --runtime ort-cpu")
+    return nodes, shapes, outn
+
+
+def _flatten(nodes, shapes, alias, x, out, nm, op):
+    xs = shapes[x]
+    if len(xs) == 1:
+        alias[out] = x
+        return
+    nodes.append(ENode("flatten", nm, op, [x], out))
+    shapes[out] = (int(np.prod(xs)),)
+
+
+def _lower_binary(node, ins, shapes, consts, nodes):
+    op, nm = node.op, node.name
+    out = node.outputs[0]
+    a_t, b_t = ins[0] in shapes, ins[1] in shapes
+    if a_t and b_t:
+        sa, sb = shapes[ins[0]], shapes[ins[1]]
+        try:
+            so = tuple(np.broadcast_shapes(sa, sb))
+        except ValueError:
+            raise unsupported(op, nm, f"shapes {sa} and {sb} do not broadcast") from None
+        if len(so) > 3:
+            raise unsupported(op, nm, "rank > 4")
+        nodes.append(ENode("binary", nm, op, [ins[0], ins[1]], out, dict(op=op, ca=None, cb=None)))
+        shapes[out] = so
+        return
+    t = ins[0] if a_t else ins[1]
+    ts = shapes[t]
+    c = np.asarray(consts[ins[1] if a_t else ins[0]], np.float32)
+    if c.ndim > len(ts) + 1:
+        raise unsupported(op, nm, f"constant of shape {c.shape} broadcasts over the batch")
+    if c.ndim == len(ts) + 1:
+        if c.shape[0] != 1:
+            raise unsupported(op, nm, f"constant of shape {c.shape} has a batch dimension")
+        c = c[0]
+    c = c.reshape((1,) * (len(ts) - c.ndim) + c.shape)
+    if tuple(np.broadcast_shapes(ts, c.shape)) != ts:
+        raise unsupported(op, nm, f"constant {c.shape} enlarges the tensor {ts}")
+    per_channel = all(v == 1 for v in c.shape[1:]) and c.shape[0] in (1, ts[0])
+    if per_channel and not (op == "Div" and not a_t):
+        v = np.broadcast_to(c.reshape(-1).astype(np.float64), (ts[0],)).copy()
+        one, zero = np.ones(ts[0]), np.zeros(ts[0])
+        scale, shift = {
+            "Mul": (v, zero), "Add": (one, v), "Sub": (one, -v) if a_t else (-one, v), "Div": (1.0 / v, zero),
+        }[op]
+        nodes.append(ENode("affine", nm, op, [t], out, dict(scale=scale, shift=shift)))
+    else:
+        p = dict(op=op, ca=None if a_t else c, cb=c if a_t else None)
+        nodes.append(ENode("binary", nm, op, [t] if a_t else [t], out, p))
+        nodes[-1].p["const_first"] = not a_t
+    shapes[out] = ts
+
+
+# ------------------------------------------------------------------------------------------- fusion
+def fuse(nodes: list[ENode], output: str, shapes: dict) -> list[ENode]:
+    changed = True
+    while changed:
+        changed = False
+        producer = {n.output: n for n in nodes}
+        uses: dict[str, int] = {}
+        for n in nodes:
+            for i in n.inputs + ([n.res] if n.res else []):
+                uses[i] = uses.get(i, 0) + 1
+        uses[output] = uses.get(output, 0) + 1
+        for idx, n in enumerate(nodes):
+            src = producer.get(n.inputs[0]) if n.inputs else None
+            single = src is not None and uses.get(src.output, 0) == 1 and src.output != output
+            if n.kind == "affine" and single:
+                if n.p["scale"] is None:  # pure activation
+                    if src.kind in ("conv", "fc", "binary", "affine") and src.act == 0:
+                        src.act, src.a0, src.a1 = n.act, n.a0, n.a1
+                        src.output = n.output
+                        src.fused.append(f"{n.onnx_op}:{n.name}")
+                        nodes.pop(idx)
+                        changed = True
+                        break
+                elif src.kind in ("conv", "fc") and src.act == 0 and src.res is None and n.act == 0:
+                    s, t = n.p["scale"], n.p["shift"]
+                    w = src.p["w"].astype(np.float64)
+                    src.p["w"] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+                    b = src.p["b"].astype(np.float64) if src.p["b"] is not None else np.zeros(w.shape[0])
+                    src.p["b"] = (b * s + t).astype(np.float32)
+                    src.output = n.output
+                    src.fused.append(f"{n.onnx_op}:{n.name}")
+                    nodes.pop(idx)
+                    changed = True
+                    break
+                elif src.kind == "affine" and src.act == 0 and src.p["scale"] is not None and n.act == 0:
+                    s1, t1, s2, t2 = src.p["scale"], src.p["shift"], n.p["scale"], n.p["shift"]
+                    src.p["scale"], src.p["shift"] = s1 * s2, t1 * s2 + t2
+                    src.output = n.output
+                    src.fused.append(f"{n.onnx_op}:{n.name}")
+                    nodes.pop(idx)
+                    changed = True
+                    break
+            if n.kind == "binary" and n.p["op"] == "Add" and len(n.inputs) == 2 and n.act == 0:
+                a, b = n.inputs
+                if a != b and shapes[a] == shapes[b] == shapes[n.output]:
+                    for cand, other in ((b, a), (a, b)):
+                        s = producer.get(cand)
+                        if (s is not None and s.kind in ("conv", "fc") and uses.get(cand, 0) == 1 and cand != output
+                                and s.act == 0 and s.res is None):
+                            s.res = other
+                            s.output = n.output
+                            s.fused.append(f"Add:{n.name}")
+                            nodes.remove(s)
+                            nodes[nodes.index(n)] = s
+                            changed = True
+                            break
+                    if changed:
+                        break
+    return nodes
+
+
+# ------------------------------------------------------------------------------------------- layouts/memory
+@dataclass
+class TLayout:
+    C: int
+    H: int
+    W: int
+    pt: int = 0
+    pb: int = 0
+    pl: int = 0
+    pr: int = 0
+    off: int = 0
+    istride: int = 0
+
+    @property
+    def Hp(self) -> int:
+        return self.H + self.pt + self.pb
+
+    @property
+    def Wp(self) -> int:
+        return self.W + self.pl + self.pr
+
+    @property
+    def plane(self) -> int:
+        return self.Hp * self.Wp
+
+    def image_floats(self) -> int:
+        n = self.C * self.plane + 2 * self.Wp + 320  # slack: vector over-reads of garbage columns
+        return (n + 15) // 16 * 16
+
+
+def native_shape(s: tuple) -> tuple[int, int, int]:
+    return (s[0], 1, 1) if len(s) == 1 else (s[0], s[1], s[2]) if len(s) == 3 else (1, 1, 1)
+
+
+def conv_mode(n: ENode) -> int:
+    return 0 if (n.p["sh"], n.p["sw"]) == (1, 1) else 1
+
+
+def plan_layouts(nodes: list[ENode], shapes: dict, input_name: str) -> dict[str, TLayout]:
+    lay = {t: TLayout(*native_shape(s)) for t, s in shapes.items()}
+    for n in nodes:
+        if n.kind == "conv" and conv_mode(n) == 0:
+            L = lay[n.inputs[0]]
+            L.pt, L.pl, L.pb, L.pr = max(L.pt, n.p["pt"]), max(L.pl, n.p["pl"]), max(L.pb, n.p["pb"]), max(L.pr, n.p["pr"])
+    for n in nodes:  # widen outputs / residuals so the conv can store its padded-width rows in place
+        if n.kind != "conv":
+            continue
+        wrow = conv_wrow(n, lay)
+        for t in [n.output] + ([n.res] if n.res else []):
+            L = lay[t]
+            if L.Wp < wrow:
+                L.pr += wrow - L.Wp
+    return lay
+
+
+def conv_wrow(n: ENode, lay: dict) -> int:
+    L = lay[n.inputs[0]]
+    if conv_mode(n) == 0:
+        return L.Wp
+    return -(-(L.W + n.p["pl"] + n.p["pr"]) // n.p["sw"])
+
+
+def plan_memory(nodes: list[ENode], lay: dict, input_name: str, output: str, bc: int) -> int:
+    """Assign arena offsets (floats) by liveness; returns the arena size."""
+    first = {input_name: -1}
+    last = {input_name: -1}
+    for i, n in enumerate(nodes):
+        first.setdefault(n.output, i)
+        last[n.output] = max(last.get(n.output, i), i)
+        for t in n.inputs + ([n.res] if n.res else []):
+            last[t] = i
+    last[output] = len(nodes)
+    placed: list[tuple[int, int, int, int]] = []  # (off, size, first, last)
+    top = 0
+    for t in sorted(first, key=lambda k: first[k]):
+        L = lay[t]
+        L.istride = L.image_floats()
+        size = L.istride * bc
+        f, l_ = first[t], last.get(t, first[t])
+        busy = sorted((o, s) for o, s, f2, l2 in placed if not (l2 < f or l_ < f2))
+        off = 0
+        for o, s in busy:
+            if off + size <= o:
+                break
+            off = max(off, o + s)
+        L.off = off
+        placed.append((off, size, f, l_))
+        top = max(top, off + size)
+    return top
+
+
+# ------------------------------------------------------------------------------------------- native build
+def _offsets(n: ENode, lay: dict) -> tuple[np.ndarray, int, int, int, int]:
+    """Per-tap input offsets (group 0) for the conv's work view: (offs[Cg,KH,KW], Wrow, Hq, gofs, pstride)."""
+    L = lay[n.inputs[0]]
+    p = n.p
+    Cg = p["w"].shape[1]
+    c = np.arange(Cg).reshape(-1, 1, 1)
+    r = (np.arange(p["kh"]) * p["dh"]).reshape(1, -1, 1)
+    t = (np.arange(p["kw"]) * p["dw"]).reshape(1, 1, -1)
+    if conv_mode(n) == 0:
+        wrow = L.Wp
+        offs = c * L.plane + r * wrow + t
+        return offs.astype(np.int64), wrow, L.Hp, Cg * L.plane, 0
+    sh, sw = p["sh"], p["sw"]
+    hq = -(-(L.H + p["pt"] + p["pb"]) // sh)
+    wq = -(-(L.W + p["pl"] + p["pr"]) // sw)
+    qplane = hq * wq
+    pstride = L.C * qplane + 64
+    phase = (r % sh) * sw + (t % sw)
+    offs = phase * pstride + c * qplane + (r // sh) * wq + (t // sw)
+    return offs.astype(np.int64), wq, hq, Cg * qplane, pstride
+
+
+def build_conv(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dict]:
+    p = n.p
+    w = p["w"]
+    O, Cg, KH, KW = w.shape
+    G = p["groups"]
+    Og = O // G
+    offs, wrow, hq, gofs, pstride = _offsets(n, lay)
+    flat_off = offs.reshape(-1)
+    wf = w.reshape(O, -1)
+    nzr, nzc = np.nonzero(wf)
+    counts = np.bincount(nzr, minlength=O)
+    rowptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint32)
+    goff = (np.arange(O) // Og) * gofs
+    off = (flat_off[nzc] + goff[nzr]).astype(np.uint32)
+    val = wf[nzr, nzc].astype(np.float32)
+    nblk = -(-Og // DENSE_OB)
+    ntaps = Cg * KH * KW
+    dw = np.zeros((G, nblk * DENSE_OB, ntaps), np.float32)
+    dw[:, :Og] = wf.reshape(G, Og, ntaps)
+    dw = dw.reshape(G, nblk, DENSE_OB, ntaps).transpose(0, 1, 3, 2).copy()
+    Lo = lay[n.output]
+    max_reach = int(flat_off.max() + (G - 1) * gofs + (p["Ho"] - 1) * wrow + p["Wo"])
+    if max_reach >= 2**32 - 1024:
+        raise unsupported("Conv", n.name, "too large for 32-bit offsets")
+    ip = [ti[n.inputs[0]], ti[n.output], ti[n.res] if n.res else -1, O, Cg, G, KH, KW, p["sh"], p["sw"], p["dh"],
+          p["dw"], p["pt"], p["pl"], p["pb"], p["pr"], p["Ho"], p["Wo"], n.act, conv_mode(n), wrow, hq, gofs, ntaps,
+          nblk, 1 if p["b"] is not None else 0]
+    fa = [val if val.size else np.zeros(1, np.float32), dw.reshape(-1), p["b"] if p["b"] is not None else np.zeros(1, np.float32)]
+    ua = [rowptr, off if off.size else np.zeros(1, np.uint32), flat_off.astype(np.uint32)]
+    info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
+                macs_sparse=int(val.size * p["Ho"] * p["Wo"]), wrow=wrow, Lo=Lo,
+                scratch_private=DENSE_OB * (p["Ho"] * wrow + 512),
+                scratch_shared=(p["sh"] * p["sw"] * pstride + 4 * wrow + 1024) if conv_mode(n) else 0)
+    return ip, [n.a0, n.a1], fa, ua, info
+
+
+def build_fc(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dict]:
+    w = n.p["w"]
+    O, F = w.shape
+    nzr, nzc = np.nonzero(w)
+    rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=O))]).astype(np.uint32)
+    col = nzc.astype(np.uint32)
+    val = w[nzr, nzc].astype(np.float32)
+    b = n.p["b"]
+    ip = [ti[n.inputs[0]], ti[n.output], ti[n.res] if n.res else -1, F, O, n.act, 1 if b is not None else 0]
+    fa = [val if val.size else np.zeros(1, np.float32), w.reshape(-1), b if b is not None else np.zeros(1, np.float32)]
+    ua = [rowptr, col if col.size else np.zeros(1, np.uint32)]
+    info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * F), macs_sparse=int(val.size),
+                scratch_shared=F * (CHUNK_IMAGES + 16) + 64, scratch_private=0)
+    return ip, [n.a0, n.a1], fa, ua, info
+
+
+def _strides(shape3: tuple, L: TLayout) -> tuple[int, int, int, int]:
+    c, h, w = shape3
+    return (0 if c == 1 else L.plane, 0 if h == 1 else L.Wp, 0 if w == 1 else 1, L.pt * L.Wp + L.pl)
+
+
+def build_binary(n: ENode, lay: dict, ti: dict, shapes: dict) -> tuple[list, list, list, list]:
+    r = len(shapes[n.output])
+    if r not in (1, 3):
+        raise unsupported(n.onnx_op, n.name, f"per-sample rank {r}")
+
+    def pad(shape: tuple) -> tuple:
+        return (1,) * (r - len(shape)) + tuple(shape)
+
+    def tensor_operand(t: str) -> tuple[int, tuple, np.ndarray]:
+        s3 = native_shape(pad(shapes[t]))
+        return ti[t], _strides(s3, lay[t]), np.zeros(1, np.float32)
+
+    def const_operand(c: np.ndarray) -> tuple[int, tuple, np.ndarray]:
+        cc = np.asarray(c, np.float32)
+        c3 = native_shape(pad(cc.shape))
+        C, H, W = c3
+        arr = np.ascontiguousarray(cc.reshape(c3)).reshape(-1)
+        return -1, (0 if C == 1 else H * W, 0 if H == 1 else W, 0 if W == 1 else 1, 0), arr
+
+    p = n.p
+    if p.get("ca") is None and p.get("cb") is None:
+        (ta, sa, ca), (tb, sb, cb) = tensor_operand(n.inputs[0]), tensor_operand(n.inputs[1])
+    elif p.get("const_first"):
+        (ta, sa, ca), (tb, sb, cb) = const_operand(p["ca"]), tensor_operand(n.inputs[0])
+    else:
+        (ta, sa, ca), (tb, sb, cb) = tensor_operand(n.inputs[0]), const_operand(p["cb"])
+    ip = [ti[n.output], ta, tb, BIN_CODES[p["op"]], n.act, *sa, *sb]
+    return ip, [n.a0, n.a1], [ca, cb], []
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "sparsekit" / "engine"
+
+
+class ChoiceCache:
+    """JSON file of per-layer kernel decisions keyed by a hash of (weights, geometry, ISA, threads, batch class)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = cache_dir() / "choices.json"
+        self.data: dict[str, Any] = {}
+        self.dirty = False
+        if enabled:
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self.data = {}
+
+    def get(self, key: str) -> dict | None:
+        return self.data.get(key) if self.enabled else None
+
+    def put(self, key: str, value: dict) -> None:
+        if self.enabled:
+            self.data[key] = value
+            self.dirty = True
+
+    def save(self) -> None:
+        if not (self.enabled and self.dirty):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                merged = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                merged = {}
+            merged.update(self.data)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".choices.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(merged, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only cache directory only costs re-timing
+
+
+def layer_key(n: ENode, ip: list, isa: str, threads: int, bc: int) -> str:
+    h = hashlib.sha256()
+    h.update(n.p["w"].tobytes())
+    if n.p.get("b") is not None:
+        h.update(np.asarray(n.p["b"]).tobytes())
+    h.update(json.dumps([KERNEL_VERSION, n.kind, list(n.p["w"].shape), [int(v) for v in ip[3:]], isa, threads, bc]).encode())
+    return h.hexdigest()[:32]
+
+
+__all__ = ["lower", "fuse", "plan_layouts", "plan_memory", "build_conv", "build_fc", "build_binary", "ChoiceCache",
+           "layer_key", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES", "OP_CONV", "OP_FC",
+           "OP_MAXPOOL", "OP_AVGPOOL", "OP_GAP", "OP_BINARY", "OP_AFFINE", "OP_CONCAT", "OP_FLATTEN", "cache_dir"]
