@@ -49,3 +49,47 @@ def track(items: Iterable[T], total: int | None, description: str) -> Iterator[T
         if now - last >= PLAIN_INTERVAL_S:
             log.info("%s: %d/%s", description, i, total if total is not None else "?")
             last = now
+
+
+#: a step (model build, conversion, export) that runs longer than this gets a progress line
+STEP_NOTICE_S = 3.0
+#: while an exporter's own output is silenced at the fd level, notices go to this fd (the real stderr)
+_notice_fd: int | None = None
+
+
+def _notice(message: str) -> None:
+    if _notice_fd is not None:
+        if log.isEnabledFor(logging.INFO):
+            import os
+
+            os.write(_notice_fd, (message + "\n").encode())
+        return
+    log.info("%s", message)
+
+
+class step:  # noqa: N801 - used as a context manager: ``with step("exporting to ONNX"):``
+    """Report a one-shot step only if it is slow: "DESC ... (still running)" after STEP_NOTICE_S, then
+    "DESC: done in X s". Quick steps (and quick failures) print nothing."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __enter__(self) -> step:
+        import threading
+
+        self._t0 = time.monotonic()
+        self._shown = False
+
+        def show() -> None:
+            self._shown = True
+            _notice(f"{self.description} ...")
+
+        self._timer = threading.Timer(STEP_NOTICE_S, show)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        self._timer.cancel()
+        if self._shown and exc_type is None:
+            _notice(f"{self.description}: done in {time.monotonic() - self._t0:.1f}s")

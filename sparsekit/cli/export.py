@@ -20,6 +20,8 @@ def export_cmd(
         bool, typer.Option("--sparse-initializers", help="store sparse weights as ONNX sparse initializers")
     ] = False,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="where the run's dataset is")] = None,
+    static_batch: Annotated[int | None, typer.Option(
+        "--static-batch", help="fixed batch dimension N instead of a dynamic one (runtimes that refuse dynamic shapes)")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Export to ONNX and verify it (checker, ORT vs torch on real test data, zeros kept)."""
@@ -27,7 +29,7 @@ def export_cmd(
 
     def go() -> dict:
         res = export_run(run_dir, out, dense=dense, fmt=fmt, sparse_initializers=sparse_initializers,
-                         data_dir=data_dir).to_dict()
+                         data_dir=data_dir, static_batch=static_batch).to_dict()
         emit_json(res, json_out)
         return res
 
@@ -38,9 +40,13 @@ def export_cmd(
     z = v["zeros"]
     typer.echo(f"wrote {res['path']} ({res['file_bytes']:,} bytes, {res['variant']}, {res['format']}, "
                f"{res['exporter']} exporter)")
-    typer.echo(f"verified: onnx.checker {v['checker']}; ORT vs torch max |diff| "
+    status = {"passed": "verified", "perturbed": "verified (with perturbed weights)",
+              "vacuous": "NOT verified (constant outputs)"}.get(v.get("verified", "passed"), "verified")
+    typer.echo(f"{status}: onnx.checker {v['checker']}; ORT vs torch max |diff| "
                f"{v['parity']['max_abs_diff']:.2e} <= EXPORT_ATOL {v['parity']['atol']:g} on batches "
-               f"{', '.join(str(b['batch']) for b in v['parity']['batches'])}")
+               f"{', '.join(str(b['batch']) for b in v['parity']['batches'])}"
+               + (f"; fixed batch {res['metadata'].get('sparsekit.batch')}"
+                  if res["metadata"].get("sparsekit.batch", "dynamic") != "dynamic" else ""))
     if res["variant"] == "dense":
         typer.echo(f"zeros: dense reference ({z['zeros_total']:,} zeros in its weights)")
     elif z["masked_total"] == 0:

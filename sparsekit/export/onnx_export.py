@@ -12,7 +12,10 @@ import io
 import json
 import logging
 import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ def export_run(
     fmt: str = "masked",
     sparse_initializers: bool = False,
     data_dir: str | None = None,
+    static_batch: int | None = None,
 ) -> ExportResult:
     """Export a run directory to a verified single-file ONNX model.
 
@@ -75,6 +79,8 @@ def export_run(
         fmt: "masked" (dense weights with exact zeros) or "structured" (empty channels removed).
         sparse_initializers: store sparse weights as ONNX sparse initializers (smaller file only).
         data_dir: where the run's dataset lives (verification uses real test inputs).
+        static_batch: write a fixed batch dimension of this size instead of a dynamic one (for
+            runtimes that refuse dynamic shapes); verified at that batch size.
 
     Raises:
         UsageError: bad option combination or unwritable output.
@@ -85,29 +91,37 @@ def export_run(
         >>> export_run("runs/lenet", "lenet.onnx")  # doctest: +SKIP
     """
     from sparsekit.export.verify import verify_export
+    from sparsekit.progress import step
     from sparsekit.ticket import Ticket
 
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if dense and fmt != "masked":
         raise UsageError("--dense exports the dense reference; it has no empty channels (drop --format)")
+    if static_batch is not None and static_batch < 1:
+        raise UsageError(f"--static-batch must be >= 1, got {static_batch}")
     out = Path(out)
     _check_out(out)
     ticket = Ticket.load(run_dir)
     if dense and not ticket.has_dense():
         raise ArtifactError(f"run {run_dir} has no dense reference (it was pruned with --no-dense-reference)")
     variant = "dense" if dense else "ticket"
-    model = ticket.materialize("dense" if dense else "final")
+    with step("building the model"):
+        model = ticket.materialize("dense" if dense else "final")
     mask = None if dense else ticket.mask()
     structured_info = None
     if fmt == "structured":
         from sparsekit.formats import get_format
 
-        converted = get_format("structured").convert(model, mask, _probe_input(ticket, data_dir))
+        with step("converting to structured"):
+            converted = get_format("structured").convert(model, mask, _probe_input(ticket, data_dir))
         model, mask, structured_info = converted.module, converted.mask, converted.report
     model.eval()
     meta = _metadata(ticket, variant, fmt, mask)
-    proto, exporter = to_onnx_proto(model, ticket.spec.in_shape)
+    meta[f"{META_PREFIX}batch"] = str(static_batch) if static_batch else "dynamic"
+    in_shape = ticket.spec.in_shape
+    with step("exporting to ONNX"):
+        proto, exporter = to_onnx_proto(model, in_shape, static_batch=static_batch)
     proto.ir_version = ONNX_IR_VERSION
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -128,12 +142,21 @@ def export_run(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
-        verification = verify_export(tmp, model, ticket, mask, data_dir=data_dir)
+        def reexport(m: nn.Module) -> Any:
+            p = to_onnx_proto(m, in_shape, static_batch=static_batch)[0]
+            p.ir_version = ONNX_IR_VERSION
+            return p
+
+        with step("verifying the ONNX file"):
+            verification = verify_export(tmp, model, ticket, mask, data_dir=data_dir, static_batch=static_batch,
+                                         reexport=reexport)
         os.replace(tmp, out)
     except OSError as exc:
         raise UsageError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    if verification.get("verified") != "passed":
+        notes.append(verification["verified_note"])
     if fmt == "masked" and not dense and not sparse_initializers:
         notes.append("masked-dense ONNX runs at dense speed; use --format structured to remove empty channels")
     return ExportResult(
@@ -143,36 +166,79 @@ def export_run(
     )
 
 
-def to_onnx_proto(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[Any, str]:
-    """Export a module to an in-memory ONNX ModelProto with a dynamic batch axis.
+@contextlib.contextmanager
+def silenced_output() -> Iterator[None]:
+    """Keep an exporter's own chatter off the terminal: Python-level stdout/stderr AND the file
+    descriptors 1 and 2 (C++ code and some exporters write there directly; torch.onnx.export of an
+    attention model prints ~1,000 lines). What it wrote is logged at debug level. Progress notices
+    still reach the real stderr (``sparsekit.progress``)."""
+    from sparsekit import progress
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved: list[tuple[int, int]] = []
+    with tempfile.TemporaryFile() as sink:
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+        except OSError:  # no usable fds (embedded interpreters): Python-level silencing only
+            pass
+        previous_fd = progress._notice_fd
+        progress._notice_fd = dict(saved).get(2, previous_fd)
+        py_out, py_err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(py_out), contextlib.redirect_stderr(py_err):
+                yield
+        finally:
+            with contextlib.suppress(Exception):
+                import ctypes
+
+                ctypes.CDLL(None).fflush(None)  # C stdio buffers into the sink before restoring
+            for fd, dup in saved:
+                os.dup2(dup, fd)
+                os.close(dup)
+            progress._notice_fd = previous_fd
+            sink.seek(0)
+            chatter = sink.read().decode(errors="replace") + py_out.getvalue() + py_err.getvalue()
+            if chatter.strip():
+                log.debug("exporter output (%d lines, silenced):\n%s", chatter.count("\n"), chatter[-4000:])
+
+
+def to_onnx_proto(model: nn.Module, in_shape: tuple[int, ...], static_batch: int | None = None) -> tuple[Any, str]:
+    """Export a module to an in-memory ONNX ModelProto with a dynamic batch axis (or a fixed one of
+    ``static_batch``). The exporters' own output is silenced (``silenced_output``).
 
     Returns:
         (ModelProto, exporter name).
     """
     import onnx
 
-    example = torch.zeros(2, *in_shape)  # (B, C, H, W); B=2 so nothing specializes to batch 1
+    # (B, C, H, W); B=2 so nothing specializes to batch 1 when the batch axis is dynamic
+    example = torch.zeros(static_batch or 2, *in_shape)
+    dynamic = static_batch is None
     try:
         buf = io.BytesIO()
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), silenced_output(), torch.no_grad():
             # the TorchScript exporter is deprecated in torch >= 2.9 but 30x faster and still correct
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (example,), buf, dynamo=False, opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None,
                 do_constant_folding=True,
             )
         return onnx.load_from_string(buf.getvalue()), "torchscript"
     except Exception as exc:  # tracing failures differ by model; dynamo handles more
         log.debug("TorchScript export failed (%s); trying the dynamo exporter", exc)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with warnings.catch_warnings(), silenced_output(), torch.no_grad():
             warnings.simplefilter("ignore")
             prog = torch.onnx.export(
                 model, (example,), dynamo=True, opset_version=max(ONNX_OPSET, 18),
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic else None, external_data=False,
             )
         return prog.model_proto, "dynamo"
     except Exception as exc:

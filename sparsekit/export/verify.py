@@ -5,11 +5,19 @@ Three checks, each a hard failure (``VerificationError``):
 2. ONNX Runtime (CPU, 1 thread) vs the torch module on real test inputs at several batch sizes
    (incl. 1), max |difference| of the logits within ``EXPORT_ATOL`` (scaled by the logit size);
 3. every masked weight is still exactly zero in the exported initializers (counted per layer).
+
+A parity check on outputs that are constant over the test inputs (all zero, or the same logits for
+every sample, e.g. a zero-initialized torchvision head) proves nothing about the graph. Then the
+check is repeated on a copy with perturbed weights, exported the same way ("verified":
+"perturbed"); if even that is constant the result says "verified": "vacuous" instead of passing
+silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import copy
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,10 @@ from sparsekit.errors import VerificationError
 EXPORT_ATOL = 1e-4
 #: batch sizes verified, on consecutive slices of the test split
 VERIFY_BATCHES = (1, 7, 64)
+#: outputs whose spread over the test samples is below this (relative to max |logit|) are "constant"
+VACUOUS_RTOL = 1e-6
+#: relative size of the perturbation added to every parameter for the re-run of a vacuous check
+PERTURB_SCALE = 0.1
 
 
 def real_batches(data_spec: str, data_dir: str | None, sizes: Sequence[int]) -> Iterator[torch.Tensor]:
@@ -52,9 +64,14 @@ def ort_session(path: str | Path, threads: int = 1, provider: str = "CPUExecutio
 
 
 def verify_export(
-    path: Path, model: nn.Module, ticket: Any, mask: Any, data_dir: str | None = None
+    path: Path, model: nn.Module, ticket: Any, mask: Any, data_dir: str | None = None,
+    static_batch: int | None = None, reexport: Callable[[nn.Module], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run all three checks on ``path``; returns the measured numbers (raises on failure)."""
+    """Run all three checks on ``path``; returns the measured numbers (raises on failure).
+
+    ``static_batch``: the file has a fixed batch size; it is verified on two batches of that size.
+    ``reexport(module) -> ModelProto`` exports a perturbed copy when the outputs are constant.
+    """
     import onnx
 
     proto = onnx.load(str(path))
@@ -65,23 +82,79 @@ def verify_export(
         onnx.checker.check_model(str(path), full_check=full)
     except Exception as exc:
         raise VerificationError(f"exported model fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    parity = check_parity(path, model, real_batches(ticket.data_spec, data_dir, VERIFY_BATCHES))
-    zeros = check_zeros(proto, mask)
-    return {"checker": "ok (full)" if full else "ok (structural)", "parity": parity, "zeros": zeros}
+    sizes = (static_batch, static_batch) if static_batch else VERIFY_BATCHES
+    batches = list(real_batches(ticket.data_spec, data_dir, sizes))
+    parity, refs = _parity(path, model, batches)
+    verified, note = "passed", ""
+    if is_vacuous(refs):
+        verified = "vacuous"
+        note = ("the model's outputs are constant on the test inputs, so ONNX Runtime vs torch proves "
+                "nothing: the export is unverified")
+        if reexport is not None:
+            probe = perturbed(model)
+            tmp = Path(path).with_name(f".{Path(path).name}.perturbed.{os.getpid()}.tmp")
+            try:
+                tmp.write_bytes(reexport(probe).SerializeToString())
+                parity["perturbed"], refs2 = _parity(tmp, probe, batches)
+            finally:
+                tmp.unlink(missing_ok=True)
+            if not is_vacuous(refs2):
+                verified = "perturbed"
+                note = ("the model's outputs are constant on the test inputs (e.g. a zero-initialized head), "
+                        "so parity was also checked on a copy with perturbed weights exported the same way: "
+                        "it matches")
+            else:
+                note += " (also with perturbed weights)"
+    out = {"checker": "ok (full)" if full else "ok (structural)", "parity": parity, "zeros": check_zeros(proto, mask),
+           "verified": verified}
+    if note:
+        out["verified_note"] = note
+    return out
+
+
+def is_vacuous(outputs: Sequence[np.ndarray]) -> bool:
+    """True when the outputs are all zero or the same for every sample (a parity check proves nothing)."""
+    if not outputs:
+        return True
+    ref = np.concatenate([o.reshape(len(o), -1) for o in outputs])  # (N, K)
+    if ref.size == 0 or not np.any(ref):
+        return True
+    if len(ref) < 2:
+        return False
+    spread = float(np.max(np.ptp(ref, axis=0)))
+    return not spread > VACUOUS_RTOL * max(1.0, float(np.max(np.abs(ref))))
+
+
+def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy with every parameter moved by PERTURB_SCALE x its magnitude (1 for all-zero tensors)."""
+    probe = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in probe.parameters():
+            scale = float(p.abs().max()) if p.numel() and float(p.abs().max()) > 0 else 1.0
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * PERTURB_SCALE * scale)
+    return probe
 
 
 def check_parity(path: Path, model: nn.Module, batches: Iterator[torch.Tensor]) -> dict[str, Any]:
     """ORT vs torch on each batch; raises VerificationError beyond EXPORT_ATOL."""
+    return _parity(path, model, batches)[0]
+
+
+def _parity(path: Path, model: nn.Module, batches: Iterator[torch.Tensor] | Sequence[torch.Tensor]
+            ) -> tuple[dict[str, Any], list[np.ndarray]]:
     try:
         sess = ort_session(path)
     except Exception as exc:
         raise VerificationError(f"ONNX Runtime cannot load the export: {str(exc).splitlines()[0]}") from None
     name = sess.get_inputs()[0].name
     rows = []
+    refs = []
     model.eval()
     for x in batches:
         with torch.no_grad():
             ref = model(x).numpy()
+        refs.append(ref)
         got = sess.run(None, {name: x.numpy()})[0]
         if got.shape != ref.shape:
             raise VerificationError(f"ONNX output shape {got.shape} != torch {ref.shape} at batch {len(x)}")
@@ -96,7 +169,7 @@ def check_parity(path: Path, model: nn.Module, batches: Iterator[torch.Tensor]) 
     if not rows:
         raise VerificationError("no test inputs to verify the export with")
     return {"tolerance": "EXPORT_ATOL", "atol": EXPORT_ATOL, "batches": rows,
-            "max_abs_diff": max(r["max_abs_diff"] for r in rows)}
+            "max_abs_diff": max(r["max_abs_diff"] for r in rows)}, refs
 
 
 def initializer_arrays(proto: Any) -> dict[str, np.ndarray]:

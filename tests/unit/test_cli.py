@@ -206,3 +206,15 @@ def test_static_list_catalog_equals_live_registries(what):
 
     reg = registries()[what]
     assert static_catalog(what) == [(n, reg.help(n)) for n in reg.names()]
+
+
+def test_slow_steps_get_progress_lines(tiny_run, tmp_path, monkeypatch):
+    import sparsekit.progress as progress
+
+    monkeypatch.setattr(progress, "STEP_NOTICE_S", 0.0)
+    r = invoke(["export", str(tiny_run), "--out", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "building the model ..." in r.stderr and "building the model: done in" in r.stderr
+    monkeypatch.setattr(progress, "STEP_NOTICE_S", 60.0)
+    quick = invoke(["export", str(tiny_run), "--out", str(tmp_path / "m.onnx")])
+    assert "done in" not in quick.stderr  # quick steps print nothing

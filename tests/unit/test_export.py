@@ -156,3 +156,69 @@ def test_dynamo_fallback_when_torchscript_fails(monkeypatch, tmp_path):
     path.write_bytes(proto.SerializeToString())
     parity = check_parity(path, net, iter([torch.randn(1, 1, 8, 8), torch.randn(3, 1, 8, 8)]))
     assert parity["max_abs_diff"] <= EXPORT_ATOL
+
+
+def test_static_batch_export_has_fixed_batch_dimension(l300, tmp_path):
+    import json
+
+    out = tmp_path / "s.onnx"
+    r = CliRunner().invoke(app, ["export", str(l300), "--out", str(out), "--static-batch", "4", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 4 and not dims[0].dim_param
+    assert [b["batch"] for b in res["verification"]["parity"]["batches"]] == [4, 4]
+    assert res["metadata"]["sparsekit.batch"] == "4"
+    bad = CliRunner().invoke(app, ["export", str(l300), "--out", str(out), "--static-batch", "0"])
+    assert bad.exit_code == 2 and "--static-batch" in bad.stderr
+
+
+def test_constant_outputs_are_verified_with_perturbed_weights(l300, tmp_path):
+    import shutil
+
+    from sparsekit._io import load_tensors, save_tensors
+
+    run = tmp_path / "zero-head"
+    shutil.copytree(l300, run)
+    state = load_tensors(run / "final.safetensors")
+    head = sorted(k for k in state if k.endswith(".weight"))[-1].rsplit(".", 1)[0]
+    state[f"{head}.weight"].zero_()
+    state[f"{head}.bias"].zero_()  # every logit is 0: torch == ORT trivially
+    save_tensors(run / "final.safetensors", state)
+    res = export_run(run, tmp_path / "z.onnx")
+    assert res.verification["verified"] == "perturbed"
+    assert res.verification["parity"]["perturbed"]["max_abs_diff"] <= EXPORT_ATOL
+    assert any("perturbed weights" in n for n in res.notes)
+    normal = export_run(l300, tmp_path / "n.onnx")
+    assert normal.verification["verified"] == "passed" and "perturbed" not in normal.verification["parity"]
+
+
+def test_vacuous_outputs_detected():
+    import numpy as np
+
+    from sparsekit.export.verify import is_vacuous
+
+    assert is_vacuous([np.zeros((3, 10))])
+    assert is_vacuous([np.ones((1, 10)), np.ones((7, 10))])  # same logits for every sample
+    assert not is_vacuous([np.random.default_rng(0).normal(size=(8, 10))])
+
+
+def test_exporter_chatter_stays_off_stdout(l300, tmp_path, capfd, monkeypatch):
+    import json
+    import os
+
+    real = torch.onnx.export
+
+    def chatty(*args, **kwargs):
+        print("python-level XYZZY exporter\n" * 50)
+        os.write(1, b"fd-level XYZZY on stdout\n" * 50)
+        os.write(2, b"fd-level XYZZY on stderr\n" * 50)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", chatty)
+    r = CliRunner().invoke(app, ["export", str(l300), "--out", str(tmp_path / "c.onnx"), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["verification"]["verified"] == "passed"  # stdout is pure JSON
+    assert "XYZZY" not in r.output
+    fds = capfd.readouterr()
+    assert "XYZZY" not in fds.out and "XYZZY" not in fds.err
