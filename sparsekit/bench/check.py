@@ -9,6 +9,9 @@ from typing import Any
 
 from sparsekit.errors import UsageError
 
+#: --against: which dense row a speed-up gate compares with (report keys speedup_vs_<key>)
+AGAINST = {"best-dense": "best_dense", "same-runtime": "same_runtime_dense"}
+
 
 @dataclass(frozen=True)
 class Gates:
@@ -20,6 +23,7 @@ class Gates:
     runtime: str | None = field(default=None, metadata={"help": "only rows of this runtime"})
     batch: int | None = field(default=None, metadata={"help": "only rows of this batch size"})
     format: str | None = field(default=None, metadata={"help": "only ticket rows of this format"})
+    against: str = field(default="best-dense", metadata={"help": "best-dense or same-runtime"})
 
 
 @dataclass
@@ -28,6 +32,8 @@ class CheckResult:
     checked_rows: int
     failures: list[dict[str, Any]]
     passes: list[dict[str, Any]]
+
+    against: str = "best-dense"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -59,6 +65,8 @@ def check_report(report: dict[str, Any], gates: Gates) -> CheckResult:
     Example:
         >>> check_report(load_report("report.json"), Gates(min_speedup=1.5)).passed  # doctest: +SKIP
     """
+    if gates.against not in AGAINST:
+        raise UsageError(f"--against must be one of {', '.join(AGAINST)}, got {gates.against!r}")
     if gates.max_accuracy_drop is None and gates.min_speedup is None and gates.max_size_ratio is None:
         raise UsageError("give at least one gate: --max-accuracy-drop, --min-speedup or --max-size-ratio")
     rows = [r for r in report["rows"] if r["variant"] == "ticket"
@@ -83,9 +91,7 @@ def check_report(report: dict[str, Any], gates: Gates) -> CheckResult:
                 checks.append(("accuracy drop", f"{drop:.2f} points", f"<= {gates.max_accuracy_drop} points",
                                drop <= gates.max_accuracy_drop))
         if gates.min_speedup is not None:
-            s = r.get("speedup_vs_dense")
-            checks.append(("speedup", None if s is None else f"{s:.2f}x", f">= {gates.min_speedup}x",
-                           s is not None and s >= gates.min_speedup))
+            checks.append(_speedup_check(r, gates))
         if gates.max_size_ratio is not None:
             q = r.get("size_ratio_vs_dense")
             checks.append(("size ratio", None if q is None else f"{q:.3f}", f"<= {gates.max_size_ratio}",
@@ -94,4 +100,23 @@ def check_report(report: dict[str, Any], gates: Gates) -> CheckResult:
             rec = {"row": where, "gate": gate, "measured": measured or "not measured (no dense row)",
                    "required": required}
             (passes if ok else failures).append(rec)
-    return CheckResult(not failures, len(rows), failures, passes)
+    return CheckResult(not failures, len(rows), failures, passes, gates.against)
+
+
+def _speedup_check(r: dict[str, Any], gates: Gates) -> tuple[str, str | None, str, bool]:
+    """A speed-up gate above 1.0 also needs the ratio's 95 % interval above 1.0 (a measurable gain).
+
+    Reports of schema 1 carry only ``speedup_vs_dense`` (same runtime): they are read as such and
+    only ``--against same-runtime`` can use them.
+    """
+    key = AGAINST[gates.against]
+    s = r.get(f"speedup_vs_{key}")
+    if s is None and key == "same_runtime_dense" and "speedup_vs_same_runtime_dense" not in r:
+        s = r.get("speedup_vs_dense")
+    ci = r.get(f"speedup_vs_{key}_ci")
+    ok = s is not None and s >= gates.min_speedup
+    measured = None if s is None else f"{s:.2f}x vs {gates.against}" + (f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+    required = f">= {gates.min_speedup}x vs {gates.against}"
+    if ok and gates.min_speedup > 1.0 and ci is not None and ci[0] <= 1.0:
+        ok, required = False, required + " with the 95% CI above 1.0"
+    return ("speedup", measured, required, ok)

@@ -1,9 +1,23 @@
-"""``bench()``: measure every (model variant, runtime) in a fresh process and pair tickets with dense.
+"""``bench()``: time every model variant interleaved with its dense reference, in fresh processes.
 
-Each (variant, runtime) runs in its own child process (``worker.py``), one after another, so ONNX
-Runtime and torch never share a process or compete for the cores, and peak RSS is the child's own.
-A run directory is measured as its ticket AND its dense reference in the same bench call, with the
-same runtime, threads and batch sizes, so every speed-up has a same-run baseline.
+What one bench call measures, for each runtime and each run (a ticket and its dense reference, or
+ONNX files that pair by their metadata):
+
+- timing: ``repeats`` (>= 3) fresh processes per (run, runtime); each loads the dense and the ticket
+  variants and times them interleaved, in rounds of one block each in shuffled order
+  (``worker.time_interleaved``). The processes of all (run, runtime) groups alternate: repeat 1 of
+  every group, then repeat 2, ..., so slow drift of the machine is spread over all of them.
+  ONNX Runtime and torch never share a process (their thread pools slow each other down).
+- memory and accuracy: one more process per variant that holds ONLY that variant (a CSR or
+  structured row's process drops the dense model it was converted from before its peak is counted),
+  and one per runtime that loads an empty model. ``peak_rss_bytes`` / ``runtime_baseline_rss_bytes``
+  are the two processes' peak RSS; ``model_rss_delta_bytes`` is their difference;
+  ``model_memory_bytes`` is the difference of their PRIVATE peaks (peak RSS minus file-backed pages:
+  library code that each code path pages in differently and every process shares), i.e. what the
+  model's weights, buffers and activations add to the runtime.
+
+``report.finalize_rows`` then computes, per row, the speed-up against the fastest dense runtime of the
+same run, batch and threads, and against the same runtime's dense, each with a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -27,9 +41,15 @@ from sparsekit.errors import SparsekitError, UsageError
 
 log = logging.getLogger("sparsekit")
 
-REPORT_SCHEMA_VERSION = 1
-DEFAULT_WARMUP = 10
-DEFAULT_ITERS = 50
+REPORT_SCHEMA_VERSION = 2
+DEFAULT_WARMUP = 5
+#: timed seconds per variant, batch size and process; with 3 processes 0.3 s keeps `make demo` short
+DEFAULT_MIN_TIME_S = 0.3
+DEFAULT_REPEATS = 3
+MIN_REPEATS = 3
+#: wall time of one timing block (back-to-back calls of one variant) and the fewest rounds per process
+BLOCK_S = 0.01
+MIN_ROUNDS = 5
 ACCURACY_BATCH = 256
 #: a child that takes longer than this is killed and reported as failed
 CHILD_TIMEOUT_S = 1800
@@ -44,13 +64,16 @@ class BenchConfig:
     runtimes: tuple[str, ...] | None = field(default=None, metadata={"help": "None: DEFAULT_RUNTIMES"})
     batches: tuple[int, ...] = field(default=(1, 32), metadata={"help": "batch sizes"})
     threads: int = field(default=1, metadata={"help": "intra-op threads (1 = reproducible)"})
-    warmup: int = field(default=DEFAULT_WARMUP, metadata={"help": "untimed calls per batch size"})
-    iters: int = field(default=DEFAULT_ITERS, metadata={"help": "timed calls per batch size"})
+    warmup: int = field(default=DEFAULT_WARMUP, metadata={"help": "untimed calls per variant and batch size"})
+    min_time: float = field(default=DEFAULT_MIN_TIME_S,
+                            metadata={"help": "timed seconds per variant, batch size and process"})
+    repeats: int = field(default=DEFAULT_REPEATS, metadata={"help": "fresh timing processes per run and runtime"})
     data: str | None = field(default=None, metadata={"help": "dataset spec (default: the run's)"})
     data_dir: str | None = field(default=None, metadata={"help": "where dataset files are"})
     dense: bool = field(default=True, metadata={"help": "also measure each run's dense reference"})
     formats: tuple[str, ...] = field(default=("masked",), metadata={"help": "ticket formats for run dirs"})
     accuracy_limit: int | None = field(default=None, metadata={"help": "test samples for accuracy (None: all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the round order and the bootstrap"})
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -59,8 +82,13 @@ class BenchConfig:
             raise UsageError(f"--batch sizes must be >= 1, got {list(self.batches)}")
         if self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
-        if self.warmup < 0 or self.iters < 1:
-            raise UsageError(f"--warmup must be >= 0 and --iters >= 1, got {self.warmup}/{self.iters}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be >= 0, got {self.warmup}")
+        if not (self.min_time > 0 and math.isfinite(self.min_time)):
+            raise UsageError(f"--min-time must be a positive number of seconds, got {self.min_time}")
+        if self.repeats < MIN_REPEATS:
+            raise UsageError(f"--repeats must be >= {MIN_REPEATS} (fresh processes per measurement; fewer "
+                             f"cannot show process-to-process variation), got {self.repeats}")
         if self.accuracy_limit is not None and self.accuracy_limit < 1:
             raise UsageError(f"--accuracy-limit must be >= 1, got {self.accuracy_limit}")
         for f in self.formats:
@@ -88,11 +116,13 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
     """Measure and return the report dict (see ``report.REPORT_KEYS`` for row keys).
 
     Example:
-        >>> bench(BenchConfig(("runs/lenet",), runtimes=("ort-cpu",)))["rows"][0]["speedup_vs_dense"]  # doctest: +SKIP
+        >>> bench(BenchConfig(("runs/lenet",), runtimes=("ort-cpu",)))["rows"][0]["speedup_vs_best_dense"]  # doctest: +SKIP
     """
     from sparsekit.bench.env import fingerprint
     from sparsekit.bench.report import finalize_rows
+    from sparsekit.progress import track
 
+    environment = fingerprint(cfg.threads)  # load average before this bench adds its own
     runtimes, skipped = select_runtimes(cfg.runtimes)
     sources = resolve(list(cfg.inputs), cfg.formats, cfg.dense)
     rows: list[dict[str, Any]] = []
@@ -100,26 +130,66 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
         tmpdir = Path(tmp)
         data_files = _DataFiles(tmpdir, cfg)
         onnx_cache: dict[str, tuple[str, int]] = {}
+        # one timing group per (engine, device, run): torch-cpu and torch-csr variants share processes
+        groups: dict[tuple[str, str, str], list[tuple[Runtime, Source, dict[str, Any]]]] = {}
+        names = {rt.name for rt in runtimes}
         for rt in runtimes:
             for src in sources:
                 reason = _cannot_run(rt, src)
                 if reason:
                     skipped.append({"model": src.label, "runtime": rt.name, "reason": reason})
                     continue
+                if src.variant == "dense" and rt.dense_runtime in names:
+                    continue  # e.g. torch-csr's dense IS torch-cpu's dense: measured once, under that name
                 try:
-                    job = _job(rt, src, cfg, tmpdir, data_files, onnx_cache)
-                    result = _run_child(job, tmpdir)
+                    spec = _variant_spec(rt, src, cfg, tmpdir, onnx_cache)
+                    data_files.get(src)
                 except SparsekitError as exc:
                     skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
                     continue
-                rows += _rows(src, rt, cfg, job, result)
+                groups.setdefault((rt.engine, rt.device, src.pair_key), []).append((rt, src, spec))
+        timings: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        failed: set[tuple[str, str, str]] = set()
+        jobs = [(rep, key) for rep in range(cfg.repeats) for key in groups]
+        for rep, key in track(jobs, len(jobs), "bench timing"):
+            if key in failed:
+                continue
+            members = groups[key]
+            job = {"kind": "time", "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
+                   "warmup": cfg.warmup, "min_time_s": cfg.min_time, "block_s": BLOCK_S,
+                   "min_rounds": MIN_ROUNDS, "seed": cfg.seed * 100 + rep, "x": data_files.get(members[0][1])[0],
+                   "variants": [{**spec, "id": _vid(rt, src)} for rt, src, spec in members]}
+            try:
+                res = _run_child(job, tmpdir)
+            except SparsekitError as exc:
+                failed.add(key)
+                skipped += [{"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"}
+                            for rt, src, _ in members]
+                continue
+            timings.setdefault(key, []).append(res)
+        mem_jobs = [(key, m) for key, members in groups.items() if key not in failed for m in members]
+        baselines: dict[tuple[str, str], dict[int, tuple[int | None, int | None]]] = {}
+        empty_onnx = _empty_onnx(tmpdir)
+        for key, (rt, src, spec) in track(mem_jobs, len(mem_jobs), "bench memory"):
+            x, y = data_files.get(src)
+            base_key = (rt.engine, rt.device)
+            try:
+                if base_key not in baselines:
+                    baselines[base_key] = _baseline_rss(spec, cfg, tmpdir, x, empty_onnx)
+                mem = _run_child({"kind": "memory", "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
+                                  "x": x, "y": y, "accuracy_limit": cfg.accuracy_limit,
+                                  "accuracy_batch": ACCURACY_BATCH, "variant": spec}, tmpdir)
+            except SparsekitError as exc:
+                skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
+                continue
+            rows += _rows(src, rt, cfg, spec, [t["batches"] for t in timings[key]], mem, baselines[base_key])
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": "sparsekit-bench",
-        "environment": fingerprint(),
+        "environment": environment,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-        | {"runtimes": [r.name for r in runtimes]},
-        "rows": finalize_rows(rows),
+        | {"runtimes": [r.name for r in runtimes], "block_s": BLOCK_S, "min_rounds": MIN_ROUNDS},
+        "rows": finalize_rows(rows, seed=cfg.seed),
         "skipped": skipped,
     }
 
@@ -155,27 +225,31 @@ class _DataFiles:
             np.save(xp, np.concatenate(xs).astype(np.float32))
             np.save(yp, np.concatenate(ys).astype(np.int64))
             self.cache[spec] = (str(xp), str(yp))
-        return self.cache[spec]
+        xp, yp = self.cache[spec]
+        if src.in_shape is not None:
+            shape = tuple(np.load(xp, mmap_mode="r").shape[1:])
+            if shape != tuple(src.in_shape):
+                raise UsageError(f"{src.label} expects inputs of shape {tuple(src.in_shape)} but --data {spec} "
+                                 f"has {shape}; pass the dataset the model was built for")
+        return xp, yp
 
 
-def _job(rt: Runtime, src: Source, cfg: BenchConfig, tmpdir: Path, data: _DataFiles,
-         onnx_cache: dict[str, tuple[str, int]]) -> dict[str, Any]:
-    x, y = data.get(src)
-    job: dict[str, Any] = {
-        "engine": rt.engine, "device": rt.device, "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
-        "warmup": cfg.warmup, "iters": cfg.iters, "x": x, "y": y, "accuracy_limit": cfg.accuracy_limit,
-        "accuracy_batch": ACCURACY_BATCH,
-    }
+def _variant_spec(rt: Runtime, src: Source, cfg: BenchConfig, tmpdir: Path,
+                  onnx_cache: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """What a child needs to rebuild this variant on this runtime (exports ONNX once per variant)."""
+    spec: dict[str, Any] = {"engine": rt.engine, "device": rt.device, "runtime": rt.name}
     if rt.engine == "torch":
-        job.update(run_dir=src.path, variant=src.variant, format=src.format, sparse=rt.sparse)
-        return job
+        spec.update(run_dir=src.path, variant=src.variant, format=src.format, sparse=rt.sparse)
+        return spec
     if src.kind == "onnx":
         path = src.path
-        import onnx
+        if src.label not in onnx_cache:
+            import onnx
 
-        from sparsekit.bench.macs import onnx_macs
+            from sparsekit.bench.macs import onnx_macs
 
-        macs = onnx_macs(onnx.load(path))
+            onnx_cache[src.label] = (path, onnx_macs(onnx.load(path)))
+        macs = onnx_cache[src.label][1]
     elif src.label in onnx_cache:
         path, macs = onnx_cache[src.label]
     else:
@@ -188,8 +262,40 @@ def _job(rt: Runtime, src: Source, cfg: BenchConfig, tmpdir: Path, data: _DataFi
         export_run(src.path, path, dense=src.variant == "dense", fmt=src.format, data_dir=cfg.data_dir)
         macs = onnx_macs(onnx.load(path))
         onnx_cache[src.label] = (path, macs)
-    job.update(onnx=path, provider=rt.ort_provider, macs=macs)
-    return job
+    spec.update(onnx=path, provider=rt.ort_provider, macs=macs)
+    return spec
+
+
+def _vid(rt: Runtime, src: Source) -> str:
+    return f"{rt.name}|{src.label}"
+
+
+def _empty_onnx(tmpdir: Path) -> str:
+    """An Identity graph over any float tensor: the runtime's own memory with no model in it.
+
+    Written here, not in the child, so the baseline process does not import onnx either.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = str(tmpdir / "empty.onnx")
+    onnx.save(m, path)
+    return path
+
+
+def _baseline_rss(spec: dict[str, Any], cfg: BenchConfig, tmpdir: Path, x: str,
+                  empty_onnx: str) -> dict[int, tuple[int | None, int | None]]:
+    """Peak RSS per batch of the same runtime running an empty model (Identity)."""
+    empty = {"engine": spec["engine"], "device": spec["device"], "provider": spec.get("provider"),
+             "empty": True, "onnx": empty_onnx}
+    res = _run_child({"kind": "memory", "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
+                      "x": x, "y": None, "variant": empty}, tmpdir)
+    return {b["batch"]: (b["peak_rss_bytes"], b.get("peak_private_bytes")) for b in res["batches"]}
 
 
 def _run_child(job: dict[str, Any], tmpdir: Path) -> dict[str, Any]:
@@ -201,9 +307,8 @@ def _run_child(job: dict[str, Any], tmpdir: Path) -> dict[str, Any]:
     # OpenMP/MKL pools sized before torch starts; torch.set_num_threads is also called in the child
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(job["threads"])
-    worker = Path(__file__).with_name("worker.py")
     try:
-        proc = subprocess.run([sys.executable, str(worker), job_path, res_path], env=env,
+        proc = subprocess.run([sys.executable, "-m", "sparsekit.bench.worker", job_path, res_path], env=env,
                               capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise SparsekitError(f"measurement exceeded {CHILD_TIMEOUT_S} s") from None
@@ -216,10 +321,19 @@ def _run_child(job: dict[str, Any], tmpdir: Path) -> dict[str, Any]:
     return result
 
 
-def _rows(src: Source, rt: Runtime, cfg: BenchConfig, job: dict[str, Any], res: dict[str, Any]) -> list[dict[str, Any]]:
-    macs = res.get("macs", job.get("macs"))
+def _rows(src: Source, rt: Runtime, cfg: BenchConfig, spec: dict[str, Any], timing: list[dict[str, Any]],
+          mem: dict[str, Any], baseline: dict[int, tuple[int | None, int | None]]) -> list[dict[str, Any]]:
+    from sparsekit.bench.stats import percentiles_ms, pooled_median
+
+    macs = mem.get("macs", spec.get("macs"))
+    peaks = {b["batch"]: (b["peak_rss_bytes"], b.get("peak_private_bytes")) for b in mem["batches"]}
     out = []
-    for b in res["batches"]:
+    for b in sorted(set(cfg.batches)):
+        per_proc = [t[str(b)][_vid(rt, src)] for t in timing]  # one entry per timing process
+        blocks_ms = [[v * 1e3 for v in p["blocks"]] for p in per_proc]  # (process, block) ms per call
+        calls = [c for p in per_proc for c in p["calls"]]
+        p50_block = pooled_median(blocks_ms)
+        (peak, private), (base, base_private) = peaks.get(b, (None, None)), baseline.get(b, (None, None))
         out.append({
             "model": src.label,
             "source": src.path,
@@ -227,16 +341,27 @@ def _rows(src: Source, rt: Runtime, cfg: BenchConfig, job: dict[str, Any], res: 
             "format": "csr" if (rt.sparse == "csr" and src.variant == "ticket") else src.format,
             "runtime": rt.name,
             "device": rt.device,
-            "batch": b["batch"],
+            "batch": b,
             "threads": cfg.threads,
-            "latency_ms": b["latency_ms"],
-            "throughput_per_s": b["throughput_per_s"],
-            "peak_rss_bytes": b["peak_rss_bytes"],
-            "file_bytes": res.get("file_bytes"),
+            "latency_ms": percentiles_ms(calls),
+            "block_medians_ms": blocks_ms,
+            "processes": len(per_proc),
+            "timed_calls": len(calls),
+            "throughput_per_s": b / (p50_block / 1e3) if p50_block > 0 else None,
+            "peak_rss_bytes": peak,
+            "runtime_baseline_rss_bytes": base,
+            "peak_private_bytes": private,
+            "runtime_baseline_private_bytes": base_private,
+            # what the model adds to the runtime: private (non file-backed) peak minus the empty model's
+            "model_memory_bytes": (private - base_private) if private is not None and base_private is not None else None,
+            "model_rss_delta_bytes": (peak - base) if peak is not None and base is not None else None,
+            "load_peak_rss_bytes": mem.get("load_peak_rss_bytes"),
+            "file_bytes": mem.get("file_bytes"),
             "macs": macs,
-            "accuracy": res.get("accuracy"),
+            "accuracy": mem.get("accuracy"),
             "sparsity": None if math.isnan(src.sparsity) else src.sparsity,
             "pair_key": src.pair_key,
-            "load_s": res.get("load_s"),
+            "dense_runtime": rt.dense_runtime,
+            "load_s": mem.get("load_s"),
         })
     return out

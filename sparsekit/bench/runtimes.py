@@ -23,13 +23,17 @@ class Runtime:
         name: registry name.
         engine: "torch" (eager module rebuilt from a run) or "ort" (ONNX Runtime on a .onnx file).
         device: "cpu" or "cuda".
-        sparse: how a ticket's sparsity is executed: "masked" (dense kernels on zeros) or "csr".
+        sparse: how a ticket's sparsity is executed: "masked" (dense kernels on zeros), "csr", or
+            "engine" (sparsekit's native engine picks sparse or dense kernels per layer).
+        dense_runtime: the runtime whose dense model this one's tickets are compared with when both
+            are benched (torch-csr's dense model IS torch-cpu's: measured once, under that name).
     """
 
     name: str
     engine: str
     device: str
     sparse: str = "masked"
+    dense_runtime: str | None = None
 
     def unavailable_reason(self) -> str | None:
         """None when this runtime can run on this machine, else why not."""
@@ -67,7 +71,7 @@ def _add(rt: Runtime, help: str) -> None:
 
 
 _add(Runtime("torch-cpu", "torch", "cpu"), "PyTorch eager on CPU (masked-dense or structured weights)")
-_add(Runtime("torch-csr", "torch", "cpu", sparse="csr"),
+_add(Runtime("torch-csr", "torch", "cpu", sparse="csr", dense_runtime="torch-cpu"),
      "PyTorch eager on CPU, sparse Linear layers as CSR with int32 indices")
 _add(Runtime("ort-cpu", "ort", "cpu"), "ONNX Runtime CPU execution provider")
 _add(Runtime("torch-cuda", "torch", "cuda"), "PyTorch eager on CUDA")

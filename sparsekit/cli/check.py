@@ -14,7 +14,8 @@ from sparsekit.cli.common import emit_json, run
 def check_cmd(
     report: Annotated[str, typer.Argument(help="report JSON from sparsekit bench --json")],
     max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="max drop vs dense, percentage points")] = None,
-    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="min dense p50 / ticket p50")] = None,
+    min_speedup: Annotated[float | None, typer.Option("--min-speedup", help="min dense p50 / ticket p50 (see --against)")] = None,
+    against: Annotated[str, typer.Option("--against", help="best-dense (fastest dense runtime in the report) or same-runtime")] = "best-dense",
     max_size_ratio: Annotated[float | None, typer.Option("--max-size-ratio", help="max ticket size / dense size")] = None,
     runtime: Annotated[str | None, typer.Option("--runtime", help="only rows of this runtime")] = None,
     batch: Annotated[int | None, typer.Option("--batch", help="only rows of this batch size")] = None,
@@ -25,7 +26,7 @@ def check_cmd(
     from sparsekit.bench.check import Gates, check_report, load_report
 
     def go() -> dict:
-        res = check_report(load_report(report), Gates(max_accuracy_drop, min_speedup, max_size_ratio, runtime, batch, fmt))
+        res = check_report(load_report(report), Gates(max_accuracy_drop, min_speedup, max_size_ratio, runtime, batch, fmt, against))
         out = res.to_dict()
         emit_json(out, json_out)
         return out
