@@ -18,6 +18,8 @@ def convert_cmd(
     m: Annotated[int, typer.Option("--m", help="M of N:M")] = 4,
     block: Annotated[str, typer.Option("--block", help="block size HxW")] = "4x4",
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="where the run's dataset is")] = None,
+    finetune_epochs: Annotated[int, typer.Option(
+        "--finetune-epochs", help="nm/block: fine-tune the projection N epochs with its mask held (saved)")] = 0,
     json_out: Annotated[str | None, typer.Option("--json", help="write JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Convert a ticket to a sparse format, verified equal to masked-dense."""
@@ -26,7 +28,7 @@ def convert_cmd(
     def go() -> dict:
         FORMATS.get(fmt)  # unknown format -> exit 2 with "did you mean"
         opts = {"nm": {"n": n, "m": m}, "block": {"block": parse_block(block)}}.get(fmt, {})
-        res = convert_run(run_dir, fmt, data_dir=data_dir, **opts)
+        res = convert_run(run_dir, fmt, data_dir=data_dir, finetune_epochs=finetune_epochs, **opts)
         emit_json(res, json_out)
         return res
 
@@ -52,7 +54,24 @@ def convert_cmd(
                        f"{row['dense_bytes']:,} -> {row['storage_bytes']:,} bytes")
         typer.echo(f"storage {rep['dense_bytes']:,} -> {rep['storage_bytes']:,} bytes; {rep['note']}")
     else:
-        typer.echo(f"projection changed {rep['weights_changed']:,} non-zero weights; sparsity "
-                   f"{rep['sparsity_before']:.2%} -> {rep['sparsity_after']:.2%}; pattern valid")
+        for row in rep["layers"]:
+            if not row["eligible"]:
+                typer.echo(f"  {row['name']:<32} skipped: {row['skipped']}")
+            else:
+                typer.echo(f"  {row['name']:<32} density {row['density_before']:.2%} -> {row['density_after']:.2%}, "
+                           f"kept {row['survivors_kept']:.1%} of its surviving weights "
+                           f"({row['magnitude_kept']:.1%} of their magnitude)")
+        typer.echo(f"density (mask) {rep['density_before']:.2%} -> {rep['density_after']:.2%}; non-zero weights "
+                   f"{rep['nonzero_density_before']:.2%} -> {rep['nonzero_density_after']:.2%} "
+                   f"({rep['survivors_kept']:.1%} of the ticket's survivors kept, {rep['weights_changed']:,} dropped)")
+        n_ok, n_skip = len(rep["patterned_layers"]), len(rep["skipped_layers"])
+        typer.echo(f"pattern {rep['pattern']} valid on {n_ok} of {n_ok + n_skip} layers"
+                   + (f" ({n_skip} skipped, left as they were)" if n_skip else ""))
+        if rep.get("accuracy_after") is not None:
+            ft = (f"; after {rep['finetune_epochs']} fine-tune epoch(s) {rep['accuracy_after_finetune']:.4f}"
+                  if rep.get("finetune_epochs") else "")
+            typer.echo(f"accuracy: ticket {rep['accuracy_before']:.4f} -> projected {rep['accuracy_after']:.4f}{ft}")
+        elif rep.get("accuracy_note"):
+            typer.echo(f"note: {rep['accuracy_note']}")
         if rep.get("note"):
             typer.echo(f"note: {rep['note']}")

@@ -1,14 +1,17 @@
 """Block format: weights kept or dropped in whole (bh x bw) blocks of the 2-D weight view.
 
-Projection keeps, per layer, the blocks with the largest L1 norm of surviving weights, as many as
-the layer's kept weights fill (density preserved), and reports how many non-zero weights that
-dropped. Block-sparse kernels (torch BSR) pay only at >= 80-90 % BLOCK sparsity (SPARSE_RUNTIME §1);
-a random unstructured mask leaves almost no empty 8x8 block.
+Projection (see ``_project``), per layer: blocks are ranked by the L1 norm of the ticket's surviving
+weights inside them, and the highest-ranked blocks are kept whole until the number of kept weight
+slots is as close as possible to the ticket's kept count for that layer (so the mask density is
+preserved up to one block). Survivors outside the kept blocks are dropped; masked slots inside them
+are part of the new mask and hold 0 until ``convert --finetune-epochs`` trains them. The report gives
+the mask and non-zero densities before and after and the share of survivors (and of their
+magnitude) kept. Block-sparse kernels (torch BSR) pay only at >= 80-90 % BLOCK sparsity
+(SPARSE_RUNTIME §1); a random unstructured mask leaves almost no empty 8x8 block, so projecting it
+drops most of its survivors: fine-tune after converting, or search with a block-friendly method.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -36,30 +39,35 @@ class Block(PatternState, SparseFormat):
             h // self.bh, w // self.bw, -1
         )
 
-    def _project(self, w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        norms = self._grid(w.abs() * keep).sum(-1)  # (nbh, nbw) L1 of surviving weights
-        n_blocks = min(norms.numel(), math.ceil(int(keep.sum()) / (self.bh * self.bw)))
-        chosen = torch.zeros(norms.numel(), dtype=torch.bool)
-        if n_blocks:
-            chosen[norms.reshape(-1).topk(n_blocks).indices] = True
-        # expand the block choice back to elements: (nbh, nbw) -> (O', I') -> crop -> weight shape
-        grid = chosen.reshape(norms.shape).repeat_interleave(self.bh, 0).repeat_interleave(self.bw, 1)
-        o, rest = keep.shape[0], keep[0].numel()
-        return grid[:o, :rest].reshape(keep.shape) & keep
+    def _expand(self, chosen: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(nbh, nbw) block choice -> element mask of ``like``'s shape (padding cropped)."""
+        grid = chosen.repeat_interleave(self.bh, 0).repeat_interleave(self.bw, 1)
+        o, rest = like.shape[0], like[0].numel()
+        return grid[:o, :rest].reshape(like.shape)
 
-    def _occupied(self, t: torch.Tensor) -> int:
-        return int((self._grid(t != 0) > 0).any(-1).sum())  # blocks holding any non-zero
+    def _project(self, w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        alive = keep & (w != 0)
+        norms = self._grid(w.abs() * alive).sum(-1).reshape(-1)  # (nblocks,) L1 of surviving weights
+        slots = self._grid(torch.ones_like(keep)).sum(-1).reshape(-1)  # real (unpadded) slots per block
+        target = int(keep.sum())
+        # rank blocks by surviving magnitude (ties by position), then take the prefix whose slot count
+        # is closest to the ticket's kept count
+        order = torch.sort(norms, descending=True, stable=True).indices
+        cum = torch.cumsum(slots[order], 0)
+        n_blocks = int(torch.argmin((torch.cat([torch.zeros(1), cum]) - target).abs()))
+        chosen = torch.zeros(norms.numel(), dtype=torch.bool)
+        chosen[order[:n_blocks]] = True
+        nbh, nbw = self._grid(keep).shape[:2]
+        return self._expand(chosen.reshape(nbh, nbw), keep)
+
+    def _valid(self, name: str, w: torch.Tensor, keep: torch.Tensor) -> bool:
+        """Every block is wholly kept or wholly dropped, and no weight is non-zero outside the mask."""
+        full = self._grid(keep).sum(-1) == self._grid(torch.ones_like(keep)).sum(-1)
+        empty = ~self._grid(keep).bool().any(-1)
+        return bool((full | empty).all()) and not bool((w[~keep] != 0).any())
 
     def convert(self, model, mask: Mask, example) -> Converted:
-        budget = {n: math.ceil(int(k.sum()) / (self.bh * self.bw)) for n, k in mask.items()}
-        shapes = {n: k.shape for n, k in mask.items()}
-
-        def valid(w: torch.Tensor) -> bool:
-            # the pattern holds when the non-zeros fit in the block budget of their layer
-            name = next(n for n, s in shapes.items() if s == w.shape)
-            return self._occupied(w) <= max(budget[n] for n, s in shapes.items() if s == w.shape) or name is None
-
-        c = project(model, mask, example, self._project, valid, f"block {self.bh}x{self.bw}")
+        c = project(model, mask, example, self._project, self._valid, f"block {self.bh}x{self.bw}")
         c.report.update(block=[self.bh, self.bw], blocks=self._block_stats(c.mask))
         c.plan = {"block": [self.bh, self.bw]}
         return c

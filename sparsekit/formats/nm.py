@@ -1,8 +1,14 @@
 """N:M format: at most N non-zeros in every M consecutive weights along the input dimension.
 
 No CPU kernel executes N:M (torch's semi-structured sparsity is CUDA-only, ORT CPU has no op); on CPU
-an N:M model runs masked-dense. The format projects the ticket's mask onto the pattern (keeping the
-largest surviving weights of each group), reports how many weights that changed, and validates it.
+an N:M model runs masked-dense.
+
+Projection (see ``_project``): in every group of M the new mask keeps exactly N slots: the ticket's
+surviving weights first, largest magnitude first, then (when a group has fewer than N survivors)
+masked slots, which hold 0 until ``convert --finetune-epochs`` trains them. So the mask density of a
+patterned layer is exactly N/M by definition, while its non-zero density is at most that; the
+report gives both, before and after. A layer whose input width is not a multiple of M is skipped
+(reported with the reason), never claimed valid.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from sparsekit.errors import UsageError
-from sparsekit.formats._project import PatternState, project
+from sparsekit.formats._project import PatternState, project, ranked_keep, survivor_score
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat
 from sparsekit.mask import Mask
 
@@ -37,19 +43,17 @@ class NM(PatternState, SparseFormat):
         super().__init__(n=n, m=m, **options)
         self.n, self.m = n, m
 
-    def _project(self, w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:
+    def _project(self, w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | str:
         rows_w, rows_k = _rows(w), _rows(keep)
         if rows_w.shape[1] % self.m:
-            return None  # input width not a multiple of M
-        g_w = rows_w.reshape(-1, self.m)  # (groups, M)
-        score = torch.where(rows_k.reshape(-1, self.m), g_w.abs(), torch.full_like(g_w, -1.0))
-        top = score.topk(self.n, dim=1).indices
-        new = torch.zeros_like(g_w, dtype=torch.bool).scatter_(1, top, True)
-        new &= rows_k.reshape(-1, self.m)  # never resurrect masked weights
+            return f"input width {rows_w.shape[1]} is not a multiple of M={self.m}"
+        score = survivor_score(rows_w, rows_k).reshape(-1, self.m)  # (groups, M)
+        new = ranked_keep(score, self.n, dim=1)  # exactly N per group, survivors by magnitude first
         return _unrows(new.reshape(rows_k.shape), keep)
 
-    def _valid(self, w: torch.Tensor) -> bool:
-        return bool(((_rows(w).reshape(-1, self.m) != 0).sum(1) <= self.n).all())
+    def _valid(self, name: str, w: torch.Tensor, keep: torch.Tensor) -> bool:
+        per_group = _rows(keep).reshape(-1, self.m).sum(1)
+        return bool((per_group == self.n).all() and not bool((w[~keep] != 0).any()))
 
     def convert(self, model, mask: Mask, example) -> Converted:
         c = project(model, mask, example, self._project, self._valid, f"{self.n}:{self.m}")

@@ -31,20 +31,34 @@ def probe_batch(ticket: Any, data_dir: str | None = None, n: int = PROBE_BATCH) 
         return torch.randn(n, *ticket.spec.in_shape, generator=g)
 
 
-def convert_run(run_dir: str | Path, fmt: str, data_dir: str | None = None, **options: Any) -> dict[str, Any]:
+def convert_run(run_dir: str | Path, fmt: str, data_dir: str | None = None, finetune_epochs: int = 0,
+                **options: Any) -> dict[str, Any]:
     """Convert a run's fine-tuned ticket to ``fmt`` and save it under ``<run>/converted/<fmt>/``.
+
+    Pattern formats (nm, block) change the function: their report also carries the test accuracy
+    of the ticket and of the projection (None when the run's dataset is not available) and, with
+    ``finetune_epochs``, of the projection fine-tuned with its own mask held (what is saved then).
 
     Returns:
         {"format", "options", "path", "report"} (also written to format.json).
     """
     from sparsekit.formats.base import get_format
+    from sparsekit.progress import step
     from sparsekit.ticket import Ticket
 
+    if finetune_epochs < 0:
+        raise UsageError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
     ticket = Ticket.load(run_dir)
     form = get_format(fmt, **options)
-    model = ticket.materialize("final")
+    with step("building the model"):
+        model = ticket.materialize("final")
     example = probe_batch(ticket, data_dir)
-    converted = form.convert(model, ticket.mask(), example)
+    with step(f"converting to {fmt}"):
+        converted = form.convert(model, ticket.mask(), example)
+    if "pattern" in converted.report:
+        _pattern_accuracy(ticket, model, converted, data_dir, finetune_epochs)
+    elif finetune_epochs:
+        raise UsageError(f"--finetune-epochs applies to nm and block (they change the mask), not {fmt}")
     out = paths.converted(Path(run_dir), fmt)
     meta_path = paths.converted_meta(Path(run_dir), fmt)
     meta_path.unlink(missing_ok=True)  # an old format.json must not vouch for new weights
@@ -60,6 +74,43 @@ def convert_run(run_dir: str | Path, fmt: str, data_dir: str | None = None, **op
     }
     write_json(meta_path, meta)
     return {"format": fmt, "options": form.options, "path": str(out), "report": converted.report}
+
+
+def _pattern_accuracy(ticket: Any, model: nn.Module, converted: Any, data_dir: str | None, epochs: int) -> None:
+    """Accuracy before/after projection (and after fine-tuning the projection, mask held) into the report."""
+    from sparsekit.data import load_dataset
+    from sparsekit.errors import DataNotFoundError
+    from sparsekit.progress import step
+    from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
+
+    rep = converted.report
+    try:
+        data = load_dataset(ticket.data_spec, data_dir)
+    except DataNotFoundError as exc:
+        if epochs:
+            raise
+        rep.update(accuracy_before=None, accuracy_after=None, accuracy_note=f"no accuracy: {exc}")
+        return
+    rep["accuracy_before"] = evaluate(model, data)["accuracy"]
+    rep["accuracy_after"] = evaluate(converted.module, data)["accuracy"]
+    if epochs:
+        cfg = ticket.meta.get("config", {})
+        tcfg = TrainConfig(cfg.get("lr", 0.1), cfg.get("momentum", 0.9), cfg.get("weight_decay", 1e-4),
+                           cfg.get("batch_size", 128))
+        with step(f"fine-tuning the projection for {epochs} epoch(s)"):
+            train_epochs(converted.module, data, tcfg, epochs, mask=converted.mask, seed=ticket.meta.get("seed", 0),
+                         stage="convert-finetune")
+        converted.mask.apply(converted.module)
+        converted.module.eval()
+        rep["finetune_epochs"] = epochs
+        rep["accuracy_after_finetune"] = evaluate(converted.module, data)["accuracy"]
+        rep["nonzero_density_after_finetune"] = _nonzero_density(converted.module, converted.mask)
+
+
+def _nonzero_density(module: nn.Module, mask: Any) -> float:
+    params = dict(module.named_parameters())
+    total = sum(k.numel() for _, k in mask.items())
+    return sum(int((params[n].detach() != 0).sum()) for n, _ in mask.items()) / max(1, total)
 
 
 def load_converted(run_dir: str | Path, fmt: str, example: torch.Tensor | None = None) -> nn.Module:

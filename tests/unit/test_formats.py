@@ -10,6 +10,7 @@ from torch import nn
 
 from sparsekit.formats import FORMATS, get_format, load_converted
 from sparsekit.formats.base import check_equal
+from sparsekit.mask import Mask
 from sparsekit.models import ModelSpec, build_model
 from sparsekit.ticket import Ticket
 from tests.unit._deploy_runs import channel_mask, make_run
@@ -41,9 +42,11 @@ def test_format_equals_masked_dense(runs, fmt, model):
     assert diff <= form.atol * 100
     if fmt in ("structured", "csr"):
         assert converted.reference_mask == mask  # these formats do not change the function at all
-    else:  # pattern formats: the projection only drops weights, never resurrects masked ones
+    else:  # pattern formats: the projection only drops weights; a revived mask slot holds exactly 0
+        params = dict(converted.module.named_parameters())
+        orig = dict(net.named_parameters())
         for n, keep in converted.reference_mask.items():
-            assert not bool((keep & ~mask[n]).any()), n
+            assert not bool(((params[n] != 0) & (orig[n] == 0)).any()), n
 
 
 def test_structured_removes_channels_and_macs(runs):
@@ -136,6 +139,82 @@ def test_nm_pattern_valid_and_counts_changes(runs):
     w = c.module[1].weight.detach()
     assert int(((w != 0).reshape(-1, 4).sum(1) > 1).sum()) == 0
     assert c.report["weights_changed"] > 0
+
+
+def _random_linear(density: float, shape=(300, 784), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(shape[1], shape[0]))
+    keep = torch.rand(shape, generator=g) < density
+    with torch.no_grad():
+        net[1].weight.mul_(keep)
+    return net, Mask({"1.weight": keep}), torch.randn(4, 1, 28, 28, generator=g)
+
+
+def test_block_projection_preserves_density_and_keeps_the_heaviest_blocks():
+    net, mask, x = _random_linear(0.1)
+    c = get_format("block", block=(4, 4)).convert(net, mask, x)
+    r = c.report
+    assert abs(r["density_after"] - r["density_before"]) <= 16 / (300 * 784)  # within one block
+    assert r["pattern_valid"] and r["layers"][0]["pattern_valid"] and r["skipped_layers"] == []
+    keep = c.mask["1.weight"]
+    w = net[1].weight.detach()
+    blocks = keep.reshape(75, 4, 196, 4).permute(0, 2, 1, 3).reshape(75, 196, 16)
+    assert bool((blocks.all(-1) | ~blocks.any(-1)).all())  # whole blocks only
+    l1 = (w.abs() * mask["1.weight"]).reshape(75, 4, 196, 4).permute(0, 2, 1, 3).reshape(75, 196, 16).sum(-1)
+    kept_blocks = blocks.all(-1)
+    assert float(l1[kept_blocks].min()) >= float(l1[~kept_blocks].max())  # the largest surviving magnitude
+    assert r["nonzero_density_after"] <= r["density_after"] and 0 < r["survivors_kept"] < 1
+
+
+def test_nm_projection_is_exactly_n_over_m_and_keeps_the_largest():
+    net, mask, x = _random_linear(0.5)
+    c = get_format("nm", n=2, m=4).convert(net, mask, x)
+    r = c.report
+    assert r["density_after"] == 0.5 and r["pattern_valid"]
+    w = net[1].weight.detach()
+    groups_w = (w * mask["1.weight"]).abs().reshape(-1, 4)
+    kept = c.mask["1.weight"].reshape(-1, 4)
+    alive = groups_w > 0
+    # no surviving weight is dropped while a smaller (or masked) one of its group is kept
+    dropped = torch.where(alive & ~kept, groups_w, torch.full_like(groups_w, -1)).max(1).values
+    held = torch.where(kept, torch.where(alive, groups_w, torch.zeros_like(groups_w)), torch.full_like(groups_w, 1e9))
+    assert bool((dropped <= held.min(1).values).all())
+    assert r["nonzero_density_after"] < 0.5 and r["weights_changed"] == int((alive & ~kept).sum())
+
+
+def test_nm_reports_skipped_layers_and_never_claims_them_valid(runs):
+    ticket = Ticket.load(runs["lenet300"])
+    c = get_format("nm", n=1, m=3).convert(ticket.materialize("final"), ticket.mask(), _x(ticket))
+    r = c.report
+    widths = {row["name"]: row for row in r["layers"]}
+    skipped = {s["name"]: s["reason"] for s in r["skipped_layers"]}
+    assert skipped and all("not a multiple of M=3" in why for why in skipped.values())
+    for name in skipped:
+        assert widths[name]["eligible"] is False and "pattern_valid" not in widths[name]
+        assert bool((c.mask[name] == ticket.mask()[name]).all())  # left as it was
+    assert set(r["patterned_layers"]) == set(widths) - set(skipped)
+
+
+def test_convert_cli_reports_accuracy_and_finetunes_the_projection(runs, tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from sparsekit.cli.main import app
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["lenet300"], run)
+    r = CliRunner().invoke(app, ["convert", str(run), "--format", "block", "--block", "4x4",
+                                 "--finetune-epochs", "1", "--json", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "c.json").read_text())["report"]
+    for key in ("accuracy_before", "accuracy_after", "accuracy_after_finetune"):
+        assert 0 <= rep[key] <= 1
+    assert "accuracy: ticket" in r.stdout and "valid on 3 of 3 layers" in r.stdout
+    assert rep["nonzero_density_after_finetune"] <= rep["density_after"] + 1e-9
+    bad = CliRunner().invoke(app, ["convert", str(run), "--format", "csr", "--finetune-epochs", "1"])
+    assert bad.exit_code == 2 and "--finetune-epochs" in bad.stderr
 
 
 def test_convert_cli_errors(runs):
