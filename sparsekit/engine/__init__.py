@@ -25,6 +25,7 @@ API (stable):
       (default on; ``SPARSEKIT_ENGINE_CACHE=0`` or ``cache=False`` disables).
     * ``isa``: "avx512" | "avx2" | "baseline" (default: best the CPU supports, or ``SPARSEKIT_ENGINE_ISA``).
     * ``input_shape``: per-sample shape for graphs whose input dims are symbolic.
+    * ``kernels``: "auto" (time both per layer), or force "sparse" / "dense" everywhere (tests, debugging).
 
 ``Session.run(x)`` accepts any batch size; float64/float16 inputs are converted to float32, any other
 dtype or a wrong shape raises ``EngineInputError``; non-contiguous arrays are copied.
@@ -84,10 +85,11 @@ def available_isas() -> list[str]:
 
 
 def load(path: str | os.PathLike, threads: int = 1, verify: bool = True, verify_input: np.ndarray | None = None,
-         cache: bool | None = None, isa: str | None = None, input_shape: tuple[int, ...] | None = None) -> Session:
+         cache: bool | None = None, isa: str | None = None, input_shape: tuple[int, ...] | None = None,
+         kernels: str = "auto") -> Session:
     """Load an ONNX classifier into a verified sparse-cpu Session (see the module docstring)."""
     return Session(path, threads=threads, verify=verify, verify_input=verify_input, cache=cache, isa=isa,
-                   input_shape=input_shape)
+                   input_shape=input_shape, kernels=kernels)
 
 
 class Session:
@@ -95,7 +97,7 @@ class Session:
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, verify: bool = True,
                  verify_input: np.ndarray | None = None, cache: bool | None = None, isa: str | None = None,
-                 input_shape: tuple[int, ...] | None = None) -> None:
+                 input_shape: tuple[int, ...] | None = None, kernels: str = "auto") -> None:
         from sparsekit.engine import planner as P
         from sparsekit.engine.graph import load_graph
 
@@ -108,6 +110,9 @@ class Session:
         avail = list(native.available_isas())
         if isa != "auto" and isa not in avail:
             raise EngineError(f"ISA '{isa}' is not available here (available: {', '.join(avail)})")
+        if kernels not in ("auto", "sparse", "dense"):
+            raise EngineError(f"kernels must be 'auto', 'sparse' or 'dense', got {kernels!r}")
+        self.kernels = kernels
         if cache is None:
             cache = os.environ.get("SPARSEKIT_ENGINE_CACHE", "1") not in ("0", "false", "no", "off")
         graph = load_graph(path)
@@ -196,8 +201,10 @@ class Session:
                                      "us": {}, "cached": False}
             if n.kind in ("conv", "fc"):
                 key = P.layer_key(n, ip, self.isa, self.threads, self.chunk)
-                hit = cache.get(key)
-                if hit is None:
+                hit = cache.get(key) if self.kernels == "auto" else None
+                if self.kernels != "auto":
+                    us, choice = {}, self.kernels
+                elif hit is None:
                     nb = self.chunk if n.kind == "fc" else 1
                     us = {v: self._time(idx, i, nb) for i, v in enumerate(("sparse", "dense"))}
                     choice = min(us, key=us.get)

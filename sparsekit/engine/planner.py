@@ -103,6 +103,9 @@ def lower(graph: Graph, in_shape: tuple[int, ...]) -> tuple[list[ENode], dict[st
         op, a, nm = node.op, node.attrs, node.name
         out = node.outputs[0]
         x = ins[0]
+        if op in BIN_CODES:
+            _lower_binary(node, ins, shapes, consts, nodes)
+            continue
         if x not in shapes:
             raise unsupported(op, nm, "its data input must be the first input")
         xs = shapes[x]

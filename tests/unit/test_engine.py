@@ -1,0 +1,341 @@
+"""sparse-cpu engine: single-op parity grid vs the numpy reference and ONNX Runtime, every ISA, threads
+1 vs 2, fusions, bad inputs, cache, the torch-free runtime path. Graphs are built with onnx.helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.unit._engine_graphs import conv_model, fc_model, model, rand_weight
+
+engine = pytest.importorskip("sparsekit.engine")
+from sparsekit.engine import (  # noqa: E402
+    EngineInputError,
+    EngineLoadError,
+    EngineUnsupported,
+    EngineVerifyError,
+)
+from sparsekit.engine.reference import run_reference  # noqa: E402
+from sparsekit.errors import ArtifactError, SparsekitError  # noqa: E402
+
+ISAS = engine.available_isas()
+RTOL = 1e-4
+
+
+def close(a: np.ndarray, b: np.ndarray, tol: float = RTOL) -> None:
+    scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
+    err = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
+    assert err <= tol * scale, f"max|diff| {err} > {tol * scale}"
+
+
+def check_all(path: str, x: np.ndarray, isas=ISAS, kernels=("sparse", "dense")) -> None:
+    """Every ISA x kernel family vs the numpy reference; threads 1 and 2 bitwise identical; batch-1 agrees."""
+    ref = run_reference(path, x)
+    for isa in isas:
+        for k in kernels:
+            s1 = engine.load(path, threads=1, isa=isa, cache=False, kernels=k)
+            assert s1.isa == isa
+            y1 = s1.run(x)
+            assert y1.shape == ref.shape
+            close(y1, ref)
+            s2 = engine.load(path, threads=2, isa=isa, cache=False, verify=False, kernels=k)
+            np.testing.assert_array_equal(s2.run(x), y1)
+            np.testing.assert_allclose(s1.run(x[:1]), y1[:1], rtol=1e-5, atol=1e-5)
+
+
+CONV_GRID = [
+    dict(k=1, pads=(0, 0, 0, 0)),
+    dict(k=3),
+    dict(k=5, pads=(2, 2, 2, 2), density=0.01),
+    dict(k=7, pads=(3, 3, 3, 3), C=3, O=5, H=17, W=15),
+    dict(k=3, s=2),
+    dict(k=1, s=2, pads=(0, 0, 0, 0)),
+    dict(k=7, s=2, pads=(3, 3, 3, 3), C=3, O=9, H=21, W=19),
+    dict(k=3, pads=(0, 1, 2, 0)),  # asymmetric
+    dict(k=3, s=2, pads=(1, 0, 0, 1)),
+    dict(k=3, d=2, pads=(2, 2, 2, 2)),
+    dict(k=3, s=2, d=2, pads=(1, 2, 2, 1), H=13, W=11),
+    dict(k=3, g=2, C=8, O=12),
+    dict(k=3, g=8, C=8, O=8, density=1.0),  # depthwise
+    dict(k=5, g=6, C=6, O=12, pads=(2, 2, 2, 2), s=2),  # depthwise multiplier 2, stride 2
+    dict(k=3, density=0.0),  # all-zero layer
+    dict(k=3, density=1.0, C=17, O=23, act="LeakyRelu"),
+    dict(k=3, density=0.5, zero_channel=True, act=None),
+    dict(k=3, auto_pad="SAME_UPPER", s=2, H=9, W=8),
+    dict(k=(1, 3), pads=(0, 1, 0, 1), act="HardSwish"),
+    dict(k=3, residual=True, act="Relu"),
+    dict(k=3, bias=False, act="Sigmoid", H=1, W=1, pads=(1, 1, 1, 1)),
+    dict(k=3, C=33, O=40, H=31, W=29, density=0.1, s=1),
+]
+
+
+@pytest.mark.parametrize("cfg", CONV_GRID, ids=[str(i) for i in range(len(CONV_GRID))])
+def test_conv_grid(tmp_path, cfg):
+    rng = np.random.default_rng(abs(hash(str(cfg))) % 2**32)
+    path = conv_model(tmp_path / "c.onnx", rng, **cfg)
+    C, H, W = cfg.get("C", 8), cfg.get("H", 10), cfg.get("W", 9)
+    check_all(path, rng.standard_normal((3, C, H, W)).astype(np.float32))
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.5, 1.0])
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_fc_batches(tmp_path, density, batch):
+    rng = np.random.default_rng(int(density * 100) + batch)
+    path = fc_model(tmp_path / "f.onnx", rng, F=53, O=21, density=density)
+    check_all(path, rng.standard_normal((batch, 53)).astype(np.float32), isas=ISAS if batch != 64 else ISAS[:1])
+
+
+@pytest.mark.parametrize("kw", [dict(alpha=0.5, beta=2.0), dict(transB=0), dict(op="MatMul", act=None)])
+def test_gemm_attrs(tmp_path, kw):
+    rng = np.random.default_rng(1)
+    path = fc_model(tmp_path / "g.onnx", rng, **kw)
+    check_all(path, rng.standard_normal((5, 37)).astype(np.float32))
+
+
+def test_conv_batch64_threads(tmp_path):
+    rng = np.random.default_rng(3)
+    path = conv_model(tmp_path / "c.onnx", rng, C=16, O=16, H=16, W=16, density=0.05)
+    x = rng.standard_normal((64, 16, 16, 16)).astype(np.float32)
+    s1, s2 = engine.load(path, threads=1, cache=False), engine.load(path, threads=2, cache=False)
+    np.testing.assert_array_equal(s1.run(x), s2.run(x))
+    close(s1.run(x), run_reference(path, x))
+
+
+def _cnn(tmp_path, rng, opset=17) -> str:
+    """BN, SE-style broadcast Mul, Concat, pools, Clip-as-inputs, ReduceMean, Reshape, Dropout, Constant."""
+    C = 6
+    w1 = rand_weight(rng, (C, 3, 3, 3), 0.7)
+    w2 = rand_weight(rng, (C, C, 1, 1), 0.5)
+    bn = [rng.uniform(0.5, 1.5, C), rng.standard_normal(C), rng.standard_normal(C) * 0.1, rng.uniform(0.5, 2, C)]
+    fcw = rand_weight(rng, (10, 2 * C), 0.8)
+    inits = {"w1": w1, "w2": w2, "s": bn[0].astype(np.float32), "bb": bn[1].astype(np.float32),
+             "m": bn[2].astype(np.float32), "v": bn[3].astype(np.float32), "fcw": fcw,
+             "fcb": rng.standard_normal(10).astype(np.float32), "lo": np.array(0.0, np.float32),
+             "hi": np.array(6.0, np.float32), "cshift": rng.standard_normal((1, C, 1, 1)).astype(np.float32),
+             "axes": np.array([2, 3], np.int64)}
+    shape = helper.make_tensor("shp", 7, [2], [-1, 2 * C])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+        helper.make_node("BatchNormalization", ["c1", "s", "bb", "m", "v"], ["b1"], name="bn1"),
+        helper.make_node("Clip", ["b1", "lo", "hi"], ["r1"], name="relu6"),
+        helper.make_node("GlobalAveragePool", ["r1"], ["g1"], name="gap"),
+        helper.make_node("HardSigmoid", ["g1"], ["hs"], name="hsig"),
+        helper.make_node("Mul", ["r1", "hs"], ["se"], name="se_mul"),
+        helper.make_node("Add", ["se", "cshift"], ["se2"], name="bias_add"),
+        helper.make_node("Conv", ["se2", "w2"], ["c2"], name="c2"),
+        helper.make_node("BatchNormalization", ["c2", "s", "bb", "m", "v"], ["b2"], name="bn_standalone_src"),
+        helper.make_node("Concat", ["b2", "se2"], ["cat"], axis=1, name="cat"),
+        helper.make_node("LeakyRelu", ["cat"], ["lr"], alpha=0.1, name="lrelu"),
+        helper.make_node("MaxPool", ["lr"], ["mp"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], name="mp"),
+        helper.make_node("AveragePool", ["mp"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0],
+                         count_include_pad=1, ceil_mode=1, name="ap"),
+        helper.make_node("BatchNormalization", ["ap", "s2", "bb2", "m2", "v2"], ["bn3"], name="bn_affine"),
+        helper.make_node("ReduceMean", ["bn3", "axes"], ["rm"], keepdims=1, name="rmean"),
+        helper.make_node("Dropout", ["rm"], ["dr"], name="drop"),
+        helper.make_node("Constant", [], ["shp"], value=shape, name="const_shape"),
+        helper.make_node("Reshape", ["dr", "shp"], ["fl"], name="reshape"),
+        helper.make_node("Gemm", ["fl", "fcw", "fcb"], ["y0"], transB=1, name="fc"),
+        helper.make_node("HardSwish", ["y0"], ["y"], name="hswish"),
+    ]
+    C2 = 2 * C
+    inits.update({"s2": rng.uniform(0.5, 1.5, C2).astype(np.float32), "bb2": rng.standard_normal(C2).astype(np.float32),
+                  "m2": np.zeros(C2, np.float32), "v2": np.ones(C2, np.float32)})
+    return model(nodes, inits, (3, 15, 14), tmp_path / "cnn.onnx", opset=opset)
+
+
+def test_mixed_ops_graph(tmp_path):
+    rng = np.random.default_rng(7)
+    path = _cnn(tmp_path, rng, opset=18)
+    x = rng.standard_normal((4, 3, 15, 14)).astype(np.float32)
+    check_all(path, x)
+    s = engine.load(path, cache=False)
+    kinds = [p["kind"] for p in s.plan()]
+    assert kinds.count("conv") == 2 and "concat" in kinds and "gap" in kinds
+    c1 = next(p for p in s.plan() if p["name"] == "c1")
+    assert any("BatchNormalization" in f for f in c1["fused"]) and any("Clip" in f for f in c1["fused"])
+    v = s.verification
+    assert v["verified"] and v["reference"] == "onnxruntime" and v["atol"] == engine.VERIFY_ATOL and v["batch"] == 8
+
+
+@pytest.mark.parametrize("pool", [
+    dict(op="MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+    dict(op="MaxPool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(op="MaxPool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 2], dilations=[2, 1]),
+    dict(op="AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(op="AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+    dict(op="AveragePool", kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1, count_include_pad=1, pads=[0, 1, 0, 1]),
+    dict(op="AveragePool", kernel_shape=[3, 3], auto_pad="SAME_UPPER", strides=[2, 2]),
+])
+def test_pools(tmp_path, pool):
+    rng = np.random.default_rng(5)
+    pool = dict(pool)
+    op = pool.pop("op")
+    path = model([helper.make_node(op, ["x"], ["y"], **pool)], {}, (5, 11, 10), tmp_path / "p.onnx")
+    check_all(path, rng.standard_normal((2, 5, 11, 10)).astype(np.float32))
+
+
+def test_broadcast_binary_and_flatten(tmp_path):
+    rng = np.random.default_rng(9)
+    inits = {"k": rng.standard_normal((1, 1, 7)).astype(np.float32), "d": rng.uniform(1, 2, (4, 1, 1)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["a"]),           # broadcast over W (general binary)
+        helper.make_node("Div", ["a", "d"], ["b"]),           # per-channel -> affine
+        helper.make_node("Sub", ["d", "b"], ["c"]),           # const - tensor
+        helper.make_node("Add", ["c", "x"], ["e"]),           # tensor + tensor, no producer to fuse into
+        helper.make_node("Relu", ["e"], ["f"]),
+        helper.make_node("Flatten", ["f"], ["y"], axis=1),
+    ]
+    path = model(nodes, inits, (4, 6, 7), tmp_path / "b.onnx")
+    check_all(path, rng.standard_normal((3, 4, 6, 7)).astype(np.float32))
+
+
+def test_sparse_initializers(tmp_path):
+    rng = np.random.default_rng(11)
+    w = rand_weight(rng, (12, 4, 3, 3), 0.1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["z"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["z"], ["y"])]
+    path = model(nodes, {}, (4, 9, 9), tmp_path / "s.onnx", sparse={"w": w})
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    s = engine.load(path, cache=False)
+    close(s.run(x), run_reference(path, x))
+    assert abs(s.plan()[0]["density"] - float((w != 0).mean())) < 1e-9
+
+
+def test_external_data(tmp_path):
+    import onnx
+
+    rng = np.random.default_rng(12)
+    path = conv_model(tmp_path / "e.onnx", rng, C=16, O=32, density=0.3)
+    m = onnx.load(path)
+    onnx.save_model(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.data", size_threshold=0)
+    assert (tmp_path / "ext.data").exists()
+    x = rng.standard_normal((2, 16, 10, 9)).astype(np.float32)
+    close(engine.load(tmp_path / "ext.onnx", cache=False).run(x), run_reference(path, x))
+
+
+def test_plan_contents(tmp_path):
+    rng = np.random.default_rng(13)
+    path = conv_model(tmp_path / "c.onnx", rng, C=16, O=16, density=0.25)
+    p = engine.load(path, cache=False).plan()[0]
+    assert p["kernel"] in ("sparse", "dense") and set(p["us"]) == {"sparse", "dense"}
+    assert p["macs_dense"] == 16 * 16 * 3 * 3 * 10 * 9
+    assert 0.15 < p["density"] < 0.35
+    assert p["macs_sparse"] <= p["macs_dense"]
+
+
+def test_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(14)
+    path = conv_model(tmp_path / "c.onnx", rng)
+    assert not any(p["cached"] for p in engine.load(path).plan())
+    f = tmp_path / "cache" / "sparsekit" / "engine" / "choices.json"
+    assert f.exists() and json.loads(f.read_text())
+    assert all(p["cached"] for p in engine.load(path).plan() if p["kind"] == "conv")
+    assert not any(p["cached"] for p in engine.load(path, cache=False).plan())
+    monkeypatch.setenv("SPARSEKIT_ENGINE_CACHE", "0")
+    assert not any(p["cached"] for p in engine.load(path).plan())
+
+
+def test_isa_env(tmp_path, monkeypatch):
+    rng = np.random.default_rng(15)
+    path = conv_model(tmp_path / "c.onnx", rng)
+    monkeypatch.setenv("SPARSEKIT_ENGINE_ISA", "baseline")
+    assert engine.load(path, cache=False, verify=False).isa == "baseline"
+    monkeypatch.setenv("SPARSEKIT_ENGINE_ISA", "nonsense")
+    with pytest.raises(SparsekitError, match="not available"):
+        engine.load(path, cache=False, verify=False)
+
+
+# --------------------------------------------------------------------------------------------- bad inputs
+@pytest.fixture
+def conv_session(tmp_path):
+    return engine.load(conv_model(tmp_path / "c.onnx", np.random.default_rng(0)), cache=False)
+
+
+def test_wrong_shape(conv_session):
+    with pytest.raises(EngineInputError, match=r"expected input \(N, 8, 10, 9\) float32, got \(8, 10, 9\)"):
+        conv_session.run(np.zeros((8, 10, 9), np.float32))
+    with pytest.raises(EngineInputError, match="got \\(2, 8, 10, 10\\)"):
+        conv_session.run(np.zeros((2, 8, 10, 10), np.float32))
+
+
+def test_dtypes(conv_session):
+    x = np.random.default_rng(0).standard_normal((2, 8, 10, 9))
+    np.testing.assert_array_equal(conv_session.run(x), conv_session.run(x.astype(np.float32)))  # float64 converted
+    with pytest.raises(EngineInputError, match="int64"):
+        conv_session.run(np.zeros((2, 8, 10, 9), np.int64))
+    xt = np.asfortranarray(x.astype(np.float32))
+    np.testing.assert_array_equal(conv_session.run(xt), conv_session.run(x.astype(np.float32)))
+    assert conv_session.run(np.zeros((0, 8, 10, 9), np.float32)).shape == (0, 16, 10, 9)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "Erf"])
+def test_unsupported_op(tmp_path, op):
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["r"], ["y"], name=f"{op.lower()}_3")]
+    path = model(nodes, {}, (10,), tmp_path / "u.onnx")
+    with pytest.raises(EngineUnsupported) as ei:
+        engine.load(path)
+    msg = str(ei.value)
+    assert msg == f"op '{op}' (node '{op.lower()}_3') is not supported by sparse-cpu; use --runtime ort-cpu"
+    assert isinstance(ei.value, SparsekitError) and ei.value.exit_code == 1
+
+
+def test_corrupt_and_missing(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    for p in (bad, tmp_path / "missing.onnx", tmp_path):
+        with pytest.raises(EngineLoadError) as ei:
+            engine.load(p)
+        assert isinstance(ei.value, ArtifactError) and "\n" not in str(ei.value)
+    txt = tmp_path / "t.onnx"
+    txt.write_text("not onnx at all")
+    with pytest.raises(EngineLoadError):
+        engine.load(txt)
+
+
+def test_verify_failure_and_vacuous(tmp_path, monkeypatch):
+    rng = np.random.default_rng(16)
+    path = conv_model(tmp_path / "z.onnx", rng, density=0.0, bias=False)
+    s = engine.load(path, cache=False)
+    assert s.verification["vacuous"] and "note" in s.verification
+    path = conv_model(tmp_path / "c.onnx", rng)
+    import sparsekit.engine as E
+
+    monkeypatch.setattr(E, "VERIFY_ATOL", -1.0)  # impossible tolerance -> the check must fire
+    with pytest.raises(EngineVerifyError, match="differs from onnxruntime"):
+        engine.load(path, cache=False)
+    assert engine.load(path, cache=False, verify=False).verification == {"verified": False}
+
+
+def test_verify_input(tmp_path):
+    rng = np.random.default_rng(17)
+    path = conv_model(tmp_path / "c.onnx", rng)
+    s = engine.load(path, cache=False, verify_input=rng.standard_normal((5, 8, 10, 9)).astype(np.float32))
+    assert s.verification["batch"] == 5
+
+
+def test_runtime_path_imports_no_torch(tmp_path):
+    rng = np.random.default_rng(18)
+    path = conv_model(tmp_path / "c.onnx", rng)
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    code = (
+        "import sys, numpy as np\n"
+        "import sparsekit.engine as E\n"
+        f"s = E.load({str(path)!r}, threads=2)\n"
+        "y = s.run(np.ones((2, 8, 10, 9), np.float32))\n"
+        "assert 'torch' not in sys.modules or getattr(sys.modules['torch'], '__file__', '').startswith("
+        f"{str(block)!r})\n"
+        "print('ok', y.shape, s.isa)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), str(Path.cwd())]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("ok (2, 16, 10, 9)")
