@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from tests.unit._engine_graphs import conv_model, fc_model, model, rand_weight
+from tests.unit.test_engine_graphs import conv_model, fc_model, model, rand_weight
 
 engine = pytest.importorskip("sparsekit.engine")
 from sparsekit.engine import (  # noqa: E402

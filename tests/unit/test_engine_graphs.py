@@ -1,4 +1,4 @@
-"""Tiny ONNX graphs for the sparse-cpu engine tests (onnx.helper only, no torch)."""
+"""Tiny ONNX graphs for the sparse-cpu engine tests (onnx.helper only, no torch; no tests in this file)."""
 
 from __future__ import annotations
 
