@@ -73,6 +73,7 @@ class PruneConfig:
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
     dense_reference: bool = field(default=True, metadata={"help": "also train the dense model with the same budget"})
     force: bool = field(default=False, metadata={"help": "redo completed stages"})
+    eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples (None: all)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.sparsity, (int, float)) or not math.isfinite(self.sparsity) or not 0 <= self.sparsity < 1:
@@ -87,6 +88,8 @@ class PruneConfig:
             # it rounds per-layer channel budgets; a global ranking has none to round
             raise UsageError("--channel-multiple rounds per-layer channel budgets: it needs --granularity channel "
                              "and --layerwise")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise UsageError(f"--eval-limit must be >= 1, got {self.eval_limit}")
         if self.granularity not in ("weight", "channel"):
             raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -114,6 +117,8 @@ class PruneConfig:
         for k in ("out", "force", "data_dir", "download", "device"):
             d.pop(k)
         d["include"], d["exclude"] = list(self.policy().include), list(self.policy().exclude)
+        if d.get("eval_limit") is None:
+            d.pop("eval_limit", None)  # the full test set: runs written before the option still resume
         if d["channel_multiple"] == 1:
             d.pop("channel_multiple")  # no effect: runs written before the option existed still resume
         return d
@@ -276,7 +281,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
         if is_main:
             save_state(paths.theta_k(out), model)
         meta["timings"]["pretrain_s"] = secs
-        meta["metrics"]["accuracy_at_theta_k"] = evaluate(model, data, device=cfg.device)["accuracy"]
+        meta["metrics"]["accuracy_at_theta_k"] = evaluate(model, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
         if is_main:
             stages.finish("pretrain", epochs=cfg.pretrain_epochs)
     theta_k = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -342,7 +347,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
         if is_main:
             save_state(paths.final_weights(out), model)
             stages.finish("finetune", epochs=epochs)
-    meta["metrics"]["accuracy"] = evaluate(model, data, device=cfg.device)["accuracy"]
+    meta["metrics"]["accuracy"] = evaluate(model, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
     measured = sparsity_of(model, names)
 
     # 4. dense reference: same starting weights, same budget, no mask
@@ -353,7 +358,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
         train_epochs(dense, data, tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
                      on_epoch=log_epoch, stage="dense", ddp=dist, checkpoint=paths.checkpoint(out, "dense"))
         meta["timings"]["dense_s"] = time.perf_counter() - t0
-        meta["metrics"]["dense_accuracy"] = evaluate(dense, data, device=cfg.device)["accuracy"]
+        meta["metrics"]["dense_accuracy"] = evaluate(dense, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
         if is_main:
             save_state(paths.dense_weights(out), dense)
             stages.finish("dense", epochs=epochs)
@@ -376,6 +381,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
         "mask_sha256": meta["mask_sha256"],
         "timings": dict(t),
         "search_info": meta["method"].get("info", {}),
+        "eval_limit": cfg.eval_limit,  # None: accuracies are on the whole test split
     }
     meta["complete"] = True
     if is_main:
@@ -395,7 +401,7 @@ def _untrained_mask_accuracy(model: torch.nn.Module, mask: Mask, data: DataBundl
     probe = copy.deepcopy(model)
     mask.apply(probe)
     probe.load_state_dict(_masked_bn_stats(probe, data, cfg), strict=False)
-    return evaluate(probe, data, device=cfg.device)["accuracy"]
+    return evaluate(probe, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
 
 
 def _masked_bn_stats(masked: torch.nn.Module, data: DataBundle, cfg: PruneConfig) -> dict[str, torch.Tensor]:

@@ -53,6 +53,7 @@ def prune_cmd(
     opt: Annotated[list[str] | None, typer.Option(help="method option KEY=VALUE (repeatable)")] = None,
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="also train the dense reference with the same budget")] = True,
     force: Annotated[bool, typer.Option("--force", help="redo completed stages of an existing run")] = False,
+    eval_limit: Annotated[int | None, typer.Option(help="evaluate on the first N test samples only (quick looks)")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: torch's choice]")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
@@ -72,7 +73,7 @@ def prune_cmd(
             search_epochs=search_epochs, batch_size=batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, data_dir=data_dir, download=download, layerwise=layerwise,
             granularity=granularity, channel_multiple=channel_multiple, include=tuple(include or ("*",)),
-            exclude=tuple(exclude) if exclude else None, weight_init=weight_init,
+            exclude=tuple(exclude) if exclude else None, weight_init=weight_init, eval_limit=eval_limit,
             method_options=options, dense_reference=dense, force=force,
         )
         dist = from_environment(device)

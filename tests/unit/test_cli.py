@@ -218,3 +218,14 @@ def test_slow_steps_get_progress_lines(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "STEP_NOTICE_S", 60.0)
     quick = invoke(["export", str(tiny_run), "--out", str(tmp_path / "m.onnx")])
     assert "done in" not in quick.stderr  # quick steps print nothing
+
+
+def test_eval_limit_evaluates_on_n_test_samples(tmp_path):
+    r = invoke(BASE + ["--sparsity", "0.9", "--eval-limit", "37", "--out", str(tmp_path / "o"), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["eval_limit"] == 37
+    for key in ("accuracy", "accuracy_before_finetune", "dense_accuracy"):
+        assert abs(res[key] * 37 - round(res[key] * 37)) < 1e-9, key  # k correct out of 37
+    assert_one_line_error(invoke(BASE + ["--sparsity", "0.9", "--eval-limit", "0", "--out", str(tmp_path / "p")]),
+                          2, "--eval-limit")
