@@ -70,6 +70,38 @@ def guarded_dir(path: Path, *, enabled: bool = True, backup: bool = False) -> It
         shutil.rmtree(saved, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def preserved_files(files: list[Path], *, enabled: bool = True) -> Iterator[None]:
+    """Restore ``files`` exactly as they were (present or absent) if the block fails or is interrupted.
+
+    Used where a command rewrites a complete result in place (``finetune``): a copy of each file is
+    kept under a temporary name next to it and renamed back on failure, removed on success.
+    """
+    if not enabled:
+        yield
+        return
+    kept: list[tuple[Path, Path | None]] = []
+    try:
+        for f in map(Path, files):
+            if f.is_file():
+                copy = f.with_name(f".{f.name}.keep-{os.getpid()}")
+                shutil.copy2(f, copy)
+                kept.append((f, copy))
+            else:
+                kept.append((f, None))
+        yield
+    except BaseException:
+        for f, copy in kept:
+            if copy is not None:
+                os.replace(copy, f)
+            else:
+                f.unlink(missing_ok=True)
+        raise
+    for _, copy in kept:
+        if copy is not None:
+            copy.unlink(missing_ok=True)
+
+
 def write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
     atomic_write(path, lambda p: p.write_text(text))

@@ -414,8 +414,20 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
              dense_reference: bool = True, dist: Any = None) -> dict[str, Any]:
     """Re-train an existing ticket from theta_K for ``epochs`` (default: the run's budget).
 
-    The dense reference is retrained with the same budget so the comparison stays fair.
+    The dense reference is retrained with the same budget so the comparison stays fair. If it
+    fails or is interrupted (NaN loss, missing data, Ctrl-C), run.json and the weights it rewrites
+    are restored as they were: the run stays complete and usable.
     """
+    from sparsekit._io import preserved_files
+
+    out = Path(run_dir)
+    files = [paths.run_json(out), paths.final_weights(out), paths.dense_weights(out)]
+    with preserved_files(files, enabled=out.is_dir() and getattr(dist, "rank", 0) == 0):
+        return _finetune(run_dir, epochs, data_dir, dense_reference, dist)
+
+
+def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, dense_reference: bool,
+              dist: Any) -> dict[str, Any]:
     ticket = Ticket.load(run_dir)
     meta = ticket.meta
     cfg_d = meta["config"]

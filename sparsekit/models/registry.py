@@ -173,14 +173,18 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     """Build a model from its spec with a seeded initialization (random init, never downloads)."""
     if seed is not None:
         torch.manual_seed(seed)
+    from sparsekit.progress import step
+
     name = spec.name
     if name.startswith("tv:"):
         from sparsekit.models.torchvision_models import build_torchvision
 
-        return build_torchvision(name[3:], spec.in_shape, spec.num_classes)
+        with step(f"building {name}"):
+            return build_torchvision(name[3:], spec.in_shape, spec.num_classes)
     if is_user_factory(name):
         file_override = _check_trusted(spec) if spec.from_artifact else None
-        return _build_user_model(name, spec.in_shape, spec.num_classes, file_override)
+        with step(f"building {name}"):
+            return _build_user_model(name, spec.in_shape, spec.num_classes, file_override)
     factory = MODELS.get(name)
     return factory(spec.in_shape, spec.num_classes)
 

@@ -159,3 +159,18 @@ def test_interrupted_fresh_prune_keeps_its_dir_for_resume(tmp_path, monkeypatch)
     r = runner.invoke(app, BASE + ["--sparsity", "0.5", "--out", str(out)])
     one_line(r, 130, "run the same command again")
     assert (out / "run.json").is_file()
+
+
+def test_failed_finetune_leaves_the_run_as_it_was(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["config"]["lr"] = 1e30  # the next fine-tune diverges
+    (run / "run.json").write_text(json.dumps(meta))
+    before = tree_digest(run)
+    one_line(runner.invoke(app, ["finetune", str(run), "--epochs", "2"]), 1, "loss became")
+    assert tree_digest(run) == before  # still complete, same weights, no stray copies
+    assert runner.invoke(app, ["info", str(run)]).exit_code == 0
