@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv data demo test lint bench-tickets bench-slt bench-deploy clean
 
-$(STAMP): pyproject.toml
+# native engine sources (sparsekit/engine/_native): editing them re-runs the editable install (rebuild)
+ENGINE_SRC := CMakeLists.txt $(wildcard native/*.cpp native/*.h native/*.inc)
+
+$(STAMP): pyproject.toml $(ENGINE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
@@ -38,3 +41,8 @@ bench-deploy: $(STAMP) data
 
 clean:
 	rm -rf .demo .bench runs
+
+.PHONY: bench-engine
+# sparse-cpu vs ONNX Runtime (dense) over sparsities; BENCH_ENGINE_ARGS=--quick for a short run
+bench-engine: $(STAMP)
+	$(PY) benchmarks/bench_engine.py $(BENCH_ENGINE_ARGS)
