@@ -29,3 +29,7 @@ class VerificationError(SparsekitError):
 
 class ArtifactError(SparsekitError):
     """A run directory or model file is missing, incomplete or corrupt."""
+
+
+class LayerCollapseError(SparsekitError):
+    """A mask keeps no weight of some prunable layer: the network is disconnected (exit code 1)."""

@@ -24,6 +24,7 @@ from sparsekit.errors import ArtifactError, UsageError
 from sparsekit.mask import Mask, sparsity_of
 from sparsekit.masking.bn_stats import recalibrate
 from sparsekit.masking.channel_groups import training_mask
+from sparsekit.masking.collapse import check_layer_collapse
 from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models.init import apply_weight_init
@@ -43,6 +44,16 @@ log = logging.getLogger("sparsekit")
 DEFAULT_PRETRAIN_EPOCHS = 1
 DEFAULT_FINETUNE_EPOCHS = 3
 
+#: config keys added after run.json's first schema, with the value that reproduces what runs written
+#: before them did. ``identity`` leaves a key out when it has that value (so old runs still resume);
+#: ``stored_config`` fills missing keys of an old run.json with it (so old runs stay loadable).
+LEGACY_CONFIG: dict[str, Any] = {"channel_multiple": 1, "search_steps": None}
+
+
+def stored_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``config`` with the keys it predates filled with their legacy values."""
+    return {**LEGACY_CONFIG, **meta.get("config", {})}
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -58,6 +69,7 @@ class PruneConfig:
     pretrain_epochs: int = field(default=DEFAULT_PRETRAIN_EPOCHS, metadata={"help": "dense epochs before the search (rewind point K)"})
     finetune_epochs: int | None = field(default=None, metadata={"help": "ticket training epochs (None: method default)"})
     search_epochs: int | None = field(default=None, metadata={"help": "epochs of a learned-mask search (None: method default)"})
+    search_steps: int | None = field(default=None, metadata={"help": "steps of a learned-mask search, instead of epochs (None: use epochs)"})
     batch_size: int = field(default=128, metadata={"help": "training batch size"})
     lr: float = field(default=0.1, metadata={"help": "SGD learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
@@ -73,12 +85,13 @@ class PruneConfig:
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
     dense_reference: bool = field(default=True, metadata={"help": "also train the dense model with the same budget"})
     force: bool = field(default=False, metadata={"help": "redo completed stages"})
+    allow_layer_collapse: bool = field(default=False, metadata={"help": "keep a mask that leaves a prunable layer with 0 weights"})
     eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples (None: all)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.sparsity, (int, float)) or not math.isfinite(self.sparsity) or not 0 <= self.sparsity < 1:
             raise UsageError(f"--sparsity must be a number in [0, 1), got {self.sparsity!r}")
-        for name in ("pretrain_epochs", "finetune_epochs", "search_epochs"):
+        for name in ("pretrain_epochs", "finetune_epochs", "search_epochs", "search_steps"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
@@ -96,7 +109,13 @@ class PruneConfig:
             raise UsageError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError("--device cuda requested but CUDA is not available on this machine")
-        METHODS.get(self.method)  # unknown method -> UsageError with "did you mean"
+        method = METHODS.get(self.method)  # unknown method -> UsageError with "did you mean"
+        if self.search_epochs is not None and self.search_steps is not None:
+            raise UsageError("give --search-epochs or --search-steps, not both")
+        if getattr(method, "learned_search", False) and 0 in (self.search_epochs, self.search_steps):
+            what = "--search-steps 0" if self.search_steps == 0 else "--search-epochs 0"
+            raise UsageError(f"--method {self.method}: {what} is a search of 0 steps, which returns the untrained "
+                             "initial mask (a disconnected network); give at least one step")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(self.lr, self.momentum, self.weight_decay, self.batch_size, 0.0, self.device)
@@ -114,13 +133,14 @@ class PruneConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (a rerun with the same identity may resume)."""
         d = asdict(self)
-        for k in ("out", "force", "data_dir", "download", "device"):
+        for k in ("out", "force", "data_dir", "download", "device", "allow_layer_collapse"):
             d.pop(k)
         d["include"], d["exclude"] = list(self.policy().include), list(self.policy().exclude)
         if d.get("eval_limit") is None:
             d.pop("eval_limit", None)  # the full test set: runs written before the option still resume
-        if d["channel_multiple"] == 1:
-            d.pop("channel_multiple")  # no effect: runs written before the option existed still resume
+        for k, legacy in LEGACY_CONFIG.items():
+            if k in d and d[k] == legacy:
+                d.pop(k)  # the behaviour of runs written before the option existed: they still resume
         return d
 
 
@@ -309,6 +329,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
             dist=dist,
             theta_k=theta_k,
             search_epochs=cfg.search_epochs,
+            search_steps=cfg.search_steps,
             channel_multiple=cfg.channel_multiple,
         )
         t0 = time.perf_counter()
@@ -316,6 +337,11 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
         secs = time.perf_counter() - t0
         mask, state_updates = result.mask, result.state_updates
         mask.validate(model)
+        collapsed = check_layer_collapse(mask, cfg.allow_layer_collapse, cfg.method)
+        if collapsed:
+            result.info["collapsed_layers"] = collapsed
+            log.warning("warning: %d prunable layer(s) keep 0 weights (--allow-layer-collapse): %s",
+                        len(collapsed), ", ".join(collapsed))
         meta["timings"]["search_s"] = secs
         meta["method"]["info"] = result.info
         if is_main:

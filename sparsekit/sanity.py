@@ -21,6 +21,7 @@ estimated and the verdict is "inconclusive".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 from collections.abc import Callable, Iterable
@@ -29,12 +30,15 @@ from typing import Any
 
 import torch
 
+from sparsekit import paths
 from sparsekit.data.bundle import DataBundle, load_dataset
+from sparsekit.masking.bn_stats import recalibrate, recalibrate_for_mask
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext, parse_options, select
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import build_model
+from sparsekit.pipeline import stored_config
 from sparsekit.ticket import Ticket, load_state
 from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
 
@@ -70,7 +74,7 @@ class _Run:
     def __init__(self, run_dir: Path | str, data: DataBundle | None, data_dir: str | None, device: str) -> None:
         self.ticket = Ticket.load(run_dir)
         meta = self.ticket.meta
-        self.cfg = meta["config"]
+        self.cfg = stored_config(meta)
         self.seed = int(meta["seed"])
         self.device = device
         self.data = data if data is not None else load_dataset(meta["data"]["name"], data_dir)
@@ -81,6 +85,14 @@ class _Run:
         self.mask = self.ticket.mask()
         self.theta_k = self.ticket.state("theta_k")
         self.accuracy = float(meta["metrics"]["accuracy"])
+        # how the ticket got BN statistics for its mask (each ablation gets them the same way):
+        # strong-ticket searches recompute them for the final mask (search_state.safetensors), and a
+        # ticket with no training after the search has them recomputed by the pipeline.
+        self.search_recal = paths.search_state(self.ticket.run_dir).is_file()
+        info = meta["method"].get("info") or {}
+        options = meta["method"].get("options") or {}
+        self.recal_batch = int(info.get("batch_size") or self.cfg["batch_size"])
+        self.recal_batches = int(options.get("bn_batches", 50))
 
     def model_at_theta_k(self) -> torch.nn.Module:
         model = build_model(self.ticket.spec, seed=0)
@@ -88,10 +100,23 @@ class _Run:
         return model
 
     def finetune(self, model: torch.nn.Module, mask: Mask, seed: int) -> float:
-        """Train a masked model with the run's fine-tune budget; return its test accuracy."""
+        """Train a masked model with the run's fine-tune budget; return its test accuracy.
+
+        BN statistics are recomputed for ``mask`` exactly as the ticket's were (same helper, batches
+        and seed), else a BN ablation would be judged with the dense network's statistics.
+        """
+        if self.search_recal:
+            ctx = dataclasses.replace(self.search_context(with_model=False), model=model)
+            model.load_state_dict(recalibrate_for_mask(model.to(self.device), mask, ctx, self.recal_batch,
+                                                       self.recal_batches), strict=False)
         train_epochs(model, self.data, self.tcfg, self.epochs, mask=mask, seed=seed,
                      first_epoch=self.pretrain_epochs, stage="sanity")
         mask.apply(model)
+        if self.epochs == 0 and not self.search_recal:
+            # as pipeline._masked_bn_stats: 20 shuffled training batches of 256, the run's seed
+            batches = (x.to(self.device) for x, _ in
+                       self.data.batches("train", 256, shuffle=True, seed=self.seed, limit=256 * 20))
+            model.load_state_dict(recalibrate(model, model, batches), strict=False)
         return evaluate(model, self.data, device=self.device)["accuracy"]
 
     def reinit_model(self, seed: int) -> torch.nn.Module:
@@ -101,9 +126,9 @@ class _Run:
         train_epochs(model, self.data, self.tcfg, self.pretrain_epochs, seed=seed, stage="sanity-pretrain")
         return model
 
-    def search_context(self) -> SearchContext:
+    def search_context(self, with_model: bool = True) -> SearchContext:
         return SearchContext(
-            model=self.model_at_theta_k().to(self.device),
+            model=self.model_at_theta_k().to(self.device) if with_model else torch.nn.Identity(),
             data=self.data,
             names=self.mask.names,
             sparsity=float(self.cfg["sparsity"]),
@@ -116,6 +141,7 @@ class _Run:
             device=self.device,
             theta_k=self.theta_k,
             search_epochs=self.cfg.get("search_epochs"),
+            search_steps=self.cfg.get("search_steps"),
         )
 
 

@@ -35,6 +35,7 @@ def prune_cmd(
     pretrain_epochs: Annotated[int, typer.Option(help="dense epochs before the search (rewind point K)")] = 1,
     finetune_epochs: Annotated[int | None, typer.Option(help="ticket training epochs [default: 3; 0 for gates/edge-popup]")] = None,
     search_epochs: Annotated[int | None, typer.Option(help="epochs of a learned-mask search (cts, gates, edge-popup)")] = None,
+    search_steps: Annotated[int | None, typer.Option(help="steps of a learned-mask search, instead of --search-epochs")] = None,
     batch_size: Annotated[int, typer.Option(help="training batch size")] = 128,
     lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.1,
     momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
@@ -53,6 +54,7 @@ def prune_cmd(
     opt: Annotated[list[str] | None, typer.Option(help="method option KEY=VALUE (repeatable)")] = None,
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="also train the dense reference with the same budget")] = True,
     force: Annotated[bool, typer.Option("--force", help="redo completed stages of an existing run")] = False,
+    allow_layer_collapse: Annotated[bool, typer.Option("--allow-layer-collapse", help="keep a mask that leaves a prunable layer with 0 weights (else exit 1)")] = False,
     eval_limit: Annotated[int | None, typer.Option(help="evaluate on the first N test samples only (quick looks)")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: torch's choice]")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
@@ -70,11 +72,11 @@ def prune_cmd(
         cfg = PruneConfig(
             model=model, data=data, method=method, sparsity=parse_sparsity(sparsity), out=out, seed=seed,
             device=device, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
-            search_epochs=search_epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+            search_epochs=search_epochs, search_steps=search_steps, batch_size=batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, data_dir=data_dir, download=download, layerwise=layerwise,
             granularity=granularity, channel_multiple=channel_multiple, include=tuple(include or ("*",)),
             exclude=tuple(exclude) if exclude else None, weight_init=weight_init, eval_limit=eval_limit,
-            method_options=options, dense_reference=dense, force=force,
+            method_options=options, dense_reference=dense, force=force, allow_layer_collapse=allow_layer_collapse,
         )
         dist = from_environment(device)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class SearchContext:
         dist: optional distributed context (rank, world_size, all_reduce_mean).
         theta_k: state dict of the model at the rewind point (for rewinding methods).
         search_epochs: epochs of a learned-mask search (None = the method default).
+        search_steps: steps (mini-batches) of a learned-mask search; overrides ``search_epochs``
+            (None = use the epochs).
         channel_multiple: channel granularity with layerwise budgets: round kept channels per layer
             (coupling family) to a multiple of this (1 = exact budget).
         progress: callback for one-line progress messages.
@@ -75,6 +78,7 @@ class SearchContext:
     dist: Any = None
     theta_k: dict[str, torch.Tensor] | None = None
     search_epochs: int | None = None
+    search_steps: int | None = None
     channel_multiple: int = 1
     progress: Callable[[str], None] = lambda msg: log.info(msg)
 
@@ -109,12 +113,45 @@ class SearchMethod:
     default_finetune_epochs: ClassVar[int | None] = None
     #: True when the method needs data (SynFlow and random/magnitude do not)
     uses_data: ClassVar[bool] = True
+    #: True for learned-mask searches (cts, gates, edge-popup): --search-epochs/--search-steps apply
+    learned_search: ClassVar[bool] = False
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
 
     def search(self, ctx: SearchContext) -> SearchResult:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def search_length(ctx: SearchContext, per_epoch: int, default_epochs: int, method: str) -> tuple[int, int]:
+    """(epochs, steps) of a learned-mask search: ``ctx.search_steps`` if given, else ``ctx.search_epochs``
+    epochs, else ``default_epochs``; ``per_epoch`` is the number of batches in one epoch.
+
+    A search of zero steps would return the untrained initial mask (all gates / logits equal, so the
+    top-k falls back to the index tie-break: the first layers kept, the rest disconnected); it is a
+    usage error, not a result.
+    """
+    if ctx.search_steps is not None:
+        steps = ctx.search_steps
+        epochs = max(1, math.ceil(steps / max(per_epoch, 1)))
+    else:
+        epochs = default_epochs if ctx.search_epochs is None else ctx.search_epochs
+        steps = epochs * per_epoch
+    if steps <= 0:
+        what = f"--search-steps {ctx.search_steps}" if ctx.search_steps is not None else f"--search-epochs {epochs}"
+        raise UsageError(f"--method {method}: {what} is a search of 0 steps, which returns the untrained "
+                         "initial mask; give at least one step (see the method's minimum in the README)")
+    return epochs, steps
+
+
+def warn_short_search(method: str, steps: int, minimum: int, why: str) -> str | None:
+    """Log (and return) a warning when a learned-mask search has fewer than ``minimum`` steps."""
+    if steps >= minimum:
+        return None
+    msg = (f"{method}: a search of {steps} steps is shorter than the {minimum} it needs to settle ({why}); "
+           f"the mask may be poor: use --search-steps {minimum} or more")
+    log.warning("warning: %s", msg)
+    return msg
 
 
 class ScoreMethod(SearchMethod):

@@ -29,7 +29,7 @@ from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.masked_forward import freeze, masked_call
 from sparsekit.masking.topk import budget_keep
-from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, select
+from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, search_length, select
 
 DEFAULT_SEARCH_EPOCHS = 10
 
@@ -82,6 +82,7 @@ class EdgePopupMethod(SearchMethod):
     """Train scores over frozen weights; the per-layer top-k of |scores| is the mask."""
 
     Options = Options
+    learned_search = True
     default_finetune_epochs = 0
     #: the mask is per-layer top-k whatever --layerwise says (read by the contract tests)
     always_layerwise = True
@@ -99,9 +100,9 @@ class EdgePopupMethod(SearchMethod):
         opt = torch.optim.SGD(scores.values(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         rank = getattr(ctx.dist, "rank", 0)
         world = getattr(ctx.dist, "world_size", 1)
-        epochs = DEFAULT_SEARCH_EPOCHS if ctx.search_epochs is None else ctx.search_epochs
         bs = o.batch_size or ctx.train_cfg.batch_size
-        total_steps = max(1, epochs * ctx.data.num_batches("train", bs, world_size=world))
+        per_epoch = ctx.data.num_batches("train", bs, world_size=world)
+        epochs, total_steps = search_length(ctx, per_epoch, DEFAULT_SEARCH_EPOCHS, "edge-popup")
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total_steps)))
         logfile = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
 
@@ -112,6 +113,8 @@ class EdgePopupMethod(SearchMethod):
                 "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
             )
             for x, y in batches:
+                if step >= total_steps:
+                    break
                 x, y = x.to(device), y.to(device)
                 masks = {n: _TopKStraightThrough.apply(s.abs(), keep[n]) for n, s in scores.items()}
                 loss = F.cross_entropy(masked_call(model, masks, x), y)

@@ -41,7 +41,16 @@ from sparsekit.masking.gaussian_gate import GaussianGate
 from sparsekit.masking.gradbalance import GradBalance
 from sparsekit.masking.hard_concrete import HardConcrete
 from sparsekit.masking.masked_forward import freeze, masked_call
-from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, select
+from sparsekit.methods.base import (
+    METHODS,
+    SearchContext,
+    SearchMethod,
+    SearchResult,
+    search_length,
+    select,
+    warn_short_search,
+)
+from sparsekit.methods.cts import settle_steps
 
 log = logging.getLogger("sparsekit")
 
@@ -147,6 +156,7 @@ class GatesMethod(SearchMethod):
     """Train only gates over frozen weights; exact top-k of the gate parameters at the end."""
 
     Options = Options
+    learned_search = True
     granularities = ("weight", "channel")
     default_finetune_epochs = 0
 
@@ -172,9 +182,10 @@ class GatesMethod(SearchMethod):
         rank = getattr(ctx.dist, "rank", 0)
         world = getattr(ctx.dist, "world_size", 1)
         gen = torch.Generator(device=device).manual_seed(ctx.seed * 1_000_003 + 17 + rank)
-        epochs = DEFAULT_SEARCH_EPOCHS if ctx.search_epochs is None else ctx.search_epochs
         bs = o.batch_size or ctx.train_cfg.batch_size
-        total_steps = epochs * ctx.data.num_batches("train", bs, world_size=world)
+        per_epoch = ctx.data.num_batches("train", bs, world_size=world)
+        epochs, total_steps = search_length(ctx, per_epoch, DEFAULT_SEARCH_EPOCHS, "gates")
+        warning = warn_short_search("gates", total_steps, settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
         drop_step = int(o.lr_drop_at * total_steps)
         logfile = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
         trajectory: list[float] = []
@@ -186,6 +197,8 @@ class GatesMethod(SearchMethod):
                 "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
             )
             for x, y in batches:
+                if step >= total_steps:
+                    break
                 if step == drop_step:
                     for group in opt.param_groups:
                         group["lr"] *= 0.1
@@ -236,6 +249,8 @@ class GatesMethod(SearchMethod):
             "expected_density_trajectory": trajectory[:: max(1, len(trajectory) // 50)],
             "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
         }
+        if warning:
+            info["warnings"] = [warning]
         return SearchResult(mask, info, state_updates=state_updates)
 
     @staticmethod

@@ -1,0 +1,37 @@
+"""Layer collapse: a mask that keeps no weight of some prunable layer disconnects the network.
+
+Every path from input to output crosses each prunable layer of a feed-forward net, so a layer with
+zero kept weights makes the output constant (chance accuracy, whatever fine-tuning does). Global
+rankings produce this at extreme sparsity (random and magnitude pruning, ALGORITHMS.md §4.1-4.2), and so
+does an untrained learned mask. The pipeline refuses such a ticket unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from sparsekit.errors import LayerCollapseError
+from sparsekit.mask import Mask
+
+
+def collapsed_layers(mask: Mask) -> list[str]:
+    """FQNs of the prunable tensors with zero kept weights, in mask order.
+
+    Example:
+        >>> import torch
+        >>> collapsed_layers(Mask({"a": torch.tensor([True, False]), "b": torch.zeros(3, dtype=torch.bool)}))
+        ['b']
+    """
+    return [name for name, keep in mask.items() if not bool(keep.any())]
+
+
+def check_layer_collapse(mask: Mask, allow: bool = False, method: str = "") -> list[str]:
+    """Raise ``LayerCollapseError`` naming the empty layers unless ``allow``; returns them."""
+    empty = collapsed_layers(mask)
+    if empty and not allow:
+        shown = ", ".join(empty[:5]) + (f" (+{len(empty) - 5} more)" if len(empty) > 5 else "")
+        by = f" found by {method}" if method else ""
+        raise LayerCollapseError(
+            f"the mask{by} keeps 0 weights of {len(empty)} prunable layer(s): {shown}; the network is "
+            "disconnected (constant output). Lower --sparsity, use --layerwise, --exclude the layer, or pass "
+            "--allow-layer-collapse to keep it anyway"
+        )
+    return empty
