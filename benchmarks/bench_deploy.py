@@ -8,17 +8,18 @@ Three measurements, all through the product's own library calls (prune -> conver
      (plus ORT dense, the best dense runtime, for honesty).
   3. lenet300 at 99 %: ONNX with sparse initializers vs the dense ONNX file size (target <= 5 %).
 
-Timings are noisy on a shared 2-core VM: 1 thread, every (model, runtime) in a fresh process, the
-whole bench repeated ``--repeats`` times with ticket and dense alternating, medians reported.
+Timings are noisy on a shared 2-core VM: 1 thread, ticket and dense interleaved in ``--repeats``
+fresh processes per runtime (what ``sparsekit bench`` does), speed-ups vs the fastest dense runtime.
 Writes its section of docs/benchmarks.md between the bench-deploy markers (other sections untouched).
 
 Usage:
-    python benchmarks/bench_deploy.py [--root .bench/deploy] [--repeats 3] [--iters 100] [--parts structured,csr,size]
+    python benchmarks/bench_deploy.py [--root .bench/deploy] [--repeats 3] [--min-time 1.0] [--parts structured,csr,size]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -48,27 +49,10 @@ def _prune(root: Path, name: str, **kw) -> Path:
     return out
 
 
-def _median_rows(reports: list[dict]) -> list[dict]:
-    """Median p50/p90/p99 per (model, runtime, batch) over repeated bench reports; ratios recomputed."""
-    from sparsekit.bench.report import finalize_rows
-
-    groups: dict[tuple, list[dict]] = {}
-    for rep in reports:
-        for r in rep["rows"]:
-            groups.setdefault((r["model"], r["runtime"], r["batch"]), []).append(r)
-    rows = []
-    for rs in groups.values():
-        row = dict(rs[0])
-        row["latency_ms"] = {k: statistics.median(r["latency_ms"][k] for r in rs) for k in ("p50", "p90", "p99")}
-        row["latency_p50_runs_ms"] = [r["latency_ms"]["p50"] for r in rs]
-        row["throughput_per_s"] = row["batch"] / (row["latency_ms"]["p50"] / 1e3)
-        rows.append(row)
-    return finalize_rows(rows)
-
-
 def _bench_repeated(cfg: BenchConfig, repeats: int) -> tuple[list[dict], dict]:
-    reports = [bench(cfg) for _ in range(repeats)]
-    return _median_rows(reports), reports[0]
+    """One bench call: it already times ticket and dense interleaved in ``repeats`` fresh processes."""
+    rep = bench(dataclasses.replace(cfg, repeats=repeats))
+    return rep["rows"], rep
 
 
 def _row(rows, model_suffix, runtime, batch):
@@ -76,14 +60,17 @@ def _row(rows, model_suffix, runtime, batch):
 
 
 def _fmt_rows(rows: list[dict]) -> list[str]:
-    out = ["| model | runtime | batch | p50 ms (runs) | p90 ms | peak RSS MB | file KB | MACs | accuracy | speedup vs dense |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | runtime | batch | p50 ms (per process) | p90 ms | model MB | file KB | MACs | accuracy "
+           "| vs best dense (95% CI) | vs same-runtime dense |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        runs = ", ".join(f"{v:.3f}" for v in r["latency_p50_runs_ms"])
-        sp = "-" if r["speedup_vs_dense"] is None else f"{r['speedup_vs_dense']:.2f}x"
+        runs = ", ".join(f"{statistics.median(p):.3f}" for p in r["block_medians_ms"])
+        ci = r["speedup_vs_best_dense_ci"]
+        sp = "-" if r["speedup_vs_best_dense"] is None else f"{r['speedup_vs_best_dense']:.2f}x ({ci[0]:.2f}-{ci[1]:.2f})"
+        same = "-" if r["speedup_vs_same_runtime_dense"] is None else f"{r['speedup_vs_same_runtime_dense']:.2f}x"
         out.append(f"| {r['model']} ({r['format']}) | {r['runtime']} | {r['batch']} | {r['latency_ms']['p50']:.3f} ({runs}) | "
-                   f"{r['latency_ms']['p90']:.3f} | {r['peak_rss_bytes'] / 2**20:.1f} | {r['file_bytes'] / 1024:.1f} | "
-                   f"{r['macs']:,} | {r['accuracy']:.4f} | {sp} |")
+                   f"{r['latency_ms']['p90']:.3f} | {r['model_memory_bytes'] / 2**20:.1f} | {r['file_bytes'] / 1024:.1f} | "
+                   f"{r['macs']:,} | {r['accuracy']:.4f} | {sp} | {same} |")
     return out
 
 
@@ -94,14 +81,14 @@ def part_structured(root: Path, args) -> tuple[list[str], dict]:
                  sparsity=sparsity, channel_multiple=multiple, granularity="channel", layerwise=True, lr=0.05,
                  pretrain_epochs=R20_PRETRAIN, finetune_epochs=R20_FINETUNE)
     cfg = BenchConfig((str(run),), runtimes=("ort-cpu",), batches=(1, 64), formats=("structured",),
-                      warmup=10, iters=args.iters)
+                      min_time=args.min_time)
     rows, _ = _bench_repeated(cfg, args.repeats)
     t64, d64 = _row(rows, "ticket-structured", "ort-cpu", 64), _row(rows, "dense", "ort-cpu", 64)
     t1 = _row(rows, "ticket-structured", "ort-cpu", 1)
     mac_ratio = d64["macs"] / t64["macs"]
-    eff64, eff1 = t64["speedup_vs_dense"] / mac_ratio, t1["speedup_vs_dense"] / mac_ratio
-    res = {"mac_ratio": mac_ratio, "macs_removed": 1 - 1 / mac_ratio, "speedup_b64": t64["speedup_vs_dense"],
-           "speedup_b1": t1["speedup_vs_dense"], "eff_b64": eff64, "eff_b1": eff1}
+    eff64, eff1 = t64["speedup_vs_best_dense"] / mac_ratio, t1["speedup_vs_best_dense"] / mac_ratio
+    res = {"mac_ratio": mac_ratio, "macs_removed": 1 - 1 / mac_ratio, "speedup_b64": t64["speedup_vs_best_dense"],
+           "speedup_b1": t1["speedup_vs_best_dense"], "eff_b64": eff64, "eff_b1": eff1}
     lines = [
         f"### 1. Structured channel ticket, resnet20 on `{R20_DATA}`, ONNX Runtime CPU",
         "",
@@ -115,9 +102,9 @@ def part_structured(root: Path, args) -> tuple[list[str], dict]:
         "",
         f"MACs: dense {d64['macs']:,} -> structured {t64['macs']:,} per sample = **{mac_ratio:.2f}x fewer "
         f"({res['macs_removed']:.1%} removed)**.",
-        f"- batch 64: speed-up {t64['speedup_vs_dense']:.2f}x = {eff64:.2f} of the MAC ratio "
+        f"- batch 64: speed-up {t64['speedup_vs_best_dense']:.2f}x = {eff64:.2f} of the MAC ratio "
         f"(target >= {TARGET_B64}): **{'met' if eff64 >= TARGET_B64 else 'NOT met'}**",
-        f"- batch 1: speed-up {t1['speedup_vs_dense']:.2f}x = {eff1:.2f} of the MAC ratio "
+        f"- batch 1: speed-up {t1['speedup_vs_best_dense']:.2f}x = {eff1:.2f} of the MAC ratio "
         f"(target >= {TARGET_B1}): **{'met' if eff1 >= TARGET_B1 else 'NOT met'}**",
         "",
         "Channel selection is group-aware: output channels coupled by a residual add (stem, every block's "
@@ -135,7 +122,7 @@ def part_csr(root: Path, args) -> tuple[list[str], dict]:
     run = _prune(root, "l300_s95", model="lenet300", data="fashion-mnist", method="magnitude",
                  sparsity=CSR_SPARSITY, pretrain_epochs=1, finetune_epochs=2)
     cfg = BenchConfig((str(run),), runtimes=("torch-cpu", "torch-csr", "ort-cpu"), batches=(1, 32),
-                      warmup=10, iters=args.iters * 4)
+                      min_time=args.min_time)
     rows, _ = _bench_repeated(cfg, args.repeats)
     csr1 = _row(rows, "ticket", "torch-csr", 1)
     dense_torch1 = _row(rows, "dense", "torch-cpu", 1)
@@ -217,7 +204,7 @@ def main() -> None:
                     help="channel sparsity of the resnet20 ticket of part 1")
     ap.add_argument("--r20-channel-multiple", type=int, default=1,
                     help="round the resnet20 ticket's kept channels per layer to a multiple of N")
-    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--min-time", type=float, default=1.0, help="timed s per variant, batch and process")
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma-separated subset of structured,csr,size; a subset replaces only its subsections")
@@ -236,7 +223,7 @@ def main() -> None:
         print(json.dumps({name: results[name]}), flush=True)
     cmd = ("python benchmarks/bench_deploy.py " + " ".join(sys.argv[1:])).strip()
     if len(parts) < len(PARTS):
-        note = (f"_Re-measured {env['date_utc']} on the same machine, torch {env['versions']['torch']}, onnxruntime "
+        note = (f"_Re-measured {env['date_utc']} at commit {env['git_commit']}, torch {env['versions']['torch']}, onnxruntime "
                 f"{env['versions']['onnxruntime']}: `{cmd}`, {args.repeats} repeats._")
         replace_parts(Path(args.doc), new, note)
         res_path.write_text(json.dumps(results, indent=2))
@@ -247,9 +234,9 @@ def main() -> None:
         "",
         f"Measured {env['date_utc']} on {env['cpu']} ({env['cpu_usable']} usable cores, shared with other jobs), "
         f"torch {env['versions']['torch']}, onnxruntime {env['versions']['onnxruntime']}. Command: `{cmd}` "
-        f"(`make bench-deploy`). 1 thread; each (model, runtime) measured in a fresh process, the bench repeated "
-        f"{args.repeats}x (ticket and dense alternating), p50 = median over repeats (the individual p50s are "
-        "listed: the VM is shared, so expect +-10-30 % noise).",
+        f"(`make bench-deploy`), commit {env['git_commit']}. 1 thread; ticket and dense timed interleaved in "
+        f"{args.repeats} fresh processes per runtime (`sparsekit bench`), speed-ups against the fastest dense "
+        "runtime with 95 % bootstrap intervals; the per-process p50s are listed.",
         "",
     ]
     write_section(Path(args.doc), "\n".join(head + lines).rstrip())

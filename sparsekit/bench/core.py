@@ -141,9 +141,11 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
                     continue
                 if src.variant == "dense" and rt.dense_runtime in names:
                     continue  # e.g. torch-csr's dense IS torch-cpu's dense: measured once, under that name
+                data_files.get(src)  # a model/data mismatch is the user's to fix: UsageError, exit 2
                 try:
                     spec = _variant_spec(rt, src, cfg, tmpdir, onnx_cache)
-                    data_files.get(src)
+                except UsageError:
+                    raise
                 except SparsekitError as exc:
                     skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
                     continue
@@ -183,6 +185,9 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
                 skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
                 continue
             rows += _rows(src, rt, cfg, spec, [t["batches"] for t in timings[key]], mem, baselines[base_key])
+    if not rows:
+        reasons = "; ".join(f"{s['model']} on {s['runtime']}: {s['reason']}" for s in skipped[:2])
+        raise SparsekitError(f"nothing was measured ({reasons or 'no runtime could run the inputs'})")
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "kind": "sparsekit-bench",

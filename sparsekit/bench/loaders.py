@@ -13,8 +13,8 @@ from sparsekit import paths
 
 def preload() -> None:
     """Import everything ``load_torch_model`` can need, so the memory baseline pays for it too."""
-    import torch_pruning  # noqa: F401  (structured conversion)
     import torch.utils.flop_counter  # noqa: F401  (MAC counts)
+    import torch_pruning  # noqa: F401  (structured conversion)
     import torchvision  # noqa: F401  (tv: models)
 
     import sparsekit.formats.csr  # noqa: F401

@@ -35,7 +35,10 @@ def torch_macs(model: Any, in_shape: tuple[int, ...]) -> int:
     try:
         # grad mode on: nn.MultiheadAttention's inference fast path is one fused op the counter
         # cannot see into; with grad enabled it runs as linear + matmul ops, which it counts
-        with FlopCounterMode(display=False) as counter, torch.enable_grad():
+        # and the math attention backend decomposes scaled_dot_product_attention into countable bmm's
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with FlopCounterMode(display=False) as counter, torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             model(torch.zeros(1, *in_shape))
     finally:
         for h in hooks:

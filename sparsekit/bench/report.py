@@ -86,20 +86,19 @@ def _note(r: dict[str, Any], is_best: bool, n_runtimes: int) -> tuple[str, str |
     """(short note for the table, longer explanation or None); true to the measured verdict."""
     if r["speedup_vs_best_dense"] is None:
         return "no dense measured", "no dense reference was measured in this run (bench the run directory)"
-    s, v, best = r["speedup_vs_best_dense"], r["verdict_vs_best_dense"], r["best_dense_runtime"]
+    v, best = r["verdict_vs_best_dense"], r["best_dense_runtime"]
     alone = r["dense_runtimes_compared"] == 1
-    vs = "its own runtime's dense" if alone else f"best dense ({best})"
+    vs = "its own dense (1 runtime)" if alone and n_runtimes == 1 else f"{best} dense"
     if r["variant"] == "dense":
         if is_best:
             return ("dense reference" if alone else "fastest dense"), None
-        short = f"dense, {1 / s:.2f}x slower than {best}" if v == SLOWER else f"dense, ~{best}"
-        return short, None
+        return (f"slower than {best} dense" if v == SLOWER else f"~ {best} dense"), None
     if v == FASTER:
-        short = f"{s:.2f}x faster than {vs}"
+        short = f"faster than {vs}"
     elif v == SLOWER:
-        short = f"{1 / s:.2f}x slower than {vs}"
+        short = f"slower than {vs}"
     else:
-        short = f"no measurable difference vs {vs}"
+        short = "no measurable difference"
     why = None
     macs = r.get("mac_ratio_vs_dense")
     if r["format"] == "masked" and r.get("runtime") != "sparse-cpu":

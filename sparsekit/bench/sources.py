@@ -88,5 +88,18 @@ def _onnx_source(p: Path) -> Source:
     return Source(
         label=p.name, kind="onnx", path=str(p), variant=variant, format=meta.get("format", "masked"),
         pair_key=meta.get("run_dir", str(p.resolve())), sparsity=float(meta.get("sparsity", "nan")),
-        data=meta.get("data"), in_shape=tuple(spec["in_shape"]) if spec else None,
+        data=meta.get("data"), in_shape=tuple(spec["in_shape"]) if spec else _graph_in_shape(proto),
     )
+
+
+def _graph_in_shape(proto) -> tuple[int, ...] | None:  # noqa: ANN001
+    """(C, H, W) of a foreign model's first input when every dimension after the batch is fixed."""
+    init = {i.name for i in proto.graph.initializer}
+    for vi in proto.graph.input:
+        if vi.name in init:
+            continue
+        dims = vi.type.tensor_type.shape.dim[1:]
+        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            return tuple(d.dim_value for d in dims)
+        return None
+    return None

@@ -188,7 +188,7 @@ def measure_time(job: dict[str, Any]) -> dict[str, Any]:
     batches = {}
     for b in sorted(job["batches"]):
         xb = batch_input(x_all, b)
-        fns = {k: (lambda r=r: r(xb)) for k, r in runners.items()}
+        fns = {k: (lambda r=r, xb=xb: r(xb)) for k, r in runners.items()}
         res = time_interleaved(fns, job["warmup"], job["min_time_s"], job["block_s"], job["min_rounds"],
                                seed=job.get("seed", 0) * 1000 + b)
         batches[str(b)] = res

@@ -22,7 +22,7 @@ def test_prune_on_cuda_and_bench_cuda_runtimes(tmp_path):
     assert r.exit_code == 0, r.output
     report = tmp_path / "bench.json"
     r = runner.invoke(app, ["bench", str(run), "--data", "synthetic", "--runtime", "torch-cuda",
-                            "--batch", "1,32", "--warmup", "2", "--iters", "5", "--json", str(report)])
+                            "--batch", "1,32", "--warmup", "2", "--min-time", "0.05", "--json", str(report)])
     assert r.exit_code == 0, r.output
     rows = json.loads(report.read_text())["rows"]
     assert {x["runtime"] for x in rows} == {"torch-cuda"} and all(x["latency_ms"]["p50"] > 0 for x in rows)

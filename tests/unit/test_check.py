@@ -12,10 +12,13 @@ from sparsekit.bench.report import finalize_rows
 from sparsekit.cli.main import app
 
 
-def _row(variant, runtime, batch, p50, acc, size):
+def _row(variant, runtime, batch, p50, acc, size, spread=0.01):
+    """A report row with known latencies: 3 processes x 5 blocks around p50 (+-spread)."""
+    blocks = [[p50 * (1 + spread * d) for d in (-1, -0.5, 0, 0.5, 1)] for _ in range(3)]
     return {"model": f"m/{variant}", "variant": variant, "format": "structured" if variant == "ticket" else "masked",
             "runtime": runtime, "batch": batch, "threads": 1, "pair_key": "m",
-            "latency_ms": {"p50": p50, "p90": p50, "p99": p50}, "accuracy": acc, "file_bytes": size}
+            "latency_ms": {"p50": p50, "p90": p50, "p99": p50}, "block_medians_ms": blocks,
+            "accuracy": acc, "file_bytes": size, "macs": 100 if variant == "dense" else 40}
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def test_all_gates_hold(report):
 def test_failed_gate_lists_measured_vs_required(report):
     r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.5", "--max-accuracy-drop", "0.5"])
     assert r.exit_code == 1
-    assert "speedup 1.20x, required >= 1.5x" in r.stderr
+    assert "speedup 1.20x vs best-dense (95% CI 1.19-1.21), required >= 1.5x vs best-dense" in r.stderr
     assert "accuracy drop 1.00 points, required <= 0.5 points" in r.stderr
     assert r.stderr.count("FAIL") == 3  # batch-32 speedup + two accuracy drops
 
@@ -64,6 +67,60 @@ def test_bad_reports_exit_2(tmp_path, report):
     assert CliRunner().invoke(app, ["check", str(tmp_path / "missing.json"), "--min-speedup", "1"]).exit_code == 2
     r = CliRunner().invoke(app, ["check", str(report)])
     assert r.exit_code == 2 and "at least one gate" in r.stderr
+
+
+def _two_runtime_report(tmp_path):
+    """Ticket beats its own runtime's dense (torch-cpu) but not the fastest dense (ort-cpu)."""
+    rows = finalize_rows([
+        _row("ticket", "torch-cpu", 1, 1.0, 0.9, 100), _row("dense", "torch-cpu", 1, 2.0, 0.9, 400),
+        _row("dense", "ort-cpu", 1, 0.5, 0.9, 400),
+    ])
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({"schema_version": 2, "rows": rows}))
+    return path, rows
+
+
+def test_speedups_against_best_and_same_runtime_dense(tmp_path):
+    _, rows = _two_runtime_report(tmp_path)
+    t = next(r for r in rows if r["variant"] == "ticket")
+    assert t["best_dense_runtime"] == "ort-cpu"
+    assert t["speedup_vs_best_dense"] == pytest.approx(0.5) and t["verdict_vs_best_dense"] == "slower"
+    assert t["speedup_vs_same_runtime_dense"] == pytest.approx(2.0) and t["verdict_vs_same_runtime_dense"] == "faster"
+    assert t["speedup_vs_dense"] == t["speedup_vs_same_runtime_dense"]  # deprecated alias, old meaning
+    lo, hi = t["speedup_vs_best_dense_ci"]
+    assert lo <= 0.5 <= hi and hi < 1.0
+    assert t["note"] == "slower than ort-cpu dense"
+    torch_dense = next(r for r in rows if r["variant"] == "dense" and r["runtime"] == "torch-cpu")
+    assert torch_dense["speedup_vs_best_dense"] == pytest.approx(0.25)
+
+
+def test_min_speedup_fails_a_ticket_that_beats_only_its_own_runtime(tmp_path):
+    path, _ = _two_runtime_report(tmp_path)
+    r = CliRunner().invoke(app, ["check", str(path), "--min-speedup", "1.5"])
+    assert r.exit_code == 1 and "0.50x vs best-dense" in r.stderr
+    r = CliRunner().invoke(app, ["check", str(path), "--min-speedup", "1.5", "--against", "same-runtime"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["check", str(path), "--min-speedup", "1.5", "--against", "fastest"])
+    assert r.exit_code == 2 and "--against" in r.stderr
+
+
+def test_straddling_interval_is_no_measurable_difference_and_fails_a_speed_gate(tmp_path):
+    rows = finalize_rows([_row("ticket", "ort-cpu", 1, 0.97, 0.9, 100, spread=0.2),
+                          _row("dense", "ort-cpu", 1, 1.0, 0.9, 400, spread=0.2)])
+    t = rows[0]
+    lo, hi = t["speedup_vs_best_dense_ci"]
+    assert lo < 1.0 < hi
+    assert t["verdict_vs_best_dense"] == "no measurable difference"
+    assert t["note"] == "no measurable difference"
+    res = check_report({"rows": rows}, Gates(min_speedup=1.01))
+    assert not res.passed and "CI above 1.0" in res.failures[0]["required"]
+
+
+def test_schema1_report_reads_speedup_vs_dense_as_same_runtime():
+    old = {"model": "m/ticket", "variant": "ticket", "runtime": "ort-cpu", "batch": 1, "latency_ms": {"p50": 1.0},
+           "speedup_vs_dense": 2.0}
+    assert check_report({"rows": [old]}, Gates(min_speedup=1.5, against="same-runtime")).passed
+    assert not check_report({"rows": [old]}, Gates(min_speedup=1.5)).passed  # no best-dense number: fails
 
 
 def test_library_reports_missing_dense_as_failure():
