@@ -112,10 +112,11 @@ struct Op {
 };
 
 // conv ip: in, out, res, O, Cg, groups, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr(unused), Ho, Wo,
-//          act, mode(0 = stride-1 view, 1 = phase planes), Wrow, Hq, gofs, ntaps, nblk, has_bias
+//          act, mode(0 = stride-1 view, 1 = phase planes), Wrow, Hq, gofs, ntaps, nblk, has_bias,
+//          phase bitmask (which of the sh*sw phase planes any tap reads)
 // conv fa: [0] sparse val, [1] dense weights, [2] bias ; ua: [0] rowptr, [1] off, [2] dense tap offsets
 enum { C_IN, C_OUT, C_RES, C_O, C_CG, C_G, C_KH, C_KW, C_SH, C_SW, C_DH, C_DW, C_PT, C_PL, C_PB, C_PR,
-       C_HO, C_WO, C_ACT, C_MODE, C_WROW, C_HQ, C_GOFS, C_NTAPS, C_NBLK, C_HASB, C_N };
+       C_HO, C_WO, C_ACT, C_MODE, C_WROW, C_HQ, C_GOFS, C_NTAPS, C_NBLK, C_HASB, C_PHASES, C_N };
 // fc ip: in, out, res, F, O, act, has_bias ; fa: [0] sparse val, [1] dense w, [2] bias; ua: rowptr, col
 enum { F_IN, F_OUT, F_RES, F_F, F_O, F_ACT, F_HASB, F_N };
 
@@ -218,8 +219,15 @@ struct Engine {
         float* ph = A + shared_off;
         const int64_t pstride = (int64_t)C * qplane + 64;
         int64_t c0, c1; split(C, par ? tid : 0, par ? nth : 1, c0, c1);
+        const int64_t mask = p[C_PHASES];
         for (int a = 0; a < sh; a++) for (int b = 0; b < sw; b++) {
+          if (!((mask >> (a * sw + b)) & 1)) continue;  // no tap reads this phase
           float* dst = ph + (a * sw + b) * pstride;
+          // output columns j whose source column w = j*sw + b - pl lies inside [0, W)
+          int j0 = 0;
+          while (j0 < Wrow && j0 * sw + b - (int)p[C_PL] < 0) j0++;
+          int j1 = j0;
+          while (j1 < Wrow && j1 * sw + b - (int)p[C_PL] < ti.W) j1++;
           for (int64_t c = c0; c < c1; c++) {
             const float* src = xin + c * ti.plane;
             float* dc = dst + c * qplane;
@@ -227,11 +235,11 @@ struct Engine {
               int h = i * sh + a - (int)p[C_PT];
               float* drow = dc + (int64_t)i * Wrow;
               if (h < 0 || h >= ti.H) { std::memset(drow, 0, sizeof(float) * Wrow); continue; }
-              const float* srow = src + (int64_t)(h + ti.pt) * ti.Wp + ti.pl;
-              for (int j = 0; j < Wrow; j++) {
-                int w = j * sw + b - (int)p[C_PL];
-                drow[j] = (w >= 0 && w < ti.W) ? srow[w] : 0.f;
-              }
+              const float* srow = src + (int64_t)(h + ti.pt) * ti.Wp + ti.pl + b - (int)p[C_PL];
+              for (int j = 0; j < j0; j++) drow[j] = 0.f;
+              if (sw == 2) for (int j = j0; j < j1; j++) drow[j] = srow[2 * j];
+              else for (int j = j0; j < j1; j++) drow[j] = srow[j * sw];
+              for (int j = j1; j < Wrow; j++) drow[j] = 0.f;
             }
           }
         }
@@ -606,6 +614,7 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init<const std::string&>())
       .def_property_readonly("isa", [](const sk::Engine& e) { return std::string(e.kt->name); })
       .def_property_readonly("vector_width", [](const sk::Engine& e) { return e.kt->vw; })
+      .def_property_readonly("dense_ob", [](const sk::Engine& e) { return e.kt->ob; })
       .def("add_tensor", &sk::Engine::add_tensor)
       .def("add_op", &sk::Engine::add_op)
       .def("set_memory", &sk::Engine::set_memory)

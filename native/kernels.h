@@ -21,7 +21,7 @@ struct ConvCall {
   float* y; int64_t y_plane; int y_Wp, y_Hp, y_pt, y_pb, y_pl, y_pr;   // destination layout
   const float* r; int64_t r_plane; int r_Wp, r_pt, r_pl;              // residual (nullable)
   bool flat;                   // y_Wp == Wrow && (!r || r_Wp == Wrow)
-  float* scratch;              // per thread: >= 8 * (Ho * Wrow + 512) floats
+  float* scratch;              // per thread: >= ob * (Ho * Wrow + 512) floats
   int64_t scratch_plane;
   int act; float a0, a1;
 };
@@ -40,6 +40,7 @@ struct FcCall {
 struct KernelTable {
   const char* name;
   int vw;  // floats per vector
+  int ob;  // output channels per dense conv block (weight layout [unit][ntaps][ob])
   void (*conv_sparse)(const ConvCall&, int o0, int o1);
   void (*conv_dense)(const ConvCall&, int u0, int u1);
   void (*fc_sparse)(const FcCall&, int o0, int o1);

@@ -2,4 +2,6 @@
 #define SK_NS isa_baseline
 #define SK_VW 4
 #define SK_NAME "baseline"
+#define SK_OB 6
+#define SK_NVD 2
 #include "kernels_impl.inc"

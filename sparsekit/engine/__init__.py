@@ -152,7 +152,7 @@ class Session:
         for n in nodes:
             info: dict[str, Any] = {}
             if n.kind == "conv":
-                ip, fp, fa, ua, info = P.build_conv(n, lay, ti)
+                ip, fp, fa, ua, info = P.build_conv(n, lay, ti, eng.dense_ob)
                 kind = P.OP_CONV
             elif n.kind == "fc":
                 ip, fp, fa, ua, info = P.build_fc(n, lay, ti)

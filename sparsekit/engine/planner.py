@@ -36,7 +36,7 @@ BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
 CHUNK_MAX_BYTES = 2 << 20
-DENSE_OB = 8
+DENSE_OB = 8  # upper bound of the per-ISA dense block (scratch sizing)
 
 
 @dataclass
@@ -463,7 +463,16 @@ def _offsets(n: ENode, lay: dict) -> tuple[np.ndarray, int, int, int, int]:
     return offs.astype(np.int64), wq, hq, Cg * qplane, pstride
 
 
-def build_conv(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dict]:
+def phase_mask(n: ENode) -> int:
+    p = n.p
+    m = 0
+    for i in range(p["kh"]):
+        for j in range(p["kw"]):
+            m |= 1 << (((i * p["dh"]) % p["sh"]) * p["sw"] + (j * p["dw"]) % p["sw"])
+    return m
+
+
+def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list, list, list, list, dict]:
     p = n.p
     w = p["w"]
     O, Cg, KH, KW = w.shape
@@ -478,18 +487,18 @@ def build_conv(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, d
     goff = (np.arange(O) // Og) * gofs
     off = (flat_off[nzc] + goff[nzr]).astype(np.uint32)
     val = wf[nzr, nzc].astype(np.float32)
-    nblk = -(-Og // DENSE_OB)
+    nblk = -(-Og // ob)
     ntaps = Cg * KH * KW
-    dw = np.zeros((G, nblk * DENSE_OB, ntaps), np.float32)
+    dw = np.zeros((G, nblk * ob, ntaps), np.float32)
     dw[:, :Og] = wf.reshape(G, Og, ntaps)
-    dw = dw.reshape(G, nblk, DENSE_OB, ntaps).transpose(0, 1, 3, 2).copy()
+    dw = dw.reshape(G, nblk, ob, ntaps).transpose(0, 1, 3, 2).copy()
     Lo = lay[n.output]
     max_reach = int(flat_off.max() + (G - 1) * gofs + (p["Ho"] - 1) * wrow + p["Wo"])
     if max_reach >= 2**32 - 1024:
         raise unsupported("Conv", n.name, "too large for 32-bit offsets")
     ip = [ti[n.inputs[0]], ti[n.output], ti[n.res] if n.res else -1, O, Cg, G, KH, KW, p["sh"], p["sw"], p["dh"],
           p["dw"], p["pt"], p["pl"], p["pb"], p["pr"], p["Ho"], p["Wo"], n.act, conv_mode(n), wrow, hq, gofs, ntaps,
-          nblk, 1 if p["b"] is not None else 0]
+          nblk, 1 if p["b"] is not None else 0, phase_mask(n)]
     fa = [val if val.size else np.zeros(1, np.float32), dw.reshape(-1), p["b"] if p["b"] is not None else np.zeros(1, np.float32)]
     ua = [rowptr, off if off.size else np.zeros(1, np.uint32), flat_off.astype(np.uint32)]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
