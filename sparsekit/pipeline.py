@@ -37,7 +37,7 @@ from sparsekit.ticket import (
     save_state,
     write_meta,
 )
-from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
+from sparsekit.train.loop import TrainConfig, evaluate, resolve_augment, train_epochs
 
 log = logging.getLogger("sparsekit")
 
@@ -47,12 +47,28 @@ DEFAULT_FINETUNE_EPOCHS = 3
 #: config keys added after run.json's first schema, with the value that reproduces what runs written
 #: before them did. ``identity`` leaves a key out when it has that value (so old runs still resume);
 #: ``stored_config`` fills missing keys of an old run.json with it (so old runs stay loadable).
-LEGACY_CONFIG: dict[str, Any] = {"channel_multiple": 1, "search_steps": None}
+LEGACY_CONFIG: dict[str, Any] = {"channel_multiple": 1, "search_steps": None, "schedule": "constant",
+                                  "warmup_epochs": 0.0, "augment": "none", "grad_clip": 0.0, "label_smoothing": 0.0}
 
 
 def stored_config(meta: dict[str, Any]) -> dict[str, Any]:
     """A run's ``config`` with the keys it predates filled with their legacy values."""
     return {**LEGACY_CONFIG, **meta.get("config", {})}
+
+
+def stored_train_config(meta: dict[str, Any], first_epoch_count: int, epochs: int, device: str = "cpu") -> TrainConfig:
+    """The training recipe a run used (run.json ``recipe``; runs before it: constant LR, no augmentation),
+    with the schedule horizon set for retraining ``epochs`` epochs after ``first_epoch_count``."""
+    cfg = stored_config(meta)
+    recipe = dict(meta.get("recipe") or {})
+    if not recipe:
+        recipe = {k: cfg[k] for k in ("lr", "momentum", "weight_decay", "batch_size", "grad_clip", "schedule",
+                                      "warmup_epochs", "label_smoothing")}
+        recipe["augment"] = resolve_augment(cfg["augment"], tuple(meta.get("model", {}).get("in_shape") or ()))
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    recipe = {k: v for k, v in recipe.items() if k in known}
+    recipe.update(device=device, horizon_epochs=first_epoch_count + epochs)
+    return TrainConfig(**recipe)
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,11 @@ class PruneConfig:
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
     dense_reference: bool = field(default=True, metadata={"help": "also train the dense model with the same budget"})
     force: bool = field(default=False, metadata={"help": "redo completed stages"})
+    schedule: str = field(default="cosine", metadata={"help": "LR schedule over pretrain + fine-tune epochs: cosine, step, constant"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear LR warm-up epochs (from epoch 0)"})
+    augment: str = field(default="auto", metadata={"help": "auto (crop-flip for 3-channel >= 32x32 images), none, crop-flip"})
+    grad_clip: float = field(default=0.0, metadata={"help": "max global gradient norm (0 = no clipping)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     allow_layer_collapse: bool = field(default=False, metadata={"help": "keep a mask that leaves a prunable layer with 0 weights"})
     eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples (None: all)"})
 
@@ -117,8 +138,14 @@ class PruneConfig:
             raise UsageError(f"--method {self.method}: {what} is a search of 0 steps, which returns the untrained "
                              "initial mask (a disconnected network); give at least one step")
 
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(self.lr, self.momentum, self.weight_decay, self.batch_size, 0.0, self.device)
+    def train_config(self, in_shape: tuple[int, ...] = ()) -> TrainConfig:
+        """The one recipe of dense pretraining, ticket fine-tuning, the dense reference and every LTR
+        round; the schedule spans pretrain + fine-tune epochs (``augment="auto"`` is resolved for
+        ``in_shape``, the data's (C, H, W))."""
+        return TrainConfig(self.lr, self.momentum, self.weight_decay, self.batch_size, self.grad_clip, self.device,
+                           schedule=self.schedule, warmup_epochs=self.warmup_epochs,
+                           horizon_epochs=self.pretrain_epochs + self.resolved_finetune_epochs(),
+                           augment=resolve_augment(self.augment, in_shape), label_smoothing=self.label_smoothing)
 
     def policy(self) -> PrunePolicy:
         exclude = self.exclude if self.exclude is not None else default_policy(self.model).exclude
@@ -255,7 +282,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
     if data is None:
         data = load_dataset(cfg.data, cfg.data_dir, cfg.download)
     spec = ModelSpec(cfg.model, data.in_shape, data.num_classes)
-    tcfg = cfg.train_config()
+    tcfg = cfg.train_config(data.in_shape)
     method = get_method(cfg.method, cfg.method_options)
     if cfg.granularity not in method.granularities:
         raise UsageError(
@@ -284,6 +311,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
                 f.unlink(missing_ok=True)
             write_meta(out, meta)
     stages = _Stages(out, meta)
+    meta["recipe"] = tcfg.to_dict()  # the resolved training recipe (augment "auto" -> what ran)
 
     def log_epoch(rec: dict) -> None:
         log.info("%s epoch %d: loss %.4f (%.1fs)", rec["stage"], rec["epoch"], rec["train_loss"], rec["seconds"])
@@ -462,7 +490,7 @@ def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, den
     if epochs < 0:
         raise UsageError(f"--epochs must be >= 0, got {epochs}")
     data = load_dataset(meta["data"]["name"], data_dir)
-    tcfg = TrainConfig(cfg_d["lr"], cfg_d["momentum"], cfg_d["weight_decay"], cfg_d["batch_size"])
+    tcfg = stored_train_config(meta, first_epoch_count=cfg_d["pretrain_epochs"], epochs=epochs)
     out = Path(run_dir)
     mask = ticket.mask()
     seed = meta["seed"]

@@ -32,15 +32,15 @@ import torch
 
 from sparsekit import paths
 from sparsekit.data.bundle import DataBundle, load_dataset
-from sparsekit.masking.bn_stats import recalibrate, recalibrate_for_mask
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
+from sparsekit.masking.bn_stats import recalibrate, recalibrate_for_mask
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext, parse_options, select
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import build_model
-from sparsekit.pipeline import stored_config
+from sparsekit.pipeline import stored_config, stored_train_config
 from sparsekit.ticket import Ticket, load_state
-from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
+from sparsekit.train.loop import evaluate, train_epochs
 
 log = logging.getLogger("sparsekit")
 
@@ -78,10 +78,10 @@ class _Run:
         self.seed = int(meta["seed"])
         self.device = device
         self.data = data if data is not None else load_dataset(meta["data"]["name"], data_dir)
-        self.tcfg = TrainConfig(self.cfg["lr"], self.cfg["momentum"], self.cfg["weight_decay"],
-                                self.cfg["batch_size"], device=device)
         self.pretrain_epochs = int(self.cfg["pretrain_epochs"])
         self.epochs = int(meta["stages"]["finetune"]["epochs"])
+        # the run's own recipe (schedule, augmentation, ...), horizon pretrain + fine-tune epochs
+        self.tcfg = stored_train_config(meta, self.pretrain_epochs, self.epochs, device=device)
         self.mask = self.ticket.mask()
         self.theta_k = self.ticket.state("theta_k")
         self.accuracy = float(meta["metrics"]["accuracy"])

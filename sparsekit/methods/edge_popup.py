@@ -29,7 +29,14 @@ from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.masked_forward import freeze, masked_call
 from sparsekit.masking.topk import budget_keep
-from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, search_length, select
+from sparsekit.methods.base import (
+    METHODS,
+    SearchContext,
+    SearchMethod,
+    SearchResult,
+    search_length,
+    select,
+)
 
 DEFAULT_SEARCH_EPOCHS = 10
 

@@ -3,6 +3,15 @@
 The mask is enforced twice per step: gradients of pruned weights are zeroed before the optimizer step
 (so momentum buffers never accumulate there) and the weights are re-multiplied by the mask after it
 (so weight decay or any optimizer state can never resurrect a pruned weight).
+
+The recipe (``TrainConfig``): SGD with momentum and weight decay, a learning-rate schedule over an
+absolute epoch horizon (``cosine``, ``step`` = x0.1 at 50 % and 75 % of the horizon, or ``constant``)
+with an optional linear warm-up, cross-entropy with optional label smoothing, optional global
+gradient-norm clipping, and optional crop+flip augmentation (4-px reflect pad, random 32x32-style
+crop, horizontal flip: the CIFAR recipe of ALGORITHMS.md §2.9). The schedule position is absolute:
+training "from epoch K for E epochs" with horizon K + E continues the schedule the dense pretraining
+started (the rewinding recipe, §2.9: fine-tune, dense reference and every LTR round all run epochs
+K..K+E of the same schedule). The LR is set per step, so resuming from an epoch checkpoint is exact.
 """
 
 from __future__ import annotations
@@ -34,18 +43,92 @@ class TrainConfig:
     batch_size: int = field(default=128, metadata={"help": "training batch size"})
     grad_clip: float = field(default=0.0, metadata={"help": "max global grad norm; 0 = no clipping"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    schedule: str = field(default="constant", metadata={"help": "LR schedule: cosine, step (x0.1 at 50 % and 75 %) or constant"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear LR warm-up from 0 over this many (absolute) epochs"})
+    horizon_epochs: int = field(default=0, metadata={"help": "epochs the schedule spans (0 = the end of each train_epochs call)"})
+    augment: str = field(default="none", metadata={"help": "none or crop-flip (4-px reflect pad + random crop + horizontal flip)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing in [0, 1)"})
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise UsageError(f"--lr must be a positive number, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.augment not in AUGMENTS:
+            raise UsageError(f"--augment must be one of {', '.join(AUGMENTS)} here, got {self.augment!r}")
+        if not (self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)) or self.horizon_epochs < 0:
+            raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UsageError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise UsageError(f"--grad-clip must be >= 0 (0 = off), got {self.grad_clip}")
+
+    def lr_at(self, epoch: float, horizon: float) -> float:
+        """Learning rate at fractional absolute epoch ``epoch`` of a schedule spanning ``horizon`` epochs.
+
+        Example:
+            >>> cfg = TrainConfig(lr=0.1, schedule="cosine", warmup_epochs=1)
+            >>> [round(cfg.lr_at(t, 5), 4) for t in (0.5, 1, 3, 5)]
+            [0.05, 0.1, 0.05, 0.0]
+        """
+        horizon = self.horizon_epochs or horizon
+        if self.warmup_epochs > 0 and epoch < self.warmup_epochs:
+            return self.lr * epoch / self.warmup_epochs
+        if self.schedule == "constant" or horizon <= self.warmup_epochs:
+            return self.lr
+        frac = min(max((epoch - self.warmup_epochs) / (horizon - self.warmup_epochs), 0.0), 1.0)
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return self.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))  # step
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 EpochCallback = Callable[[dict], None]
+SCHEDULES = ("cosine", "step", "constant")
+AUGMENTS = ("none", "crop-flip")
+#: augment="auto" picks crop-flip for colour images at least this large (CIFAR-like), none otherwise
+AUTO_AUGMENT_MIN_SIDE = 32
+CROP_PAD = 4
+
+
+def resolve_augment(augment: str, in_shape: tuple[int, ...]) -> str:
+    """``auto`` -> ``crop-flip`` for 3-channel images of 32x32 and larger, else ``none`` (MNIST-like
+    digits and clothes are not flip-invariant, and the LTH LeNet recipes use no augmentation).
+
+    Example:
+        >>> resolve_augment("auto", (3, 32, 32)), resolve_augment("auto", (1, 28, 28))
+        ('crop-flip', 'none')
+    """
+    if augment == "auto":
+        c, h, w = (tuple(in_shape) + (1, 1, 1))[:3]
+        return "crop-flip" if c == 3 and min(h, w) >= AUTO_AUGMENT_MIN_SIDE else "none"
+    if augment not in AUGMENTS:
+        raise UsageError(f"--augment must be auto, none or crop-flip, got {augment!r}")
+    return augment
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after a CROP_PAD-pixel reflect pad, and a random horizontal flip, per sample.
+
+    x: (B, C, H, W) -> (B, C, H, W). Random numbers come from ``generator`` (CPU) so the data order
+    and the augmentation are reproducible from the seed.
+    """
+    b, _, h, w = x.shape
+    p = CROP_PAD
+    padded = F.pad(x, (p, p, p, p), mode="reflect")  # (B, C, H + 2p, W + 2p)
+    oy = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(x.device)
+    ox = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    rows = oy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = ox[:, None] + torch.arange(w, device=x.device)  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _check_finite(loss: torch.Tensor, where: str) -> None:
@@ -90,6 +173,7 @@ def train_epochs(
     start = first_epoch
     if checkpoint is not None and Path(checkpoint).is_file():
         start = _resume(checkpoint, model, opt, stage, first_epoch)
+    horizon = first_epoch + epochs
     for epoch in range(start, first_epoch + epochs):
         model.train()
         t0 = time.perf_counter()
@@ -98,9 +182,14 @@ def train_epochs(
             "train", local_batch, shuffle=True, seed=seed * 100_003 + epoch, rank=rank, world_size=world
         )
         total_batches = data.num_batches("train", local_batch, world_size=world)
-        for x, y in track(batches, total_batches, f"{stage} epoch {epoch + 1}"):
+        aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_777_777 * (rank + 1))
+        for i, (x, y) in enumerate(track(batches, total_batches, f"{stage} epoch {epoch + 1}")):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(epoch + i / total_batches, horizon)
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(runner(x), y)
+            if cfg.augment == "crop-flip":
+                x = crop_flip(x, aug_gen)
+            loss = F.cross_entropy(runner(x), y, label_smoothing=cfg.label_smoothing)
             _check_finite(loss, f"{stage} epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
