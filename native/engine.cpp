@@ -127,6 +127,8 @@ struct Engine {
   int input_t = -1, output_t = -1, bc = 1;
   int64_t arena_floats = 0, shared_off = 0, shared_floats = 0, private_floats = 0;
   std::vector<Buf<float>> arenas;   // one per thread
+  bool profiling = false;           // accumulate per-op wall time (single-threaded runs only)
+  std::vector<double> prof_us;
 
   explicit Engine(const std::string& isa) {
     auto t = available_tables();
@@ -508,7 +510,16 @@ struct Engine {
       }
     }
     barrier(par);
-    for (auto& op : ops) exec_op(op, A, priv, nb, par, tid, nth);
+    if (profiling && !par) {
+      if (prof_us.size() != ops.size()) prof_us.assign(ops.size(), 0.0);
+      for (size_t i = 0; i < ops.size(); i++) {
+        auto t0 = std::chrono::steady_clock::now();
+        exec_op(ops[i], A, priv, nb, par, tid, nth);
+        prof_us[i] += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      }
+    } else {
+      for (auto& op : ops) exec_op(op, A, priv, nb, par, tid, nth);
+    }
     if (!par || tid == 0) {
       const Tensor& to = tensors[output_t];
       const int64_t osz = (int64_t)to.C * to.H * to.W;
@@ -622,6 +633,8 @@ PYBIND11_MODULE(_native, m) {
       .def("drop_variant", &sk::Engine::drop_variant)
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
+      .def("set_profiling", [](sk::Engine& e, bool on) { e.profiling = on; e.prof_us.assign(e.ops.size(), 0.0); })
+      .def("profile", [](const sk::Engine& e) { return e.prof_us; })
       .def("weight_bytes", &sk::Engine::weight_bytes)
       .def("arena_bytes", &sk::Engine::arena_bytes);
 }

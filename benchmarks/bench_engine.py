@@ -1,0 +1,320 @@
+"""sparse-cpu vs ONNX Runtime (dense) on briefly trained, globally magnitude-pruned zoo models.
+
+    .venv/bin/python benchmarks/bench_engine.py            # full grid (~15-30 min on 2 vCPUs)
+    .venv/bin/python benchmarks/bench_engine.py --quick    # 90/99 %, fewer rounds (~3-5 min)
+    make bench-engine BENCH_ENGINE_ARGS=--quick
+
+Method. Each model is trained for a few hundred SGD steps on ``synthetic:CxHxW`` (sparsekit.data's
+seeded prototype+noise data, same input shape as the model) so weight magnitudes have trained structure
+rather than init structure; then for every sparsity one global magnitude mask over all Conv/Linear
+weights is applied (BN statistics from training), the model is exported with sparsekit's exporter
+(``to_onnx_proto``: TorchScript, opset 17) and the SAME file is run by ORT (dense kernels; masked
+zeros cost full time) and by sparse-cpu. Per (model, sparsity, batch, threads): both sessions are warmed
+up, a block length of ~``--block-ms`` is calibrated per runtime, then ``--rounds`` rounds each run one
+block of each runtime in a freshly shuffled order (1 ms pause between blocks); the reported latency is
+the median over rounds of the per-call block mean. Speed-up = ORT / engine. "Crossover" = lowest
+measured sparsity from which the engine is >= 1.1x ORT at that and every higher sparsity. Efficiency =
+speed-up / (dense MACs / executed MACs), executed MACs from ``Session.plan()`` (sparse layers count
+their non-zeros, dense-kernel layers all weights). Memory: fresh subprocess per runtime, peak RSS
+(VmHWM) minus the RSS after imports, loading the 99 % ticket (engine, verify off) vs the same file
+in ORT, one batch-64 inference each. At 2 threads ORT and the engine share the process (ORT spinning
+on, the engine's OpenMP team), interleaved like at 1 thread. Writes a table to stdout and JSON to
+``--out`` (default .bench/engine/bench_engine.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODELS = {
+    "resnet20": (3, 32, 32),
+    "vgg16": (3, 32, 32),
+    "lenet5": (1, 28, 28),
+    "lenet300": (1, 28, 28),
+    "tv:mobilenet_v2": (3, 96, 96),
+}
+SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
+QUICK_SPARSITIES = [0.9, 0.99]
+
+
+def train(name: str, shape: tuple, steps: int, seed: int = 0):
+    import torch
+
+    from sparsekit.data.synthetic import make_synthetic
+    from sparsekit.models import ModelSpec, build_model
+
+    torch.manual_seed(seed)
+    m = build_model(ModelSpec(name, shape, 10), seed=seed)
+    data = make_synthetic(shape, n_train=2048, n_test=64, seed=seed)
+    x_all, y_all = data.train.tensors
+    opt = torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
+    m.train()
+    g = torch.Generator().manual_seed(seed)
+    bs = 32 if shape[1] > 32 else 64
+    for _ in range(steps):
+        idx = torch.randint(0, x_all.shape[0], (bs,), generator=g)
+        loss = torch.nn.functional.cross_entropy(m(x_all[idx]), y_all[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    return m, float(loss)
+
+
+def prune_export(m, shape: tuple, sparsity: float, path: Path) -> float:
+    import copy
+
+    import onnx
+    import torch
+
+    from sparsekit.export.onnx_export import ONNX_IR_VERSION, to_onnx_proto
+
+    m = copy.deepcopy(m)
+    ws = [mod.weight for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
+    if sparsity > 0:
+        mags = torch.cat([w.detach().abs().flatten() for w in ws])
+        k = int(sparsity * mags.numel())
+        thr = mags.kthvalue(k).values
+        with torch.no_grad():
+            for w in ws:
+                w.mul_((w.abs() > thr).float())
+    zeros = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+    proto, _ = to_onnx_proto(m, shape)
+    proto.ir_version = ONNX_IR_VERSION
+    onnx.save(proto, str(path))
+    return zeros
+
+
+def _calibrate(f, block_s: float) -> int:
+    f()
+    n = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(n):
+            f()
+        d = time.perf_counter() - t
+        if d >= block_s or n >= 4096:
+            return max(1, int(n * block_s / max(d, 1e-9)))
+        n *= 2
+
+
+def interleaved(fns: dict, rounds: int, block_s: float, seed: int) -> dict[str, float]:
+    for f in fns.values():
+        for _ in range(3):
+            f()
+    reps = {k: _calibrate(f, block_s) for k, f in fns.items()}
+    res: dict[str, list[float]] = {k: [] for k in fns}
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        order = list(fns)
+        rng.shuffle(order)
+        for k in order:
+            f, n = fns[k], reps[k]
+            t = time.perf_counter()
+            for _ in range(n):
+                f()
+            res[k].append((time.perf_counter() - t) / n)
+            time.sleep(0.001)
+    return {k: statistics.median(v) * 1e6 for k, v in res.items()}
+
+
+def ort_session(path: str, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+MEM_CODE = r"""
+import sys, numpy as np
+def rss():
+    d = {}
+    for line in open('/proc/self/status'):
+        k, v = line.split(':', 1)
+        d[k] = int(v.split()[0]) / 1024
+    return d['VmRSS'], d['VmHWM']
+kind, path, shape = sys.argv[1], sys.argv[2], tuple(int(v) for v in sys.argv[3].split('x'))
+x = np.random.default_rng(0).standard_normal((64, *shape)).astype(np.float32)
+if kind == 'engine':
+    import sparsekit.engine as E
+    base = rss()[0]
+    s = E.load(path, verify=False, cache=True)
+    s.run(x)
+else:
+    import onnxruntime as ort
+    base = rss()[0]
+    so = ort.SessionOptions(); so.intra_op_num_threads = 1
+    s = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+    s.run(None, {s.get_inputs()[0].name: x})
+r, hwm = rss()
+print(f'{base:.2f} {r:.2f} {hwm:.2f}')
+"""
+
+
+def memory(path: str, shape: tuple) -> dict:
+    out = {}
+    for kind in ("engine", "ort"):
+        r = subprocess.run([sys.executable, "-c", MEM_CODE, kind, path, "x".join(map(str, shape))],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            out[kind] = {"error": r.stderr.strip().splitlines()[-1][:200] if r.stderr.strip() else "failed"}
+            continue
+        base, rss, hwm = (float(v) for v in r.stdout.split())
+        out[kind] = {"base_mb": base, "rss_growth_mb": round(rss - base, 2), "peak_minus_base_mb": round(hwm - base, 2)}
+    return out
+
+
+def crossover(points: dict[float, float], margin: float = 1.1) -> float | None:
+    sps = sorted(points)
+    for i, sp in enumerate(sps):
+        if all(points[s] >= margin for s in sps[i:]):
+            return sp
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="sparsities 90/99 %%, 5 rounds, 100 training steps")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+    ap.add_argument("--sparsities", default=None, help="comma-separated fractions (default: full grid)")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--block-ms", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="SGD steps of pre-training per model")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--out", default=".bench/engine/bench_engine.json")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    import sparsekit.engine as E
+
+    sparsities = ([float(v) for v in args.sparsities.split(",")] if args.sparsities
+                  else QUICK_SPARSITIES if args.quick else SPARSITIES)
+    rounds = args.rounds or (5 if args.quick else 11)
+    block_s = (args.block_ms or (10.0 if args.quick else 20.0)) / 1000.0
+    steps = args.steps if args.steps is not None else (100 if args.quick else 300)
+    batches = [int(v) for v in args.batches.split(",")]
+    threads_list = [int(v) for v in args.threads.split(",")]
+    models = [m for m in args.models.split(",") if m]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "commit": commit,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()} / {_cpu_name()} / {os.cpu_count()} vCPUs",
+        "isa": E.available_isas()[0],
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "rounds": rounds, "block_ms": block_s * 1000, "train_steps": steps,
+    }
+    print(f"# sparse-cpu benchmark  commit {commit}  {meta['date']}  {meta['machine']}  isa {meta['isa']}", flush=True)
+    rows = []
+    mem_rows = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    hdr = f"{'model':16s} {'sparsity':>8s} {'B':>3s} {'T':>2s} {'ORT us':>10s} {'engine us':>10s} {'speedup':>8s} {'MAC ratio':>9s} {'effic.':>6s}"
+    for name in models:
+        shape = MODELS[name]
+        t0 = time.time()
+        with contextlib.redirect_stderr(open(os.devnull, "w")):
+            model, loss = train(name, shape, steps)
+        print(f"\n## {name} {shape}: trained {steps} steps on synthetic:{'x'.join(map(str, shape))} "
+              f"(final loss {loss:.3f}, {time.time() - t0:.0f} s)", flush=True)
+        print(hdr, flush=True)
+        for sp in sparsities:
+            path = tmp / f"{name.replace(':', '_')}_{sp}.onnx"
+            zeros = prune_export(model, shape, sp, path)
+            for T in threads_list:
+                sess = E.load(path, threads=T, cache=True)
+                plan = sess.plan()
+                md = sum(p["macs_dense"] or 0 for p in plan)
+                ms = sum(p["macs_sparse"] or 0 for p in plan)
+                ort_s = ort_session(str(path), T)
+                iname = ort_s.get_inputs()[0].name
+                for B in batches:
+                    x = np.random.default_rng(B).standard_normal((B, *shape)).astype(np.float32)
+                    feed = {iname: x}
+                    ref = ort_s.run(None, feed)[0]
+                    err = float(np.max(np.abs(sess.run(x) - ref)))
+                    t = interleaved({"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)},
+                                    rounds, block_s, seed=hash((name, sp, T, B)) % 2**31)
+                    speed = t["ort"] / t["engine"]
+                    ratio = md / max(ms, 1)
+                    row = dict(model=name, in_shape=list(shape), sparsity=sp, zeros=zeros, batch=B, threads=T,
+                               ort_us=t["ort"], engine_us=t["engine"], speedup=speed, macs_dense=md, macs_exec=ms,
+                               mac_ratio=ratio, efficiency=speed / ratio, max_abs_err=err, isa=sess.isa,
+                               kernels={k: sum(1 for p in plan if p["kernel"] == k) for k in ("sparse", "dense")})
+                    rows.append(row)
+                    print(f"{name:16s} {sp * 100:7.1f}% {B:3d} {T:2d} {t['ort']:10.1f} {t['engine']:10.1f} "
+                          f"{speed:7.2f}x {ratio:8.1f}x {speed / ratio:6.2f}", flush=True)
+                del ort_s, sess
+        if not args.no_memory:
+            sp = 0.99 if 0.99 in sparsities else max(sparsities)
+            path = tmp / f"{name.replace(':', '_')}_{sp}.onnx"
+            mem_rows[name] = dict(sparsity=sp, **memory(str(path), shape))
+            mm = mem_rows[name]
+            print(f"memory {name} @ {sp * 100:.1f} % (peak RSS - after-import RSS, batch 64): engine "
+                  f"{mm['engine'].get('peak_minus_base_mb')} MB, ORT {mm['ort'].get('peak_minus_base_mb')} MB", flush=True)
+    summary = []
+    print("\n## crossover (lowest sparsity with engine >= 1.1x ORT from there on) and speed-up at 99 %")
+    for name in models:
+        for B in batches:
+            for T in threads_list:
+                pts = {r["sparsity"]: r["speedup"] for r in rows if (r["model"], r["batch"], r["threads"]) == (name, B, T)}
+                if not pts:
+                    continue
+                c = crossover(pts)
+                s99 = pts.get(0.99)
+                summary.append(dict(model=name, batch=B, threads=T, crossover=c, speedup_99=s99))
+                cs = f"{c * 100:.1f} %" if c is not None else "none"
+                print(f"{name:16s} B={B:<3d} T={T}: crossover {cs:>8s}   99 %: {s99 and f'{s99:.2f}x'}")
+    scal = []
+    for name in models:
+        for sp in sparsities:
+            for B in batches:
+                r1 = [r for r in rows if (r["model"], r["sparsity"], r["batch"], r["threads"]) == (name, sp, B, 1)]
+                r2 = [r for r in rows if (r["model"], r["sparsity"], r["batch"], r["threads"]) == (name, sp, B, 2)]
+                if r1 and r2:
+                    scal.append(dict(model=name, sparsity=sp, batch=B, scaling=r1[0]["engine_us"] / r2[0]["engine_us"]))
+    if scal:
+        print("\n## engine 2-thread / 1-thread throughput (batch 64)")
+        for s in scal:
+            if s["batch"] == max(batches):
+                print(f"{s['model']:16s} {s['sparsity'] * 100:5.1f}%: {s['scaling']:.2f}x")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "thread_scaling": scal,
+                               "memory": mem_rows}, indent=1))
+    print(f"\nwrote {out}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
