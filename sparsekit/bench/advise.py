@@ -3,8 +3,10 @@
 For each masked Linear layer, dense ``F.linear`` is timed against a torch CSR (int32) layer with the
 layer's real weights and sparsity, at batch 1 and 32, in this process with ``threads`` threads. For
 every layer, the structured converter says how many whole output channels can be removed. Conv
-layers are never advised to CSR: unstructured sparse convolution (im2col + CSR) needs >= 98 %
-sparsity at 1 thread on CPU and loses at 2 threads (docs SPARSE_RUNTIME.md §2).
+layers are never advised to torch CSR (im2col + CSR needs >= 98 % sparsity at 1 thread and loses at
+2 threads, docs SPARSE_RUNTIME.md §2). When sparsekit's native engine is built, the ticket is also
+exported and loaded in ``sparse-cpu``, which times its sparse and dense kernel for every Conv/Gemm at
+load: those per-layer timings are reported, and a layer whose sparse kernel wins is advised to it.
 """
 
 from __future__ import annotations
@@ -98,13 +100,65 @@ def advise_run(run_dir: str, threads: int = 1, data_dir: str | None = None) -> d
                 layers.append(row)
     finally:
         torch.set_num_threads(old_threads)
+    engine = _engine_layers(run_dir, threads, data_dir, layers, mask)
     rep = structured.report
     n_csr = sum(r["recommendation"] == "csr" for r in layers)
+    n_engine = sum(r["recommendation"] == "sparse-cpu" for r in layers)
     if rep["mac_ratio"] >= ADVISE_MIN_GAIN:
         summary = (f"export --format structured: {rep['mac_ratio']:.2f}x fewer MACs, faster on every runtime")
+    elif n_engine:
+        summary = (f"bench on sparse-cpu: its sparse kernels beat its dense ones on {n_engine} layer(s) here "
+                   f"(whole model {engine['sparse_over_dense']:.2f}x by per-layer timings; bench confirms vs ORT)")
     elif n_csr:
         summary = f"bench on torch-csr: {n_csr} Linear layer(s) run faster as CSR here (not exportable to ONNX)"
     else:
         summary = "sparsity will not pay for speed here: expect dense latency (file size can still shrink)"
     return {"run": run_dir, "threads": threads, "layers": layers, "structured_mac_ratio": rep["mac_ratio"],
-            "summary": summary}
+            "engine": engine, "summary": summary}
+
+
+def _engine_layers(run_dir: str, threads: int, data_dir: str | None, layers: list[dict[str, Any]],
+                   mask: Any) -> dict[str, Any] | None:
+    """sparse-cpu's per-layer sparse vs dense kernel timings for this ticket (None if not built).
+
+    The engine's layers are ONNX nodes (BatchNorm folded), matched to the torch layers by their
+    number of kept weights in execution order; each matched row gets ``engine`` = the timings.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from sparsekit.bench.runtimes import RUNTIMES
+
+    if RUNTIMES.get("sparse-cpu").unavailable_reason():
+        return None
+    from sparsekit import engine as sparse_engine
+    from sparsekit.errors import SparsekitError
+    from sparsekit.export import export_run
+
+    with tempfile.TemporaryDirectory(prefix="sparsekit-advise-") as tmp:
+        path = Path(tmp) / "ticket.onnx"
+        try:
+            export_run(run_dir, path, data_dir=data_dir)
+            sess = sparse_engine.load(str(path), threads=threads, verify=False, cache=False)
+        except SparsekitError as exc:  # e.g. an op the engine does not run: say so, advise the rest
+            return {"available": False, "reason": str(exc)}
+        plan = [p for p in sess.plan() if p.get("kind") in ("conv", "fc") and p.get("us")]
+    unused = list(plan)
+    for row, (fqn, keep) in zip(layers, mask.items(), strict=True):
+        nnz = int(keep.sum())
+        hit = next((p for p in unused if p.get("nnz") == nnz), None)
+        if hit is None:
+            continue
+        unused.remove(hit)
+        us = hit["us"]
+        gain = us["dense"] / us["sparse"] if us.get("sparse") and us.get("dense") else None
+        row["engine"] = {"node": hit["name"], "kernel": hit["kernel"], "sparse_us": us.get("sparse"),
+                         "dense_us": us.get("dense"), "sparse_speedup": gain}
+        # sparse-cpu runs the exported ONNX file (deployable, unlike torch CSR), so it wins the tie
+        if gain is not None and gain >= ADVISE_MIN_GAIN and row["recommendation"] != "structured":
+            row["recommendation"] = "sparse-cpu"
+            row["reason"] = f"sparse-cpu's sparse kernel {gain:.2f}x faster than its dense kernel here"
+    chosen = sum(min(p["us"].values()) for p in plan)
+    dense = sum(p["us"].get("dense", min(p["us"].values())) for p in plan)
+    return {"available": True, "isa": sess.isa, "threads": threads, "layers": plan,
+            "sparse_over_dense": dense / chosen if chosen else None}

@@ -21,7 +21,8 @@ class Runtime:
 
     Attributes:
         name: registry name.
-        engine: "torch" (eager module rebuilt from a run) or "ort" (ONNX Runtime on a .onnx file).
+        engine: "torch" (eager module rebuilt from a run), "ort" (ONNX Runtime on a .onnx file) or
+            "sparse-cpu" (sparsekit.engine on the same .onnx file).
         device: "cpu" or "cuda".
         sparse: how a ticket's sparsity is executed: "masked" (dense kernels on zeros), "csr", or
             "engine" (sparsekit's native engine picks sparse or dense kernels per layer).
@@ -37,6 +38,8 @@ class Runtime:
 
     def unavailable_reason(self) -> str | None:
         """None when this runtime can run on this machine, else why not."""
+        if self.engine == "sparse-cpu":
+            return _engine_missing()
         if self.device == "cuda":
             if self.engine == "torch" and not _torch_cuda():
                 return "CUDA is not available to torch on this machine"
@@ -66,6 +69,15 @@ def _ort_providers() -> tuple[str, ...]:
     return providers
 
 
+@lru_cache(maxsize=1)
+def _engine_missing() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("sparsekit.engine._native") is None:
+        return "the sparse-cpu native library is not built (reinstall sparsekit: pip install -e .)"
+    return None
+
+
 def _add(rt: Runtime, help: str) -> None:
     RUNTIMES.register(rt.name, help=help)(rt)
 
@@ -74,8 +86,10 @@ _add(Runtime("torch-cpu", "torch", "cpu"), "PyTorch eager on CPU (masked-dense o
 _add(Runtime("torch-csr", "torch", "cpu", sparse="csr", dense_runtime="torch-cpu"),
      "PyTorch eager on CPU, sparse Linear layers as CSR with int32 indices")
 _add(Runtime("ort-cpu", "ort", "cpu"), "ONNX Runtime CPU execution provider")
+_add(Runtime("sparse-cpu", "sparse-cpu", "cpu", sparse="engine"),
+     "sparsekit's native engine on the exported ONNX file: sparse or dense kernels per layer, timed at load")
 _add(Runtime("torch-cuda", "torch", "cuda"), "PyTorch eager on CUDA")
 _add(Runtime("ort-cuda", "ort", "cuda"), "ONNX Runtime CUDA execution provider")
 
 #: what ``sparsekit bench`` measures when --runtime is not given (CUDA ones skipped without CUDA)
-DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "torch-cuda", "ort-cuda")
+DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "sparse-cpu", "torch-cuda", "ort-cuda")

@@ -17,7 +17,7 @@ def advise_cmd(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="where the run's dataset is")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write JSON to PATH (- for stdout)")] = None,
 ) -> None:
-    """Learn before exporting whether sparsity will pay: dense vs CSR vs structured per layer."""
+    """Learn before exporting whether sparsity will pay: dense vs CSR vs sparse-cpu vs structured per layer."""
     from sparsekit.bench.advise import advise_run
 
     def go() -> dict:
@@ -29,10 +29,14 @@ def advise_cmd(
     if json_out == "-":
         return
     w = max(len("layer"), *(len(r["name"]) for r in res["layers"])) + 2
-    typer.echo(f"{'layer':<{w}}{'kind':<8}{'sparsity':>9}{'free ch':>9}  {'b1 csr/dense':>13}{'b32 csr/dense':>14}  advice")
+    typer.echo(f"{'layer':<{w}}{'kind':<8}{'sparsity':>9}{'free ch':>9}  {'b1 csr/dense':>13}{'b32 csr/dense':>14}"
+               f"{'engine sp/dn':>13}  advice")
     for r in res["layers"]:
         b1 = f"{r['batch1']['csr_speedup']:.2f}x" if "batch1" in r else "-"
         b32 = f"{r['batch32']['csr_speedup']:.2f}x" if "batch32" in r else "-"
-        typer.echo(f"{r['name']:<{w}}{r['kind']:<8}{r['sparsity']:>9.1%}{r['free_channels']:>9}  {b1:>13}{b32:>14}  "
-                   f"{r['recommendation']} ({r['reason']})")
+        eng = f"{r['engine']['sparse_speedup']:.2f}x" if r.get("engine", {}).get("sparse_speedup") else "-"
+        typer.echo(f"{r['name']:<{w}}{r['kind']:<8}{r['sparsity']:>9.1%}{r['free_channels']:>9}  {b1:>13}{b32:>14}"
+                   f"{eng:>13}  {r['recommendation']} ({r['reason']})")
+    if res.get("engine") and not res["engine"].get("available", True):
+        typer.echo(f"sparse-cpu: {res['engine']['reason']}")
     typer.echo(res["summary"])

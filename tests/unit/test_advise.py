@@ -26,18 +26,23 @@ def test_advise_linear_layers_get_a_measured_choice(tmp_path_factory, tmp_path):
     res = json.loads(out.read_text())
     assert [x["name"] for x in res["layers"]] == ["1", "3", "5"]
     for layer in res["layers"]:
-        assert layer["recommendation"] in ("csr", "dense", "structured")
+        assert layer["recommendation"] in ("csr", "dense", "structured", "sparse-cpu")
+        if layer["recommendation"] == "sparse-cpu":  # only on the engine's own measurement
+            assert layer["engine"]["sparse_speedup"] >= advise_mod.ADVISE_MIN_GAIN
         assert layer["batch1"]["dense_us"] > 0 and layer["batch32"]["csr_us"] > 0
         if layer["recommendation"] == "csr":
             assert min(layer["batch1"]["csr_speedup"], layer["batch32"]["csr_speedup"]) >= advise_mod.ADVISE_MIN_GAIN
     assert res["summary"]
+    if res["engine"] is not None:  # sparse-cpu built: per-layer sparse vs dense kernel timings
+        assert res["engine"]["available"] and len(res["engine"]["layers"]) == 3
+        assert all(x["engine"]["sparse_us"] > 0 and x["engine"]["dense_us"] > 0 for x in res["layers"])
 
 
 def test_advise_convs_structured_or_dense(tmp_path_factory):
     run = make_run(tmp_path_factory, "resnet20", "synthetic:3x16x16", 0.5, granularity="channel")
     res = advise_mod.advise_run(str(run))
     convs = [x for x in res["layers"] if x["kind"] == "Conv2d"]
-    assert convs and all(x["recommendation"] in ("structured", "dense") for x in convs)
+    assert convs and all(x["recommendation"] in ("structured", "dense", "sparse-cpu") for x in convs)
     assert any(x["recommendation"] == "structured" and x["free_channels"] > 0 for x in convs)
 
 
