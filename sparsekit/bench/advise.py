@@ -144,7 +144,7 @@ def _engine_layers(run_dir: str, threads: int, data_dir: str | None, layers: lis
             return {"available": False, "reason": str(exc)}
         plan = [p for p in sess.plan() if p.get("kind") in ("conv", "fc") and p.get("us")]
     unused = list(plan)
-    for row, keep in zip(layers, mask.values(), strict=True):
+    for row, (_fqn, keep) in zip(layers, mask.items(), strict=True):
         nnz = int(keep.sum())
         hit = next((p for p in unused if p.get("nnz") == nnz), None)
         if hit is None:
