@@ -49,10 +49,17 @@ MODELS = {
 }
 SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
 QUICK_SPARSITIES = [0.9, 0.99]
+#: (SGD steps, batch) of pre-training per model, scaled to its cost on a 2-vCPU machine
+TRAIN = {"resnet20": (300, 64), "vgg16": (60, 16), "lenet5": (300, 64), "lenet300": (300, 64),
+         "tv:mobilenet_v2": (60, 16)}
 
 
-def train(name: str, shape: tuple, steps: int, seed: int = 0):
+def train(name: str, shape: tuple, steps: int, bs: int, seed: int = 0, cache_dir: Path | None = None):
     import torch
+
+    ck = cache_dir / f"trained_{name.replace(':', '_')}_{steps}x{bs}_s{seed}.pt" if cache_dir else None
+    if ck is not None and ck.exists():
+        return torch.load(ck, weights_only=False), float("nan")
 
     from sparsekit.data.synthetic import make_synthetic
     from sparsekit.models import ModelSpec, build_model
@@ -64,7 +71,6 @@ def train(name: str, shape: tuple, steps: int, seed: int = 0):
     opt = torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     m.train()
     g = torch.Generator().manual_seed(seed)
-    bs = 32 if shape[1] > 32 else 64
     for _ in range(steps):
         idx = torch.randint(0, x_all.shape[0], (bs,), generator=g)
         loss = torch.nn.functional.cross_entropy(m(x_all[idx]), y_all[idx])
@@ -72,6 +78,9 @@ def train(name: str, shape: tuple, steps: int, seed: int = 0):
         loss.backward()
         opt.step()
     m.eval()
+    if ck is not None:
+        ck.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(m, ck)
     return m, float(loss)
 
 
@@ -148,7 +157,8 @@ def rss():
     d = {}
     for line in open('/proc/self/status'):
         k, v = line.split(':', 1)
-        d[k] = int(v.split()[0]) / 1024
+        if k in ('VmRSS', 'VmHWM'):
+            d[k] = int(v.split()[0]) / 1024
     return d['VmRSS'], d['VmHWM']
 kind, path, shape = sys.argv[1], sys.argv[2], tuple(int(v) for v in sys.argv[3].split('x'))
 x = np.random.default_rng(0).standard_normal((64, *shape)).astype(np.float32)
@@ -191,16 +201,18 @@ def crossover(points: dict[float, float], margin: float = 1.1) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="sparsities 90/99 %%, 5 rounds, 100 training steps")
+    ap.add_argument("--quick", action="store_true", help="sparsities 90/99 %%, 5 rounds, 0.3x the training steps")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     ap.add_argument("--sparsities", default=None, help="comma-separated fractions (default: full grid)")
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--block-ms", type=float, default=None)
-    ap.add_argument("--steps", type=int, default=None, help="SGD steps of pre-training per model")
+    ap.add_argument("--steps", type=float, default=None,
+                    help="scale of the per-model pre-training steps (default 1, --quick 0.3)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default=".bench/engine/bench_engine.json")
+    ap.add_argument("--md", default=None, help="also write the tables as markdown to this file (e.g. docs/engine_benchmarks.md)")
     args = ap.parse_args()
 
     import torch
@@ -212,7 +224,7 @@ def main() -> None:
                   else QUICK_SPARSITIES if args.quick else SPARSITIES)
     rounds = args.rounds or (5 if args.quick else 11)
     block_s = (args.block_ms or (10.0 if args.quick else 20.0)) / 1000.0
-    steps = args.steps if args.steps is not None else (100 if args.quick else 300)
+    step_scale = args.steps if args.steps is not None else (0.3 if args.quick else 1.0)
     batches = [int(v) for v in args.batches.split(",")]
     threads_list = [int(v) for v in args.threads.split(",")]
     models = [m for m in args.models.split(",") if m]
@@ -224,7 +236,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()} / {_cpu_name()} / {os.cpu_count()} vCPUs",
         "isa": E.available_isas()[0],
         "onnxruntime": __import__("onnxruntime").__version__,
-        "rounds": rounds, "block_ms": block_s * 1000, "train_steps": steps,
+        "rounds": rounds, "block_ms": block_s * 1000, "train_step_scale": step_scale,
     }
     print(f"# sparse-cpu benchmark  commit {commit}  {meta['date']}  {meta['machine']}  isa {meta['isa']}", flush=True)
     rows = []
@@ -234,9 +246,11 @@ def main() -> None:
     for name in models:
         shape = MODELS[name]
         t0 = time.time()
+        steps, bs = TRAIN[name]
+        steps = max(1, int(steps * step_scale))
         with contextlib.redirect_stderr(open(os.devnull, "w")):
-            model, loss = train(name, shape, steps)
-        print(f"\n## {name} {shape}: trained {steps} steps on synthetic:{'x'.join(map(str, shape))} "
+            model, loss = train(name, shape, steps, bs, cache_dir=Path(args.out).parent)
+        print(f"\n## {name} {shape}: trained {steps} SGD steps (batch {bs}) on synthetic:{'x'.join(map(str, shape))} "
               f"(final loss {loss:.3f}, {time.time() - t0:.0f} s)", flush=True)
         print(hdr, flush=True)
         for sp in sparsities:
@@ -304,6 +318,42 @@ def main() -> None:
     out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "thread_scaling": scal,
                                "memory": mem_rows}, indent=1))
     print(f"\nwrote {out}")
+    if args.md:
+        Path(args.md).write_text(markdown(meta, rows, summary, scal, mem_rows))
+        print(f"wrote {args.md}")
+
+
+def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict) -> str:
+    L = ["# sparse-cpu engine benchmarks", "",
+         "Generated by `benchmarks/bench_engine.py` (method in its docstring); every number below comes from "
+         "that one run.", "",
+         f"* command: `{meta['command']}`", f"* commit: `{meta['commit']}`", f"* date: {meta['date']}",
+         f"* machine: {meta['machine']}; engine ISA {meta['isa']}; onnxruntime {meta['onnxruntime']}",
+         f"* {meta['rounds']} interleaved rounds, ~{meta['block_ms']:.0f} ms blocks, median of per-round block means",
+         "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
+         "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
+         "| model | sparsity | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['model']} | {r['sparsity'] * 100:.1f} % | {r['batch']} | {r['threads']} | {r['ort_us']:.1f} | "
+                 f"{r['engine_us']:.1f} | {r['speedup']:.2f}x | {r['mac_ratio']:.1f}x | {r['efficiency']:.2f} |")
+    L += ["", "## Crossover (lowest sparsity with engine >= 1.1x ORT at it and every higher one)", "",
+          "| model | batch | threads | crossover | speed-up at 99 % |", "|---|---|---|---|---|"]
+    for c in summary:
+        cs = f"{c['crossover'] * 100:.1f} %" if c["crossover"] is not None else "none"
+        s99 = f"{c['speedup_99']:.2f}x" if c["speedup_99"] else "-"
+        L.append(f"| {c['model']} | {c['batch']} | {c['threads']} | {cs} | {s99} |")
+    if scal:
+        L += ["", "## Engine thread scaling (1-thread time / 2-thread time)", "", "| model | sparsity | batch | scaling |",
+              "|---|---|---|---|"]
+        L += [f"| {s['model']} | {s['sparsity'] * 100:.1f} % | {s['batch']} | {s['scaling']:.2f}x |" for s in scal]
+    if mem:
+        L += ["", "## Process memory (fresh process, peak RSS minus RSS after imports, batch 64, MB)", "",
+              "| model | sparsity | engine | ORT (same file, dense kernels) |", "|---|---|---|---|"]
+        for k, m in mem.items():
+            L.append(f"| {k} | {m['sparsity'] * 100:.1f} % | {m['engine'].get('peak_minus_base_mb', m['engine'].get('error'))} | "
+                     f"{m['ort'].get('peak_minus_base_mb', m['ort'].get('error'))} |")
+    return "\n".join(L) + "\n"
 
 
 def _cpu_name() -> str:

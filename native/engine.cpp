@@ -6,7 +6,12 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -92,6 +97,67 @@ static Buf<T> copy_array(const py::array& a) {
   return b;
 }
 
+// ---------------------------------------------------------------- work pool
+// Image-parallel runs: the caller claims work items itself and helpers claim the rest if they are
+// running; run() returns once every item is done and never waits for a helper that has not started
+// (an OpenMP join would: on an oversubscribed machine that costs a scheduler quantum per call).
+class Pool {
+  struct Job {
+    std::function<void(int, int)> f;
+    int total = 0;
+    std::atomic<int> next{0}, done{0};
+  };
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::shared_ptr<Job> cur_;
+  std::atomic<uint64_t> gen_{0};
+  bool stop_ = false;
+  std::vector<std::thread> th_;
+
+  static void drain(Job& j, int slot) {
+    for (;;) {
+      int i = j.next.fetch_add(1);
+      if (i >= j.total) break;
+      j.f(i, slot);
+      j.done.fetch_add(1, std::memory_order_release);
+    }
+  }
+  void worker(int slot) {
+    uint64_t seen = 0;
+    for (;;) {
+      // spin briefly for the next job (back-to-back runs), then sleep
+      for (int k = 0; k < 2000 && gen_.load(std::memory_order_acquire) == seen; k++) std::this_thread::yield();
+      std::shared_ptr<Job> j;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return stop_ || gen_.load() != seen; });
+        if (stop_) return;
+        seen = gen_.load();
+        j = cur_;
+      }
+      if (j) drain(*j, slot);
+    }
+  }
+
+ public:
+  ~Pool() {
+    { std::lock_guard<std::mutex> lk(m_); stop_ = true; }
+    cv_.notify_all();
+    for (auto& t : th_) t.join();
+  }
+  void run(int total, int threads, std::function<void(int, int)> f) {
+    while ((int)th_.size() < threads - 1) { int slot = (int)th_.size() + 1; th_.emplace_back([this, slot] { worker(slot); }); }
+    auto j = std::make_shared<Job>();
+    j->f = std::move(f); j->total = total;
+    { std::lock_guard<std::mutex> lk(m_); cur_ = j; gen_.fetch_add(1); }
+    cv_.notify_all();
+    drain(*j, 0);
+    while (j->done.load(std::memory_order_acquire) < total) std::this_thread::yield();
+    std::lock_guard<std::mutex> lk(m_);
+    cur_.reset();
+  }
+};
+
 // ---------------------------------------------------------------- plan structures
 struct Tensor {   // per-image layout; image i of a chunk at arena + off + i * istride
   int C, H, W, pt, pb, pl, pr, Hp, Wp;
@@ -127,6 +193,11 @@ struct Engine {
   int input_t = -1, output_t = -1, bc = 1;
   int64_t arena_floats = 0, shared_off = 0, shared_floats = 0, private_floats = 0;
   std::vector<Buf<float>> arenas;   // one per thread
+  std::unique_ptr<Pool> pool;
+  // batch < threads: split output channels across the team only when one image has at least this many
+  // executed MACs; below it the per-op barriers cost more than they save (and on an oversubscribed
+  // machine a barrier can wait a whole scheduler quantum), so the chunk runs on one thread
+  int64_t work_macs = 0, par_min_macs = 8000000;
   bool profiling = false;           // accumulate per-op wall time (single-threaded runs only)
   std::vector<double> prof_us;
 
@@ -541,14 +612,17 @@ struct Engine {
         exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[0].p, arenas[0].p + arena_floats, false, 0, 1);
       return;
     }
+    if (nchunks >= 2) {  // image-parallel: whole chunks, each worker slot in its own arena
+      if (!pool) pool.reset(new Pool());
+      pool->run(nchunks, threads, [&](int k, int slot) {
+        exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[slot].p, arenas[slot].p + arena_floats, false, slot, threads);
+      });
+      return;
+    }
 #ifdef _OPENMP
-    if (nchunks >= threads) {  // image-parallel: each thread runs whole chunks in its own arena
-#pragma omp parallel num_threads(threads)
-      {
-        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        for (int k = tid; k < nchunks; k += nth)
-          exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[tid].p, arenas[tid].p + arena_floats, false, tid, nth);
-      }
+    if (work_macs < par_min_macs) {
+      for (int k = 0; k < nchunks; k++)
+        exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[0].p, arenas[0].p + arena_floats, false, 0, 1);
     } else {  // channel-parallel: the team shares arena 0, private scratch per thread
 #pragma omp parallel num_threads(threads)
       {
@@ -633,6 +707,7 @@ PYBIND11_MODULE(_native, m) {
       .def("drop_variant", &sk::Engine::drop_variant)
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
+      .def("set_work", [](sk::Engine& e, int64_t macs, int64_t par_min) { e.work_macs = macs; e.par_min_macs = par_min; })
       .def("set_profiling", [](sk::Engine& e, bool on) { e.profiling = on; e.prof_us.assign(e.ops.size(), 0.0); })
       .def("profile", [](const sk::Engine& e) { return e.prof_us; })
       .def("weight_bytes", &sk::Engine::weight_bytes)

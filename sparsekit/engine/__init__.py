@@ -15,8 +15,8 @@ API (stable):
     >>> s.isa, s.threads, s.verification                 # doctest: +SKIP
 
 ``load(path, threads=1, verify=True, verify_input=None, cache=None, isa=None, input_shape=None)``:
-    * ``threads``: cores used by ``run`` (batch >= threads: images in parallel; else output channels).
-      Results are identical for any thread count.
+    * ``threads``: cores used by ``run`` (batch >= threads: images in parallel; else output channels,
+      if the plan executes >= PAR_MIN_MACS per sample). Results are identical for any thread count.
     * ``verify``: run ``verify_input`` (default: seeded standard-normal batch of 8) through the engine and
       ONNX Runtime and raise ``EngineVerifyError`` if ``max|diff| > VERIFY_ATOL + VERIFY_RTOL * max|ref|``;
       the outcome is in ``session.verification`` (max_abs_err, atol, batch, vacuous: ORT's outputs were
@@ -64,6 +64,9 @@ VERIFY_RTOL = 1e-5
 #: default verification batch
 VERIFY_BATCH = 8
 ISAS = ("avx512", "avx2", "baseline")
+#: batch < threads: split channels across threads only for plans with at least this many executed MACs
+#: per sample (env SPARSEKIT_ENGINE_PAR_MIN_MACS); smaller plans run such batches on one thread
+PAR_MIN_MACS = 8_000_000
 
 __all__ = ["load", "Session", "available_isas", "VERIFY_ATOL", "VERIFY_RTOL", "EngineError", "EngineUnsupported",
            "EngineInputError", "EngineVerifyError", "EngineLoadError", "EngineBuildError"]
@@ -187,6 +190,8 @@ class Session:
         eng.set_memory(ti[graph.input_name], ti[out], bc, arena + shared, arena, shared, private)
         self._engine = eng
         self._plan = self._choose_kernels(built, bool(cache), P)
+        self.macs_per_sample = int(sum(e["macs_sparse"] or 0 for e in self._plan))
+        eng.set_work(self.macs_per_sample, int(os.environ.get("SPARSEKIT_ENGINE_PAR_MIN_MACS", PAR_MIN_MACS)))
         self.verification: dict[str, Any] = {"verified": False}
         if verify:
             self.verification = self._verify(verify_input)

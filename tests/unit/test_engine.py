@@ -29,6 +29,12 @@ ISAS = engine.available_isas()
 RTOL = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _channel_parallel_always(monkeypatch):
+    """Batch-1 runs with threads=2 split channels even for tiny plans, so that path is tested."""
+    monkeypatch.setenv("SPARSEKIT_ENGINE_PAR_MIN_MACS", "0")
+
+
 def close(a: np.ndarray, b: np.ndarray, tol: float = RTOL) -> None:
     scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
     err = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0

@@ -27,6 +27,12 @@ ZOO = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _channel_parallel_always(monkeypatch):
+    """Batch-1 runs with threads=2 split channels even for tiny plans, so that path is tested."""
+    monkeypatch.setenv("SPARSEKIT_ENGINE_PAR_MIN_MACS", "0")
+
+
 def masked_model(name: str, shape: tuple, sparsity: float = 0.9, seed: int = 0,
                  layerwise: bool | None = None) -> torch.nn.Module:
     """Magnitude mask: global (zoo models) or per layer (torchvision: their tiny-init classifier would be
