@@ -59,3 +59,16 @@ class GaussianGate:
 
     def test_gate(self, mu: torch.Tensor) -> torch.Tensor:
         return (mu + 0.5).clamp(0.0, 1.0)
+
+    def at_temperature(self, value: float) -> GaussianGate:
+        """The same gate with noise ``sigma = value`` (annealing toward deterministic gates)."""
+        return GaussianGate(sigma=value)
+
+    @property
+    def temperature(self) -> float:
+        return self.sigma
+
+    def param_range(self) -> tuple[float, float]:
+        """Clamp of mu after each step: the deterministic gate is exactly 0 for mu <= -0.5 and 1 for
+        mu >= 0.5; one more unit on each side keeps a closed gate within reach of reopening."""
+        return (-1.5, 1.5)

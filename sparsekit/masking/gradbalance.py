@@ -13,10 +13,18 @@ gates: pi = P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))); other k
     g    = g_obj + lam * g_sp
 
 The Lagrangian variant (``LagrangeBalance``) uses K~ = kappa * d and gradient ascent on lambda.
+
+``two_sided=True`` (a deviation from the reference, used by the gates method) also pushes the density
+*up* when it is below the target: lam* = tanh(e) * ||g_obj|| / ||g_sp|| for any e (so lam may become
+negative). tanh keeps the push proportional near the target (e = 1 is 1 % off with c_s = 100) instead
+of switching sign at e = 0. The reference's one-sided rule leaves lam at 0 below the target, so an
+objective that closes gates on its own ends with fewer open gates than the budget, and the final
+top-k re-admits gates the search was closing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +60,7 @@ class GradBalance:
     lam: float | None = None  # None = not yet initialized (the reference's -inf sentinel)
     last_target_ratio: float = 0.0
     last_excess: float = 0.0
+    two_sided: bool = False
 
     @property
     def target_count(self) -> float:
@@ -69,7 +78,9 @@ class GradBalance:
         k = self.target_count
         e = self.c_s * (float(pi.sum()) / k - 1.0)
         g_sp = sparsity_gradient(pi, k, self.c_s) if dpi is None else (self.c_s / k) * dpi
-        if e > 0:
+        if self.two_sided:
+            ratio = math.tanh(e) * float(stable_norm(g_obj) / (stable_norm(g_sp) + 1e-12))
+        elif e > 0:
             ratio = float(stable_norm(g_obj) / (stable_norm(g_sp) + 1e-12))
         else:
             ratio = 0.0

@@ -69,3 +69,17 @@ class HardConcrete:
     def test_gate(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """Deterministic gate used at test time (exact zeros count as pruned)."""
         return (torch.sigmoid(log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def at_temperature(self, value: float) -> HardConcrete:
+        """The same gate with temperature ``beta = value`` (annealing toward hard 0/1 samples)."""
+        return HardConcrete(beta=value, gamma=self.gamma, zeta=self.zeta)
+
+    @property
+    def temperature(self) -> float:
+        return self.beta
+
+    def param_range(self) -> tuple[float, float]:
+        """Clamp of log_alpha after each step: [log 1e-2, log 1e2] as in Louizos et al.'s code, so a
+        closed gate keeps a non-zero gradient and can reopen (the deterministic gate is exactly 0 /
+        1 already for |log_alpha| >= log(1.1 / 0.1) = 2.4, well inside the range)."""
+        return (math.log(1e-2), math.log(1e2))

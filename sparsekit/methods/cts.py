@@ -32,7 +32,7 @@ import torch
 from torch.func import functional_call
 
 from sparsekit import paths
-from sparsekit._io import append_jsonl, load_tensors, read_json, save_tensors, write_json
+from sparsekit._io import load_tensors, read_json, save_tensors, write_json
 from sparsekit.errors import UsageError
 from sparsekit.masking.concrete import (
     DEFAULT_TAU,
@@ -42,6 +42,7 @@ from sparsekit.masking.concrete import (
     relaxed_mask,
 )
 from sparsekit.masking.gradbalance import GradBalance, LagrangeBalance
+from sparsekit.methods._search_log import SearchLog
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
 from sparsekit.methods.base import (
     METHODS,
@@ -195,6 +196,7 @@ class _Search:
         capture = ReluCapture(ctx.model) if self.objective.needs_features else None
         log_path = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
         resume_at = self._resume(log_path)
+        slog = SearchLog(log_path)  # per-step records, appended in chunks (flushed before checkpoints)
         step, last_r, t0 = 0, float("nan"), time.perf_counter()
         try:
             for epoch in range(epochs):
@@ -213,12 +215,14 @@ class _Search:
                     last_r = self._step(x.to(self.device), y.to(self.device), capture)
                     step += 1
                     if log_path is not None:
-                        append_jsonl(log_path, self._record(step, epoch, last_r))
+                        slog.add(self._record(step, epoch, last_r))
                     if o.checkpoint_every and step % o.checkpoint_every == 0 and step < total:
+                        slog.flush()
                         self._checkpoint(step)
                 if step >= total:
                     break
         finally:
+            slog.flush()
             if capture is not None:
                 capture.close()
         final = self._record(step, epochs - 1, last_r)

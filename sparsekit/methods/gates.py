@@ -7,13 +7,29 @@ sampled gates while GradBalance (§2.4) holds the expected L0 norm near the targ
 per-target lambda needs tuning. The final mask is the exact top-k of the gate parameters
 (``select``), which equals ranking by keep probability.
 
-Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 penalty:
-  * sparsity control by GradBalance plus a final exact top-k (the CTS recipe) instead of a tuned
-    lambda, so ``--sparsity`` is met exactly;
+Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 penalty (available as
+``objective=l0`` with ``l0_lambda``: loss = CE + l0_lambda * mean keep probability):
+  * by default sparsity is controlled by GradBalance plus a final exact top-k (the CTS recipe)
+    instead of a tuned lambda, so ``--sparsity`` is met exactly;
+  * GradBalance is *two-sided* here (``two_sided``, headroom 1.0): below the target it pushes the
+    density up. The reference rule is one-sided; at 50 % its multiplier stays 0 because the
+    objective closes gates by itself, and the final top-k then re-admits gates the search was
+    closing (the 0/1 conversion lost accuracy; see ``conversion_loss`` in the info);
+  * the relaxation is annealed toward hard gates (``anneal``: hard-concrete beta 2/3 -> 0.1, or
+    gaussian sigma -> 0.1, geometric in the step), the gate parameters are clamped after every
+    step (``clamp``: log_alpha in [log 1e-2, log 1e2] as in Louizos et al.'s code, mu in
+    [-1.5, 1.5]) so closed gates keep a gradient and can reopen, and the Adam lr decays with a
+    cosine over the search (``lr_schedule``) — together they make the gates the search ends with
+    nearly binary, so the top-k deploys what was learned;
   * gate parameters start at the target expected density (§10 pitfall), not "open";
-  * Adam lr 0.1 on the gate parameters (the CTS logit recipe) but, unlike CTS, no x0.1 drop for
-    the last 12 % of the search by default (``lr_drop_at``): on Fashion-MNIST / LeNet-300-100 at
-    90 %, 3 epochs, the drop cost ~2 pp (seeds 0/1: 80.2/78.0 % with it, 82.1/80.5 % without).
+  * Adam lr 0.1 on the gate parameters (the CTS logit recipe). ``lr_schedule=constant`` with
+    ``lr_drop_at`` gives the old step drop (on Fashion-MNIST / LeNet-300-100 at 90 %, 3 epochs, a
+    x0.1 drop at 88 % cost ~2 pp: seeds 0/1 80.2/78.0 % with it, 82.1/80.5 % without).
+
+Diagnostics (info / run.json): ``gate_sparsity_before_topk`` (deterministic gates exactly 0 at the
+end of the search), and ``accuracy_soft`` / ``accuracy_hard`` / ``conversion_loss``: test accuracy
+on ``eval_batches`` test batches with the deterministic soft gates vs the final 0/1 mask (BN in
+batch-statistics mode for both, so they differ only by the gates).
 
 BatchNorm: during the search BN normalizes with batch statistics of the gated network (dropout
 off), as CTS does. The BN running statistics of theta_K describe the dense network, so after the
@@ -34,13 +50,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit import paths
-from sparsekit._io import append_jsonl
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.gaussian_gate import GaussianGate
 from sparsekit.masking.gradbalance import GradBalance
 from sparsekit.masking.hard_concrete import HardConcrete
-from sparsekit.masking.masked_forward import freeze, masked_call
+from sparsekit.masking.masked_forward import binary_multipliers, freeze, masked_call
+from sparsekit.methods._search_log import SearchLog
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
@@ -56,6 +72,9 @@ log = logging.getLogger("sparsekit")
 
 DEFAULT_SEARCH_EPOCHS = 10
 RELAXATIONS = ("hard-concrete", "gaussian")
+#: sparsity control: GradBalance, an exact projection of the expected density after every step, or
+#: the paper's plain lambda * L0 penalty
+OBJECTIVES = ("gradbalance", "project", "l0")
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,16 @@ class Options:
     # beta = 0.3 measured +0.6 to +1.8 pp over 2/3 at 50-90 % (one seed, 3 epochs); default kept at
     # Louizos' value until it is confirmed on more seeds
     temperature: float = field(default=2.0 / 3.0, metadata={"help": "hard-concrete temperature beta"})
-    headroom: float = field(default=1.1, metadata={"help": "GradBalance target = headroom * density"})
+    objective: str = field(default="project", metadata={"help": "project (expected density held exactly), gradbalance, or l0 (CE + l0_lambda * L0, the paper's form)"})
+    l0_lambda: float = field(default=1.0, metadata={"help": "weight of the mean keep probability with objective=l0"})
+    two_sided: bool = field(default=True, metadata={"help": "GradBalance also pushes the density up below the target"})
+    anneal: bool = field(default=True, metadata={"help": "anneal temperature/sigma geometrically to temperature_final/sigma_final"})
+    temperature_final: float = field(default=0.1, metadata={"help": "hard-concrete beta at the end of the search (anneal)"})
+    sigma_final: float = field(default=0.1, metadata={"help": "gaussian sigma at the end of the search (anneal)"})
+    clamp: bool = field(default=False, metadata={"help": "clamp gate parameters after each step so closed gates can reopen"})
+    lr_schedule: str = field(default="constant", metadata={"help": "cosine (to 0 over the search) or constant (with lr_drop_at)"})
+    eval_batches: int = field(default=4, metadata={"help": "test batches of 512 for the soft-vs-hard accuracy diagnostic (0 = skip)"})
+    headroom: float = field(default=1.0, metadata={"help": "GradBalance target = headroom * density"})
     c_s: float = field(default=100.0, metadata={"help": "GradBalance sparsity scaler"})
     ema: float = field(default=0.01, metadata={"help": "GradBalance EMA factor of lambda"})
     bn_batches: int = field(default=50, metadata={"help": "batches used to recompute BN statistics"})
@@ -91,6 +119,16 @@ class Options:
             raise UsageError(f"gates option sigma must be positive, got {self.sigma}")
         if not self.headroom > 0 or not self.c_s > 0 or not 0 < self.ema <= 1:
             raise UsageError("gates options need headroom > 0, c_s > 0 and 0 < ema <= 1")
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"gates option objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not (self.l0_lambda >= 0 and math.isfinite(self.l0_lambda)):
+            raise UsageError(f"gates option l0_lambda must be >= 0, got {self.l0_lambda}")
+        if not self.temperature_final > 0 or not self.sigma_final > 0:
+            raise UsageError("gates options temperature_final and sigma_final must be positive")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise UsageError(f"gates option lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
+        if self.eval_batches < 0:
+            raise UsageError(f"gates option eval_batches must be >= 0, got {self.eval_batches}")
 
     def resolved_lr(self) -> float:
         """The learning rate; the default scales with the parameter's natural unit (log_alpha ~ 1,
@@ -102,6 +140,13 @@ class Options:
 
     def relaxation_obj(self) -> HardConcrete | GaussianGate:
         return HardConcrete(beta=self.temperature) if self.relaxation == "hard-concrete" else GaussianGate(self.sigma)
+
+    def final_temperature(self) -> float:
+        """Temperature (beta or sigma) at the end of the search; the initial one without annealing."""
+        start = self.relaxation_obj().temperature
+        if not self.anneal:
+            return start
+        return self.temperature_final if self.relaxation == "hard-concrete" else self.sigma_final
 
 
 @dataclass
@@ -143,6 +188,26 @@ class _Layout:
         return {n: flat[s].view(g) for n, s, g in zip(self.names, self.slices(), self.gate_shapes, strict=True)}
 
 
+def _density_shift(relax: Any, theta: torch.Tensor, target: float, iters: int = 30, tol: float = 1e-7) -> float:
+    """Uniform shift c with mean keep_prob(theta + c) = target (Newton; keep_prob is monotone in c).
+
+    Shifting every gate parameter by the same constant keeps their order (so the final top-k is
+    unchanged by it) and makes the expected density exactly the target after every step: two-sided
+    control with no multiplier dynamics to settle.
+    """
+    c = 0.0
+    for _ in range(iters):
+        t = theta + c
+        err = float(relax.keep_prob(t).mean()) - target
+        if abs(err) < tol:  # after the first step of a search one iteration is usually enough
+            break
+        slope = float(relax.keep_prob_grad(t).mean())
+        if slope <= 1e-12:
+            break
+        c -= max(-4.0, min(4.0, err / slope))  # damped: big jumps only from a far start
+    return c
+
+
 def _reduce_grad(dist: Any, g: torch.Tensor) -> torch.Tensor:
     """Average a gradient across ranks (identity without a distributed context)."""
     if dist is None:
@@ -162,7 +227,7 @@ class GatesMethod(SearchMethod):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
-        relax = o.relaxation_obj()
+        relax0 = o.relaxation_obj()
         device = torch.device(ctx.device)
         model = ctx.model.to(device)
         freeze(model)
@@ -171,12 +236,13 @@ class GatesMethod(SearchMethod):
         density = 1.0 - ctx.sparsity
 
         # every gate starts at the target expected density (ALGORITHMS.md §10 pitfall)
-        flat = nn.Parameter(torch.full((layout.total,), relax.init_param(density), device=device))
-        opt = torch.optim.Adam([flat], lr=o.resolved_lr())
+        flat = nn.Parameter(torch.full((layout.total,), relax0.init_param(density), device=device))
+        lr0 = o.resolved_lr()
+        opt = torch.optim.Adam([flat], lr=lr0)
         # GradBalance over all gates (global), or one per layer when the final top-k is per layer
         segments = layout.slices() if ctx.layerwise else [slice(0, layout.total)]
         balancers = [
-            GradBalance(density, s.stop - s.start, headroom=o.headroom, c_s=o.c_s, beta=o.ema)
+            GradBalance(density, s.stop - s.start, headroom=o.headroom, c_s=o.c_s, beta=o.ema, two_sided=o.two_sided)
             for s in segments
         ]
         rank = getattr(ctx.dist, "rank", 0)
@@ -185,66 +251,98 @@ class GatesMethod(SearchMethod):
         bs = o.batch_size or ctx.train_cfg.batch_size
         per_epoch = ctx.data.num_batches("train", bs, world_size=world)
         epochs, total_steps = search_length(ctx, per_epoch, DEFAULT_SEARCH_EPOCHS, "gates")
-        warning = warn_short_search("gates", total_steps, settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
+        warning = None
+        if o.objective == "gradbalance":
+            warning = warn_short_search("gates", total_steps, settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
         drop_step = int(o.lr_drop_at * total_steps)
-        logfile = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
+        t_start, t_end = relax0.temperature, o.final_temperature()
+        lo, hi = relax0.param_range()
+        slog = SearchLog(paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None)
         trajectory: list[float] = []
 
         t0 = time.perf_counter()
         step, loss_val = 0, float("nan")
-        for epoch in range(epochs):
-            batches = ctx.data.batches(
-                "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
-            )
-            for x, y in batches:
-                if step >= total_steps:
-                    break
-                if step == drop_step:
+        relax = relax0
+        try:
+            for epoch in range(epochs):
+                batches = ctx.data.batches(
+                    "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
+                )
+                for x, y in batches:
+                    if step >= total_steps:
+                        break
+                    frac = step / total_steps
+                    if o.lr_schedule == "cosine":
+                        lr = lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
+                    else:
+                        lr = lr0 * (0.1 if step >= drop_step else 1.0)
                     for group in opt.param_groups:
-                        group["lr"] *= 0.1
-                x, y = x.to(device), y.to(device)
-                z = relax.sample(flat, gen)  # one gate sample per step, shared by the batch
-                loss = F.cross_entropy(masked_call(model, layout.views(z), x), y)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(f"gates search loss became {loss.item()} at step {step}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                g_obj = _reduce_grad(ctx.dist, flat.grad)
-                with torch.no_grad():
-                    theta = flat.detach()
-                    pi, dpi = relax.keep_prob(theta), relax.keep_prob_grad(theta)
-                    g = torch.empty_like(g_obj)
-                    for s, gb in zip(segments, balancers, strict=True):
-                        g[s] = gb.step(g_obj[s], pi[s], dpi=dpi[s])
-                flat.grad = g
-                opt.step()
-                step += 1
-                loss_val = loss.detach().item()
-                if step % o.log_every == 0 or step == total_steps:
-                    rec = self._record(relax, flat, balancers, step, epoch, loss_val)
-                    trajectory.append(rec["expected_density"])
-                    if logfile is not None:
-                        append_jsonl(logfile, rec)
-            ctx.progress(f"gates search epoch {epoch + 1}/{epochs}: loss {loss_val:.4f}")
+                        group["lr"] = lr
+                    # geometric anneal of beta / sigma toward near-binary samples
+                    relax = relax0.at_temperature(t_start * (t_end / t_start) ** frac) if t_end != t_start else relax0
+                    x, y = x.to(device), y.to(device)
+                    z = relax.sample(flat, gen)  # one gate sample per step, shared by the batch
+                    loss = F.cross_entropy(masked_call(model, layout.views(z), x), y)
+                    if not torch.isfinite(loss):
+                        raise TrainingDivergedError(f"gates search loss became {loss.item()} at step {step}")
+                    opt.zero_grad(set_to_none=True)
+                    if o.objective in ("l0", "project"):
+                        # l0: the paper's plain penalty, lambda * expected L0 (as a fraction of the gates)
+                        pen = o.l0_lambda * relax.keep_prob(flat).mean() if o.objective == "l0" else 0.0
+                        (loss + pen).backward()
+                        flat.grad = _reduce_grad(ctx.dist, flat.grad)
+                    else:
+                        loss.backward()
+                        g_obj = _reduce_grad(ctx.dist, flat.grad)
+                        with torch.no_grad():
+                            theta = flat.detach()
+                            pi, dpi = relax.keep_prob(theta), relax.keep_prob_grad(theta)
+                            g = torch.empty_like(g_obj)
+                            for s, gb in zip(segments, balancers, strict=True):
+                                g[s] = gb.step(g_obj[s], pi[s], dpi=dpi[s])
+                        flat.grad = g
+                    opt.step()
+                    with torch.no_grad():
+                        if o.objective == "project":
+                            for s in segments:
+                                flat[s] += _density_shift(relax, flat[s], o.headroom * density)
+                        if o.clamp:
+                            flat.clamp_(lo, hi)
+                    step += 1
+                    loss_val = loss.detach().item()
+                    if step % o.log_every == 0 or step == total_steps:
+                        rec = self._record(relax, flat, balancers, step, epoch, loss_val)
+                        rec.update(lr=lr, temperature=relax.temperature)
+                        trajectory.append(rec["expected_density"])
+                        slog.add(rec)
+                ctx.progress(f"gates search epoch {epoch + 1}/{epochs}: loss {loss_val:.4f}")
+        finally:
+            slog.flush()
         search_s = time.perf_counter() - t0
 
         with torch.no_grad():
             theta = flat.detach()
-            gate_sparsity = float((relax.test_gate(theta) == 0).double().mean())
+            soft = relax.test_gate(theta)
+            gate_sparsity = float((soft == 0).double().mean())
             expected_density = float(relax.keep_prob(theta).double().mean())
             mask = select(self._scores(layout, theta), ctx)
+        conversion = self._conversion(model, layout, soft, mask, ctx, o.eval_batches)
         state_updates = recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)
         info = {
             "relaxation": o.relaxation,
-            "lr": o.resolved_lr(),
+            "objective": o.objective,
+            "lr": lr0,
             "granularity": ctx.granularity,
             "search_epochs": epochs,
             "steps": step,
             "batch_size": bs,
             "search_s": search_s,
+            "temperature_final": relax.temperature,
             "expected_density_final": expected_density,
             "gate_sparsity_before_topk": gate_sparsity,
+            "gate_binary_fraction": float(((soft == 0) | (soft == 1)).double().mean()),
             "sparsity": mask.sparsity,
+            **conversion,
             "lambda_final": [gb.lam for gb in balancers],
             "expected_density_trajectory": trajectory[:: max(1, len(trajectory) // 50)],
             "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
@@ -252,6 +350,32 @@ class GatesMethod(SearchMethod):
         if warning:
             info["warnings"] = [warning]
         return SearchResult(mask, info, state_updates=state_updates)
+
+    @staticmethod
+    @torch.no_grad()
+    def _conversion(model: nn.Module, layout: _Layout, soft: torch.Tensor, mask: Any, ctx: SearchContext,
+                    batches: int) -> dict[str, Any]:
+        """Accuracy of the deterministic soft gates vs the final 0/1 mask on a few test batches.
+
+        BN normalizes with batch statistics in both (as during the search), so the two differ only by
+        the gates; ``conversion_loss`` = soft - hard, in accuracy points (fraction of 1).
+        """
+        if batches <= 0:
+            return {}
+        device = torch.device(ctx.device)
+        soft_m = layout.views(soft)
+        hard_m = binary_multipliers(mask, device)
+        n_soft = n_hard = n = 0
+        for x, y in ctx.data.batches("test", 512, limit=512 * batches):
+            x, y = x.to(device), y.to(device)
+            n_soft += int((masked_call(model, soft_m, x).argmax(1) == y).sum())
+            n_hard += int((masked_call(model, hard_m, x).argmax(1) == y).sum())
+            n += len(y)
+        if n == 0:
+            return {}
+        a_soft, a_hard = n_soft / n, n_hard / n
+        return {"accuracy_soft": a_soft, "accuracy_hard": a_hard, "conversion_loss": a_soft - a_hard,
+                "conversion_eval_samples": n}
 
     @staticmethod
     def _record(relax, flat, balancers, step: int, epoch: int, loss: float) -> dict[str, Any]:

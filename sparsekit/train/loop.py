@@ -159,8 +159,12 @@ def train_epochs(
     """
     device = torch.device(cfg.device)
     model.to(device)
+    held: list[tuple[nn.Parameter, torch.Tensor]] = []
     if mask is not None:
         mask.apply(model)
+        # float multipliers made once (Mask.apply / mask_grads convert the bool tensors every call)
+        params = dict(model.named_parameters())
+        held = [(params[n], t.to(device=params[n].device, dtype=params[n].dtype)) for n, t in mask.items()]
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
@@ -193,13 +197,15 @@ def train_epochs(
             _check_finite(loss, f"{stage} epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if mask is not None:
-                mask.mask_grads(model)
+            for p, m in held:  # pruned weights get no gradient, so momentum never grows there
+                if p.grad is not None:
+                    p.grad.mul_(m)
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            if mask is not None:
-                mask.apply(model)
+            with torch.no_grad():
+                for p, m in held:  # and weight decay / momentum can never resurrect one
+                    p.mul_(m)
             total += loss.item() * len(y)
             seen += len(y)
         if checkpoint is not None and rank == 0:

@@ -75,10 +75,11 @@ def test_search_steps_sets_the_exact_number_of_steps(method, opts, data):
     assert info["steps"] == 13
 
 
-@pytest.mark.parametrize("method", ["cts", "gates"])
-def test_too_short_search_warns_with_steps_and_minimum(method, data, caplog):
+@pytest.mark.parametrize("method, opts", [("cts", {}), ("gates", {"objective": "gradbalance"})])
+def test_too_short_search_warns_with_steps_and_minimum(method, opts, data, caplog):
+    # (gates' default density control, objective=project, has no multiplier to settle: no warning)
     with caplog.at_level(logging.WARNING, logger="sparsekit"):
-        info = get_method(method, {"batch_size": 64}).search(_ctx(data, search_steps=10)).info
+        info = get_method(method, {"batch_size": 64, **opts}).search(_ctx(data, search_steps=10)).info
     minimum = settle_steps(0.01)
     assert minimum == 400
     (msg,) = info["warnings"]
