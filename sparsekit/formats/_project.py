@@ -1,9 +1,10 @@
 """Shared helper of pattern formats (nm, block): project a mask onto a pattern, count what changed.
 
 Semantics (both formats): the projected mask is a valid pattern over the ORIGINAL architecture; the
-weights the ticket kept are ranked by magnitude and the pattern keeps the largest ones it can. A
-pattern slot the ticket had masked may be part of the new mask (a 2:4 group with one survivor keeps
-two slots; a kept 4x4 block keeps all 16): such a "revived" slot holds exactly 0 until the converted
+weights the ticket kept are ranked by magnitude and the pattern keeps the largest ones it can, at
+the ticket's density where the pattern allows it (N:M caps it at N/M). A pattern slot the ticket had
+masked may be part of the new mask (a kept 4x4 block keeps all 16 slots; a 2:4 group with one
+survivor may get a second): such a "revived" slot holds exactly 0 until the converted
 model is fine-tuned with the new mask held (``convert --finetune-epochs N``). So the projected model
 computes masked-dense(projected mask) exactly, and the report says, per layer, the mask density
 before/after, the non-zero density after, and how many of the ticket's surviving weights (and what
@@ -106,11 +107,6 @@ def ranked_keep(score: torch.Tensor, k: torch.Tensor | int, dim: int = -1) -> to
     order = torch.sort(score, dim=dim, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(dim, order, torch.arange(score.shape[dim]).expand_as(order).contiguous())
     return rank < k
-
-
-def survivor_score(w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Rank the ticket's surviving weights first, by magnitude; masked slots after them (all tied)."""
-    return torch.where(keep & (w != 0), w.abs().float(), torch.full_like(w, -1.0, dtype=torch.float))
 
 
 class PatternState:

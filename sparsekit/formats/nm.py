@@ -3,12 +3,15 @@
 No CPU kernel executes N:M (torch's semi-structured sparsity is CUDA-only, ORT CPU has no op); on CPU
 an N:M model runs masked-dense.
 
-Projection (see ``_project``): in every group of M the new mask keeps exactly N slots: the ticket's
-surviving weights first, largest magnitude first, then (when a group has fewer than N survivors)
-masked slots, which hold 0 until ``convert --finetune-epochs`` trains them. So the mask density of a
-patterned layer is exactly N/M by definition, while its non-zero density is at most that; the
-report gives both, before and after. A layer whose input width is not a multiple of M is skipped
-(reported with the reason), never claimed valid.
+Projection (see ``_project``), per layer: N:M caps the density at N/M, so the new mask keeps
+``min(kept, N/M * numel)`` slots (the ticket's density, or N/M if the ticket is denser). In every
+group of M it keeps at most N: the ticket's surviving weights first, largest magnitude first; when
+that leaves the layer below its target (groups with fewer than N survivors), masked slots of groups
+with room are added (a seeded random choice), holding 0 until ``convert --finetune-epochs`` trains
+them. A 2:4 projection of a 50 % ticket is thus exactly 50 % dense (not 40 %), and one of a 90 %
+ticket stays 10 % dense. The report gives the mask and non-zero densities before and after. A
+layer whose input width is not a multiple of M is skipped (reported with the reason), never claimed
+valid.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from sparsekit.errors import UsageError
-from sparsekit.formats._project import PatternState, project, ranked_keep, survivor_score
+from sparsekit.formats._project import PatternState, project, ranked_keep
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat
 from sparsekit.mask import Mask
 
@@ -47,13 +50,25 @@ class NM(PatternState, SparseFormat):
         rows_w, rows_k = _rows(w), _rows(keep)
         if rows_w.shape[1] % self.m:
             return f"input width {rows_w.shape[1]} is not a multiple of M={self.m}"
-        score = survivor_score(rows_w, rows_k).reshape(-1, self.m)  # (groups, M)
-        new = ranked_keep(score, self.n, dim=1)  # exactly N per group, survivors by magnitude first
+        alive = (rows_k & (rows_w != 0)).reshape(-1, self.m)  # (groups, M)
+        # survivors rank by magnitude (>= 0); masked slots below them in a seeded random order (< 0)
+        filler = -torch.rand(alive.shape, generator=torch.Generator().manual_seed(0)) - 1e-3
+        score = torch.where(alive, rows_w.reshape(-1, self.m).abs().float(), filler)
+        new = ranked_keep(score, self.n, dim=1)  # N per group: survivors first, then filler slots
+        target = min(int(keep.sum()), new.numel() * self.n // self.m)
+        extra = int(new.sum()) - target  # filler slots beyond the layer's target density
+        if extra > 0:
+            revived = (new & ~alive).reshape(-1)
+            cand = torch.nonzero(revived).squeeze(1)
+            drop = cand[torch.sort(score.reshape(-1)[cand], stable=True).indices[:extra]]  # lowest first
+            flat = new.reshape(-1).clone()
+            flat[drop] = False
+            new = flat.reshape(new.shape)
         return _unrows(new.reshape(rows_k.shape), keep)
 
     def _valid(self, name: str, w: torch.Tensor, keep: torch.Tensor) -> bool:
         per_group = _rows(keep).reshape(-1, self.m).sum(1)
-        return bool((per_group == self.n).all() and not bool((w[~keep] != 0).any()))
+        return bool((per_group <= self.n).all() and not bool((w[~keep] != 0).any()))
 
     def convert(self, model, mask: Mask, example) -> Converted:
         c = project(model, mask, example, self._project, self._valid, f"{self.n}:{self.m}")

@@ -166,11 +166,21 @@ def test_block_projection_preserves_density_and_keeps_the_heaviest_blocks():
     assert r["nonzero_density_after"] <= r["density_after"] and 0 < r["survivors_kept"] < 1
 
 
+def test_nm_projection_density_is_min_of_ticket_and_n_over_m():
+    sparse_net, sparse_mask, x = _random_linear(0.1)
+    r = get_format("nm", n=2, m=4).convert(sparse_net, sparse_mask, x).report
+    assert r["density_after"] == pytest.approx(r["density_before"], abs=1e-12)  # sparser than 2:4: kept
+    assert r["survivors_kept"] > 0.97 and r["pattern_valid"]
+    dense_net, dense_mask, _ = _random_linear(0.8)
+    assert get_format("nm", n=2, m=4).convert(dense_net, dense_mask, x).report["density_after"] == 0.5  # capped
+
+
 def test_nm_projection_is_exactly_n_over_m_and_keeps_the_largest():
     net, mask, x = _random_linear(0.5)
     c = get_format("nm", n=2, m=4).convert(net, mask, x)
     r = c.report
-    assert r["density_after"] == 0.5 and r["pattern_valid"]
+    assert r["density_after"] == pytest.approx(min(0.5, r["density_before"]), abs=1e-12) and r["pattern_valid"]
+    assert r["density_after"] > 0.49  # not the 40 % of dropping survivors without refilling
     w = net[1].weight.detach()
     groups_w = (w * mask["1.weight"]).abs().reshape(-1, 4)
     kept = c.mask["1.weight"].reshape(-1, 4)
