@@ -120,3 +120,18 @@ def test_registered_models_need_no_trust(tiny_run, tmp_path, monkeypatch):
     monkeypatch.delenv("SPARSEKIT_TRUST_MODEL_CODE", raising=False)
     r = runner.invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "t.onnx")])
     assert r.exit_code == 0, r.output
+
+
+def test_module_factory_is_located_and_hashed_without_importing(tmp_path, monkeypatch):
+    from sparsekit.models.registry import factory_record
+
+    pkg = tmp_path / "skt_userpkg"
+    pkg.mkdir()
+    marker = tmp_path / "MARKER"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
+    (pkg / "nets.py").write_text(GOOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rec = factory_record("skt_userpkg.nets:make")
+    assert rec["path"] == str((pkg / "nets.py").resolve())
+    assert rec["sha256"] == hashlib.sha256((pkg / "nets.py").read_bytes()).hexdigest()
+    assert not marker.exists()  # neither the package nor the module ran
