@@ -15,8 +15,9 @@ API (stable):
     >>> s.isa, s.threads, s.verification                 # doctest: +SKIP
 
 ``load(path, threads=1, verify=True, verify_input=None, cache=None, isa=None, input_shape=None)``:
-    * ``threads``: cores used by ``run`` (batch >= threads: images in parallel; else output channels,
-      if the plan executes >= PAR_MIN_MACS per sample). Results are identical for any thread count.
+    * ``threads``: cores used by ``run``: batches of >= 2 images (>= 2 chunks) run images in parallel;
+      smaller batches run on one thread unless the plan executes >= PAR_MIN_MACS per sample (default:
+      never), then output channels are split. Results are identical for any thread count.
     * ``verify``: run ``verify_input`` (default: seeded standard-normal batch of 8) through the engine and
       ONNX Runtime and raise ``EngineVerifyError`` if ``max|diff| > VERIFY_ATOL + VERIFY_RTOL * max|ref|``;
       the outcome is in ``session.verification`` (max_abs_err, atol, batch, vacuous: ORT's outputs were
@@ -64,9 +65,11 @@ VERIFY_RTOL = 1e-5
 #: default verification batch
 VERIFY_BATCH = 8
 ISAS = ("avx512", "avx2", "baseline")
-#: batch < threads: split channels across threads only for plans with at least this many executed MACs
-#: per sample (env SPARSEKIT_ENGINE_PAR_MIN_MACS); smaller plans run such batches on one thread
-PAR_MIN_MACS = 8_000_000
+#: batch < threads (e.g. batch 1): split output channels across threads only for plans with at least this
+#: many executed MACs per sample (env SPARSEKIT_ENGINE_PAR_MIN_MACS). Default: never. Channel splitting
+#: needs a barrier per op, and on the shared 2-vCPU VM this was measured to cost 10-300x (a barrier waits
+#: for a descheduled thread); set e.g. 8000000 on machines with dedicated cores.
+PAR_MIN_MACS = 10**15
 
 __all__ = ["load", "Session", "available_isas", "VERIFY_ATOL", "VERIFY_RTOL", "EngineError", "EngineUnsupported",
            "EngineInputError", "EngineVerifyError", "EngineLoadError", "EngineBuildError"]
