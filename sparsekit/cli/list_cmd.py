@@ -46,10 +46,11 @@ def static_catalog(what: str) -> list[tuple[str, str]]:
                 continue
             # parse only the call (parsing whole modules costs ~0.15 s): find its closing parenthesis
             depth, end = 0, start + len(needle) - 1
-            for end in range(end, len(src)):
+            while end < len(src):
                 depth += {"(": 1, ")": -1}.get(src[end], 0)
                 if depth == 0:
                     break
+                end += 1
             try:
                 call = ast.parse(src[start:end + 1], mode="eval").body
             except SyntaxError:

@@ -45,7 +45,7 @@ def test_format_equals_masked_dense(runs, fmt, model):
     else:  # pattern formats: the projection only drops weights; a revived mask slot holds exactly 0
         params = dict(converted.module.named_parameters())
         orig = dict(net.named_parameters())
-        for n, keep in converted.reference_mask.items():
+        for n in converted.reference_mask.names:
             assert not bool(((params[n] != 0) & (orig[n] == 0)).any()), n
 
 
