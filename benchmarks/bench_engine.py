@@ -353,6 +353,15 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict) -> st
         for k, m in mem.items():
             L.append(f"| {k} | {m['sparsity'] * 100:.1f} % | {m['engine'].get('peak_minus_base_mb', m['engine'].get('error'))} | "
                      f"{m['ort'].get('peak_minus_base_mb', m['ort'].get('error'))} |")
+    L += ["", "## Notes", "",
+          "* ORT runs the same masked-dense ONNX file (zeros cost full time); the engine picks sparse or dense "
+          "per layer by timing both at load.",
+          "* On a shared 2-vCPU VM, absolute times vary several-fold with other jobs; only ratios from the same "
+          "round are meaningful, and 2-thread rows show no scaling when no second core is free (check "
+          "`uptime` next to a run).",
+          "* Weights: a short SGD pre-training on synthetic data (not a converged model), then one global "
+          "magnitude mask per sparsity; layer densities follow from that (first conv and 1x1 shortcuts stay "
+          "denser)."]
     return "\n".join(L) + "\n"
 
 
