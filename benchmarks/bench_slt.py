@@ -72,6 +72,8 @@ def run_one(root: Path, data, model: str, label: str, method: str, init: str, op
         "seconds": t.get("finetune_s", 0.0) if dense else t.get("search_s", 0.0),
         "wall_this_call": time.perf_counter() - t0,
         "gate_sparsity_before_topk": r["search_info"].get("gate_sparsity_before_topk"),
+        # accuracy lost by the 0/1 conversion (soft deterministic gates - final mask, 4 test batches)
+        "conversion_loss": r["search_info"].get("conversion_loss"),
     }
 
 

@@ -28,8 +28,9 @@ Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 pena
 
 Diagnostics (info / run.json): ``gate_sparsity_before_topk`` (deterministic gates exactly 0 at the
 end of the search), and ``accuracy_soft`` / ``accuracy_hard`` / ``conversion_loss``: test accuracy
-on ``eval_batches`` test batches with the deterministic soft gates vs the final 0/1 mask (BN in
-batch-statistics mode for both, so they differ only by the gates).
+on ``eval_batches`` test batches with the expected gates E[z] (32 samples at the final temperature)
+vs the final 0/1 mask (BN in batch-statistics mode for both, so they differ only by the gates);
+``accuracy_test_gate`` uses the deterministic test-time gate instead of E[z].
 
 BatchNorm: during the search BN normalizes with batch statistics of the gated network (dropout
 off), as CTS does. The BN running statistics of theta_K describe the dense network, so after the
@@ -71,6 +72,8 @@ from sparsekit.methods.cts import settle_steps
 log = logging.getLogger("sparsekit")
 
 DEFAULT_SEARCH_EPOCHS = 10
+#: gate samples averaged for the expected-gate (soft) accuracy of the conversion diagnostic
+EXPECTED_GATE_SAMPLES = 32
 RELAXATIONS = ("hard-concrete", "gaussian")
 #: sparsity control: GradBalance, an exact projection of the expected density after every step, or
 #: the paper's plain lambda * L0 penalty
@@ -326,7 +329,11 @@ class GatesMethod(SearchMethod):
             gate_sparsity = float((soft == 0).double().mean())
             expected_density = float(relax.keep_prob(theta).double().mean())
             mask = select(self._scores(layout, theta), ctx)
-        conversion = self._conversion(model, layout, soft, mask, ctx, o.eval_batches)
+            # E[z] under the final relaxation (what the search trained), Monte Carlo over 32 samples
+            g_eval = torch.Generator(device=device).manual_seed(ctx.seed * 1_000_003 + 23)
+            expected = torch.stack([relax.sample(theta, g_eval) for _ in range(EXPECTED_GATE_SAMPLES)]).mean(0)
+        conversion = self._conversion(model, layout, {"soft": expected, "test_gate": soft}, mask, ctx,
+                                      o.eval_batches)
         state_updates = recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)
         info = {
             "relaxation": o.relaxation,
@@ -353,29 +360,32 @@ class GatesMethod(SearchMethod):
 
     @staticmethod
     @torch.no_grad()
-    def _conversion(model: nn.Module, layout: _Layout, soft: torch.Tensor, mask: Any, ctx: SearchContext,
-                    batches: int) -> dict[str, Any]:
-        """Accuracy of the deterministic soft gates vs the final 0/1 mask on a few test batches.
+    def _conversion(model: nn.Module, layout: _Layout, gates: dict[str, torch.Tensor], mask: Any,
+                    ctx: SearchContext, batches: int) -> dict[str, Any]:
+        """Accuracy with soft gates vs the final 0/1 mask on a few test batches.
 
-        BN normalizes with batch statistics in both (as during the search), so the two differ only by
-        the gates; ``conversion_loss`` = soft - hard, in accuracy points (fraction of 1).
+        ``soft``: the expected gates E[z] at the final temperature (the network the search trained);
+        ``test_gate``: Louizos et al.'s deterministic test-time gate. BN normalizes with batch
+        statistics in all (as during the search), so they differ only by the gates;
+        ``conversion_loss`` = accuracy_soft - accuracy_hard (fraction of 1).
         """
         if batches <= 0:
             return {}
         device = torch.device(ctx.device)
-        soft_m = layout.views(soft)
-        hard_m = binary_multipliers(mask, device)
-        n_soft = n_hard = n = 0
+        mults = {k: layout.views(g) for k, g in gates.items()}
+        mults["hard"] = binary_multipliers(mask, device)
+        right = dict.fromkeys(mults, 0)
+        n = 0
         for x, y in ctx.data.batches("test", 512, limit=512 * batches):
             x, y = x.to(device), y.to(device)
-            n_soft += int((masked_call(model, soft_m, x).argmax(1) == y).sum())
-            n_hard += int((masked_call(model, hard_m, x).argmax(1) == y).sum())
+            for k, m in mults.items():
+                right[k] += int((masked_call(model, m, x).argmax(1) == y).sum())
             n += len(y)
         if n == 0:
             return {}
-        a_soft, a_hard = n_soft / n, n_hard / n
-        return {"accuracy_soft": a_soft, "accuracy_hard": a_hard, "conversion_loss": a_soft - a_hard,
-                "conversion_eval_samples": n}
+        acc = {k: v / n for k, v in right.items()}
+        return {"accuracy_soft": acc["soft"], "accuracy_test_gate": acc["test_gate"], "accuracy_hard": acc["hard"],
+                "conversion_loss": acc["soft"] - acc["hard"], "conversion_eval_samples": n}
 
     @staticmethod
     def _record(relax, flat, balancers, step: int, epoch: int, loss: float) -> dict[str, Any]:
