@@ -269,7 +269,7 @@ def main() -> None:
                     feed = {iname: x}
                     ref = ort_s.run(None, feed)[0]
                     err = float(np.max(np.abs(sess.run(x) - ref)))
-                    t = interleaved({"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)},
+                    t = interleaved({"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)},  # noqa: B023, F821
                                     rounds, block_s, seed=hash((name, sp, T, B)) % 2**31)
                     speed = t["ort"] / t["engine"]
                     ratio = md / max(ms, 1)

@@ -26,7 +26,14 @@ import numpy as np
 
 from sparsekit.engine.errors import EngineUnsupported, unsupported
 from sparsekit.engine.graph import Graph
-from sparsekit.engine.reference import ACTIVATIONS, clip_bounds, conv_geometry, eval_node, pool_out_dim, _pads_2d
+from sparsekit.engine.reference import (
+    ACTIVATIONS,
+    _pads_2d,
+    clip_bounds,
+    conv_geometry,
+    eval_node,
+    pool_out_dim,
+)
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
 KERNEL_VERSION = 1
@@ -95,7 +102,7 @@ def lower(graph: Graph, in_shape: tuple[int, ...]) -> tuple[list[ENode], dict[st
                 raise
             except Exception as exc:
                 raise unsupported(node.op, node.name, f"constant folding failed: {exc}") from None
-            for o, v in zip(node.outputs, outs):
+            for o, v in zip(node.outputs, outs, strict=False):
                 if o:
                     arr = np.asarray(v)
                     consts[o] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
@@ -216,7 +223,7 @@ def lower(graph: Graph, in_shape: tuple[int, ...]) -> tuple[list[ENode], dict[st
             F = int(np.prod(xs))
             if len(tgt) == 2 and tgt[0] in (-1, 0, 1) and (tgt[1] == F or (tgt[1] == -1 and tgt[0] != -1)):
                 _flatten(nodes, shapes, alias, x, out, nm, op)
-            elif len(tgt) == len(xs) + 1 and all(t in (0, s) for t, s in zip(tgt[1:], xs)):
+            elif len(tgt) == len(xs) + 1 and all(t in (0, s) for t, s in zip(tgt[1:], xs, strict=False)):
                 alias[out] = x
             else:
                 raise unsupported(op, nm, f"reshape of {xs} to {tgt} (only to [N, features])")
@@ -475,7 +482,7 @@ def phase_mask(n: ENode) -> int:
 def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list, list, list, list, dict]:
     p = n.p
     w = p["w"]
-    O, Cg, KH, KW = w.shape
+    O, Cg, KH, KW = w.shape  # noqa: E741
     G = p["groups"]
     Og = O // G
     offs, wrow, hq, gofs, pstride = _offsets(n, lay)
@@ -510,7 +517,7 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list,
 
 def build_fc(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dict]:
     w = n.p["w"]
-    O, F = w.shape
+    O, F = w.shape  # noqa: E741
     nzr, nzc = np.nonzero(w)
     rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=O))]).astype(np.uint32)
     col = nzc.astype(np.uint32)

@@ -12,7 +12,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def conv_geometry(attrs: dict, x_shape: tuple, w_shape: tuple) -> dict:
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict) -> np.ndarray:
     g = conv_geometry(attrs, x.shape, w.shape)
     N, C, H, W = x.shape
-    O = w.shape[0]
+    O = w.shape[0]  # noqa: E741
     G = g["groups"]
     Cg, Og = C // G, O // G
     xp = np.zeros((N, C, H + g["pt"] + g["pb"], W + g["pl"] + g["pr"]), np.float64)
@@ -266,7 +267,7 @@ def run_graph(graph: Graph, x: np.ndarray) -> np.ndarray:
             raise unsupported(f"{node.domain}.{node.op}", node.name)
         ins = [env.get(i) if i else None for i in node.inputs]
         outs = eval_node(node, ins)
-        for name, v in zip(node.outputs, outs):
+        for name, v in zip(node.outputs, outs, strict=False):
             env[name] = v
     y = env[graph.output_name]
     return np.asarray(y, np.float32)

@@ -34,7 +34,7 @@ def model(nodes: list, inits: dict, in_shape: tuple, path, opset: int = OPSET, s
     return str(path)
 
 
-def conv_model(path, rng, C=8, O=16, H=10, W=9, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, density=0.5, act="Relu",
+def conv_model(path, rng, C=8, O=16, H=10, W=9, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, density=0.5, act="Relu",  # noqa: E741
                bias=True, auto_pad=None, zero_channel=False, residual=False) -> str:
     kk = (k, k) if isinstance(k, int) else k
     w = rand_weight(rng, (O, C // g, *kk), density)
@@ -64,7 +64,7 @@ def conv_model(path, rng, C=8, O=16, H=10, W=9, k=3, s=1, pads=(1, 1, 1, 1), d=1
     return model(nodes, inits, (C, H, W), path)
 
 
-def fc_model(path, rng, F=37, O=19, density=0.3, op="Gemm", alpha=1.0, beta=1.0, transB=1, act="Relu") -> str:
+def fc_model(path, rng, F=37, O=19, density=0.3, op="Gemm", alpha=1.0, beta=1.0, transB=1, act="Relu") -> str:  # noqa: E741
     if op == "Gemm":
         w = rand_weight(rng, (O, F) if transB else (F, O), density)
         b = rng.standard_normal(O).astype(np.float32)
