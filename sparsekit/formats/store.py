@@ -94,9 +94,10 @@ def _pattern_accuracy(ticket: Any, model: nn.Module, converted: Any, data_dir: s
     rep["accuracy_before"] = evaluate(model, data)["accuracy"]
     rep["accuracy_after"] = evaluate(converted.module, data)["accuracy"]
     if epochs:
-        cfg = ticket.meta.get("config", {})
-        tcfg = TrainConfig(cfg.get("lr", 0.1), cfg.get("momentum", 0.9), cfg.get("weight_decay", 1e-4),
-                           cfg.get("batch_size", 128))
+        # the run's optimizer settings (its resolved training recipe when run.json records one)
+        cfg = {**ticket.meta.get("config", {}), **(ticket.meta.get("recipe") or {})}
+        tcfg = TrainConfig(lr=cfg.get("lr", 0.1), momentum=cfg.get("momentum", 0.9),
+                           weight_decay=cfg.get("weight_decay", 1e-4), batch_size=cfg.get("batch_size", 128))
         with step(f"fine-tuning the projection for {epochs} epoch(s)"):
             train_epochs(converted.module, data, tcfg, epochs, mask=converted.mask, seed=ticket.meta.get("seed", 0),
                          stage="convert-finetune")

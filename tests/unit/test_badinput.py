@@ -169,6 +169,8 @@ def test_failed_finetune_leaves_the_run_as_it_was(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run)
     meta = json.loads((run / "run.json").read_text())
     meta["config"]["lr"] = 1e30  # the next fine-tune diverges
+    if isinstance(meta.get("recipe"), dict):
+        meta["recipe"]["lr"] = 1e30  # runs that record their resolved training recipe
     (run / "run.json").write_text(json.dumps(meta))
     before = tree_digest(run)
     one_line(runner.invoke(app, ["finetune", str(run), "--epochs", "2"]), 1, "loss became")
