@@ -175,6 +175,7 @@ struct Op {
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
+  std::vector<uint32_t> ucols;        // sparse fc: input columns with any non-zero (only those are packed)
 };
 
 // conv ip: in, out, res, O, Cg, groups, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr(unused), Ho, Wo,
@@ -227,6 +228,12 @@ struct Engine {
       const uint32_t* rp = op.ua[0].p;
       for (int o = 0; o <= O; o++) op.cost_prefix[o] = rp[o] + 4u * o;  // nnz + epilogue cost
       op.variant = op.ua[0].p[O] == 0 && op.fa[1].n > 0 ? 1 : 0;
+      if (kind == OP_FC) {
+        const int F = (int)op.ip[F_F];
+        std::vector<char> used(F, 0);
+        for (uint32_t j = 0; j < rp[O]; j++) used[op.ua[1].p[j]] = 1;
+        for (int f = 0; f < F; f++) if (used[f]) op.ucols.push_back((uint32_t)f);
+      }
     }
     ops.push_back(std::move(op));
     return (int)ops.size() - 1;
@@ -363,8 +370,12 @@ struct Engine {
       const int vw = kt->vw;
       c.nbp = (nb + vw - 1) / vw * vw;
       float* xT = A + shared_off;
-      split(F, par ? tid : 0, par ? nth : 1, b, e);
-      for (int64_t f = b; f < e; f++) {
+      // the sparse kernel reads only the columns that hold non-zeros: pack just those
+      const bool sub = op.variant == 0 && (int64_t)op.ucols.size() < F;
+      const int64_t nf = sub ? (int64_t)op.ucols.size() : F;
+      split(nf, par ? tid : 0, par ? nth : 1, b, e);
+      for (int64_t i = b; i < e; i++) {
+        const int64_t f = sub ? op.ucols[i] : i;
         float* d = xT + f * c.nbp;
         for (int n = 0; n < nb; n++) d[n] = x0[n * ti.istride + f];
         for (int n = nb; n < c.nbp; n++) d[n] = 0.f;
