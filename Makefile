@@ -43,6 +43,7 @@ clean:
 	rm -rf .demo .bench runs
 
 .PHONY: bench-engine
-# sparse-cpu vs ONNX Runtime (dense) over sparsities; BENCH_ENGINE_ARGS=--quick for a short run
+# sparse-cpu vs ONNX Runtime (dense) over sparsities; BENCH_ENGINE_ARGS=--quick for a short run;
+# --record writes docs/benchmarks.md (bench-engine section) and README.md (engine-summary)
 bench-engine: $(STAMP)
-	$(PY) benchmarks/bench_engine.py $(BENCH_ENGINE_ARGS)
+	$(PY) benchmarks/bench_engine.py --record $(BENCH_ENGINE_ARGS)

@@ -2,7 +2,12 @@
 
     .venv/bin/python benchmarks/bench_engine.py            # full grid (~15-30 min on 2 vCPUs)
     .venv/bin/python benchmarks/bench_engine.py --quick    # 90/99 %, fewer rounds (~3-5 min)
-    make bench-engine BENCH_ENGINE_ARGS=--quick
+    make bench-engine BENCH_ENGINE_ARGS=--quick   # make passes --record
+
+``--record`` writes the markdown section (tables, crossover, efficiency, thread scaling, with command,
+commit, machine, load average and date) into docs/benchmarks.md between ``<!-- bench-engine:start -->`` /
+``<!-- bench-engine:end -->`` and a short summary into README.md between ``<!-- engine-summary:start -->`` /
+``<!-- engine-summary:end -->``; every number in both comes from that run.
 
 Method. Each model is trained for a few hundred SGD steps on ``synthetic:CxHxW`` (sparsekit.data's
 seeded prototype+noise data, same input shape as the model) so weight magnitudes have trained structure
@@ -213,7 +218,9 @@ def main() -> None:
                     help="scale of the per-model pre-training steps (default 1, --quick 0.3)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default=".bench/engine/bench_engine.json")
-    ap.add_argument("--md", default=None, help="also write the tables as markdown to this file (e.g. docs/engine_benchmarks.md)")
+    ap.add_argument("--md", default=None, help="also write the tables as a standalone markdown file")
+    ap.add_argument("--record", action="store_true",
+                    help="write the results into docs/benchmarks.md (bench-engine section) and README.md (engine-summary)")
     args = ap.parse_args()
 
     import torch
@@ -229,12 +236,16 @@ def main() -> None:
     batches = [int(v) for v in args.batches.split(",")]
     threads_list = [int(v) for v in args.threads.split(",")]
     models = [m for m in args.models.split(",") if m]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from sparsekit.bench.env import cpu_flags, cpu_model, git_commit
+
+    commit = git_commit() or "unknown"
     meta = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "command": " ".join(["python"] + sys.argv),
         "commit": commit,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()} / {_cpu_name()} / {os.cpu_count()} vCPUs",
+        "machine": f"{platform.machine()} / {cpu_model()} / {os.cpu_count()} vCPUs",
+        "simd": cpu_flags(),
+        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
         "isa": E.available_isas()[0],
         "onnxruntime": __import__("onnxruntime").__version__,
         "rounds": rounds, "block_ms": block_s * 1000, "train_step_scale": step_scale,
@@ -314,6 +325,7 @@ def main() -> None:
         for s in scal:
             if s["batch"] == max(batches):
                 print(f"{s['model']:16s} {s['sparsity'] * 100:5.1f}%: {s['scaling']:.2f}x")
+    meta["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "thread_scaling": scal,
@@ -322,14 +334,65 @@ def main() -> None:
     if args.md:
         Path(args.md).write_text(markdown(meta, rows, summary, scal, mem_rows))
         print(f"wrote {args.md}")
+    if args.record:
+        from sparsekit._io import write_marked_section
+
+        root = Path(__file__).resolve().parents[1]
+        write_marked_section(root / "docs" / "benchmarks.md", "bench-engine",
+                             markdown(meta, rows, summary, scal, mem_rows, level=2))
+        write_marked_section(root / "README.md", "engine-summary", readme_summary(meta, rows, summary))
+        print(f"wrote {root / 'docs' / 'benchmarks.md'} (bench-engine) and {root / 'README.md'} (engine-summary)")
 
 
-def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict) -> str:
-    L = ["# sparse-cpu engine benchmarks", "",
+def _pct(v: float | None) -> str:
+    return "none" if v is None else f"{v * 100:g} %"
+
+
+def readme_summary(meta: dict, rows: list, summary: list) -> str:
+    """3-6 lines for README.md: where the engine pays (crossover), the speed-up at 99 %, when ORT dense wins."""
+    date = meta["date"][:10]
+    sps = sorted({r["sparsity"] for r in rows})
+    grid = ", ".join(_pct(v) for v in sps)
+    B = max(r["batch"] for r in rows)
+    per = []
+    lose = []
+    for name in dict.fromkeys(r["model"] for r in rows):
+        c1 = next((c for c in summary if (c["model"], c["batch"], c["threads"]) == (name, 1, 1)), None)
+        cB = next((c for c in summary if (c["model"], c["batch"], c["threads"]) == (name, B, 1)), None)
+        if not (c1 or cB):
+            continue
+        def fmt(c):
+            if c is None:
+                return "-"
+            s99 = f", {c['speedup_99']:.2f}x at 99 %" if c["speedup_99"] else ""
+            low = "<= " if c["crossover"] is not None and c["crossover"] == sps[0] else ""
+            return f"{low}{_pct(c['crossover'])}{s99}"
+        per.append(f"{name} {fmt(c1)} (batch 1) / {fmt(cB)} (batch {B})")
+        if any(c is not None and c["crossover"] is None for c in (c1, cB)):
+            lose.append(name)
+    L = [f"**sparse-cpu, measured** (`benchmarks/bench_engine.py`, {date}, commit `{meta['commit']}`, "
+         f"{meta['machine'].split(' / ')[1]} {'/'.join(meta['simd'])}, load average {meta['loadavg_start'][0]:.1f}, "
+         f"1 thread, global magnitude pruning at {grid}; details in "
+         "[docs/benchmarks.md](docs/benchmarks.md#sparse-cpu-vs-onnx-runtime-bench_enginepy)):",
+         "crossover (lowest sparsity from which the engine is >= 1.1x ORT dense) and speed-up at 99 %: "
+         + "; ".join(per) + ".",
+         "Below the crossover use ONNX Runtime dense, or a structured (channel-pruned) export, which is faster "
+         "on every runtime" + (f"; on {', '.join(lose)} the engine never reached 1.1x in this grid at batch 1 "
+                               f"and/or {B}, so ORT dense (or structured) is the choice there." if lose else ".")]
+    return "\n".join(L)
+
+
+def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level: int = 1) -> str:
+    h = "#" * level
+    la = meta.get("loadavg_start"), meta.get("loadavg_end")
+    L = [f"{h} sparse-cpu vs ONNX Runtime (bench_engine.py)", "",
          "Generated by `benchmarks/bench_engine.py` (method in its docstring); every number below comes from "
          "that one run.", "",
          f"* command: `{meta['command']}`", f"* commit: `{meta['commit']}`", f"* date: {meta['date']}",
-         f"* machine: {meta['machine']}; engine ISA {meta['isa']}; onnxruntime {meta['onnxruntime']}",
+         f"* machine: {meta['machine']}; SIMD {' '.join(meta.get('simd', []))}; engine ISA {meta['isa']}; "
+         f"onnxruntime {meta['onnxruntime']}",
+         f"* load average (1/5/15 min) at start {la[0]}, at end {la[1]} (shared machine: other jobs ran "
+         "alongside; compare only ratios from this run)",
          f"* {meta['rounds']} interleaved rounds, ~{meta['block_ms']:.0f} ms blocks, median of per-round block means",
          "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
          "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
@@ -338,18 +401,18 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict) -> st
     for r in rows:
         L.append(f"| {r['model']} | {r['sparsity'] * 100:.1f} % | {r['batch']} | {r['threads']} | {r['ort_us']:.1f} | "
                  f"{r['engine_us']:.1f} | {r['speedup']:.2f}x | {r['mac_ratio']:.1f}x | {r['efficiency']:.2f} |")
-    L += ["", "## Crossover (lowest sparsity with engine >= 1.1x ORT at it and every higher one)", "",
+    L += ["", f"{h}# Crossover (lowest sparsity with engine >= 1.1x ORT at it and every higher one)", "",
           "| model | batch | threads | crossover | speed-up at 99 % |", "|---|---|---|---|---|"]
     for c in summary:
         cs = f"{c['crossover'] * 100:.1f} %" if c["crossover"] is not None else "none"
         s99 = f"{c['speedup_99']:.2f}x" if c["speedup_99"] else "-"
         L.append(f"| {c['model']} | {c['batch']} | {c['threads']} | {cs} | {s99} |")
     if scal:
-        L += ["", "## Engine thread scaling (1-thread time / 2-thread time)", "", "| model | sparsity | batch | scaling |",
+        L += ["", f"{h}# Engine thread scaling (1-thread time / 2-thread time)", "", "| model | sparsity | batch | scaling |",
               "|---|---|---|---|"]
         L += [f"| {s['model']} | {s['sparsity'] * 100:.1f} % | {s['batch']} | {s['scaling']:.2f}x |" for s in scal]
     if mem:
-        L += ["", "## Process memory (fresh process, batch 64, MB): peak RSS, and peak minus RSS after imports "
+        L += ["", f"{h}# Process memory (fresh process, batch 64, MB): peak RSS, and peak minus RSS after imports "
               "(the engine's delta includes importing onnx at load)", "",
               "| model | sparsity | engine peak | ORT peak (same file, dense kernels) | engine delta | ORT delta |",
               "|---|---|---|---|---|---|"]
@@ -357,7 +420,7 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict) -> st
             e, o = m["engine"], m["ort"]
             L.append(f"| {k} | {m['sparsity'] * 100:.1f} % | {e.get('peak_mb', e.get('error'))} | {o.get('peak_mb', o.get('error'))} | "
                      f"{e.get('peak_minus_base_mb')} | {o.get('peak_minus_base_mb')} |")
-    L += ["", "## Notes", "",
+    L += ["", f"{h}# Notes", "",
           "* ORT runs the same masked-dense ONNX file (zeros cost full time); the engine picks sparse or dense "
           "per layer by timing both at load.",
           "* On a shared 2-vCPU VM, absolute times vary several-fold with other jobs; only ratios from the same "
@@ -367,16 +430,6 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict) -> st
           "magnitude mask per sparsity; layer densities follow from that (first conv and 1x1 shortcuts stay "
           "denser)."]
     return "\n".join(L) + "\n"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
