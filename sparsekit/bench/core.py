@@ -149,6 +149,10 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
                 except SparsekitError as exc:
                     skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
                     continue
+                if src.fixed_batch is not None and src.fixed_batch not in cfg.batches:
+                    skipped.append({"model": src.label, "runtime": rt.name, "reason": f"exported for batch "
+                                    f"{src.fixed_batch} only (--static-batch); add --batch {src.fixed_batch}"})
+                    continue
                 groups.setdefault((rt.engine, rt.device, src.pair_key), []).append((rt, src, spec))
         timings: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         failed: set[tuple[str, str, str]] = set()
@@ -157,7 +161,7 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
             if key in failed:
                 continue
             members = groups[key]
-            job = {"kind": "time", "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
+            job = {"kind": "time", "threads": cfg.threads, "batches": _batches(cfg, [m[1] for m in members]),
                    "warmup": cfg.warmup, "min_time_s": cfg.min_time, "block_s": BLOCK_S,
                    "min_rounds": MIN_ROUNDS, "seed": cfg.seed * 100 + rep, "x": data_files.get(members[0][1])[0],
                    "variants": [{**spec, "id": _vid(rt, src)} for rt, src, spec in members]}
@@ -178,9 +182,11 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
             try:
                 if base_key not in baselines:
                     baselines[base_key] = _baseline_rss(spec, cfg, tmpdir, x, empty_onnx)
-                mem = _run_child({"kind": "memory", "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
+                mem = _run_child({"kind": "memory", "threads": cfg.threads,
+                                  "batches": _batches(cfg, [m[1] for m in groups[key]]),
                                   "x": x, "y": y, "accuracy_limit": cfg.accuracy_limit,
-                                  "accuracy_batch": ACCURACY_BATCH, "variant": spec}, tmpdir)
+                                  "accuracy_batch": src.fixed_batch or ACCURACY_BATCH,
+                                  "whole_batches_only": src.fixed_batch is not None, "variant": spec}, tmpdir)
             except SparsekitError as exc:
                 skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
                 continue
@@ -271,6 +277,12 @@ def _variant_spec(rt: Runtime, src: Source, cfg: BenchConfig, tmpdir: Path,
     return spec
 
 
+def _batches(cfg: BenchConfig, sources: list[Source]) -> list[int]:
+    """Batch sizes every source of a timing group can run (a --static-batch file runs only its own)."""
+    fixed = {s.fixed_batch for s in sources if s.fixed_batch is not None}
+    return sorted(b for b in set(cfg.batches) if not fixed or b in fixed)
+
+
 def _vid(rt: Runtime, src: Source) -> str:
     return f"{rt.name}|{src.label}"
 
@@ -333,7 +345,7 @@ def _rows(src: Source, rt: Runtime, cfg: BenchConfig, spec: dict[str, Any], timi
     macs = mem.get("macs", spec.get("macs"))
     peaks = {b["batch"]: (b["peak_rss_bytes"], b.get("peak_private_bytes")) for b in mem["batches"]}
     out = []
-    for b in sorted(set(cfg.batches)):
+    for b in sorted(int(k) for k in timing[0]):
         per_proc = [t[str(b)][_vid(rt, src)] for t in timing]  # one entry per timing process
         blocks_ms = [[v * 1e3 for v in p["blocks"]] for p in per_proc]  # (process, block) ms per call
         calls = [c for p in per_proc for c in p["calls"]]

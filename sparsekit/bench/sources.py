@@ -23,6 +23,7 @@ class Source:
         sparsity: fraction of prunable weights that are zero (0 for dense).
         data: dataset spec of the run (None for foreign ONNX files).
         in_shape: (C, H, W) when known.
+        fixed_batch: the batch size an ONNX file was exported for (``export --static-batch``), else None.
     """
 
     label: str
@@ -34,6 +35,7 @@ class Source:
     sparsity: float
     data: str | None
     in_shape: tuple[int, ...] | None
+    fixed_batch: int | None = None
 
 
 def resolve(inputs: list[str], formats: tuple[str, ...] = ("masked",), dense: bool = True) -> list[Source]:
@@ -89,7 +91,18 @@ def _onnx_source(p: Path) -> Source:
         label=p.name, kind="onnx", path=str(p), variant=variant, format=meta.get("format", "masked"),
         pair_key=meta.get("run_dir", str(p.resolve())), sparsity=float(meta.get("sparsity", "nan")),
         data=meta.get("data"), in_shape=tuple(spec["in_shape"]) if spec else _graph_in_shape(proto),
+        fixed_batch=_graph_batch(proto),
     )
+
+
+def _graph_batch(proto) -> int | None:  # noqa: ANN001
+    """The first input's batch dimension when the file fixes it."""
+    init = {i.name for i in proto.graph.initializer}
+    for vi in proto.graph.input:
+        if vi.name not in init:
+            dims = vi.type.tensor_type.shape.dim
+            return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return None
 
 
 def _graph_in_shape(proto) -> tuple[int, ...] | None:  # noqa: ANN001

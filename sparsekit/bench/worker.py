@@ -225,6 +225,8 @@ def measure_memory(job: dict[str, Any]) -> dict[str, Any]:
         y_all = np.load(job["y"], mmap_mode="r")
         n = len(y_all) if job.get("accuracy_limit") is None else min(len(y_all), job["accuracy_limit"])
         correct, step = 0, job.get("accuracy_batch", 256)
+        if job.get("whole_batches_only"):  # a fixed-batch file: the accuracy covers whole batches
+            n -= n % step
         for i in range(0, n, step):
             xs = np.ascontiguousarray(x_all[i : min(n, i + step)])
             correct += int((np.asarray(run(xs)).argmax(-1) == np.asarray(y_all[i : i + len(xs)])).sum())

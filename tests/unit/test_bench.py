@@ -211,3 +211,16 @@ def test_default_runtimes_skip_cuda_with_reason():
     if not torch.cuda.is_available():
         assert {s["runtime"] for s in skipped} == {"torch-cuda", "ort-cuda"}
         assert all("CUDA" in s["reason"] for s in skipped)
+
+
+def test_static_batch_onnx_is_benched_only_at_its_batch(l300, tmp_path):
+    from sparsekit.export import export_run
+
+    export_run(l300, tmp_path / "t.onnx", static_batch=2)
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(app, ["bench", str(tmp_path / "t.onnx"), "--runtime", "ort-cpu", "--batch", "1,2",
+                                 "--json", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    assert {x["batch"] for x in json.loads(out.read_text())["rows"]} == {2}
+    r = CliRunner().invoke(app, ["bench", str(tmp_path / "t.onnx"), "--runtime", "ort-cpu", "--batch", "1", *FAST])
+    assert r.exit_code == 1 and "--static-batch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
