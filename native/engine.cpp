@@ -282,6 +282,30 @@ struct Engine {
 #endif
   }
 
+  // the kernel call for one image; xwork: the conv's work view (default: the stride-1 view of the input)
+  ConvCall conv_call(Op& op, float* A, float* priv, int img, const float* xwork = nullptr) {
+    auto& p = op.ip;
+    const Tensor& ti = tensors[p[C_IN]];
+    const Tensor& to = tensors[p[C_OUT]];
+    const Tensor* tr = p[C_RES] >= 0 ? &tensors[p[C_RES]] : nullptr;
+    const int Wrow = (int)p[C_WROW];
+    if (!xwork) xwork = tp(A, (int)p[C_IN], img) + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
+    ConvCall c{};
+    c.x = xwork; c.Wrow = Wrow; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO];
+    c.L = (c.Ho - 1) * Wrow + c.Wo;
+    c.rowptr = op.ua[0].p; c.off = op.ua[1].p; c.val = op.fa[0].p;
+    c.doff = op.ua[2].p; c.dw = op.fa[1].p; c.ntaps = (int)p[C_NTAPS];
+    c.Og = (int)(p[C_O] / p[C_G]); c.nblk = (int)p[C_NBLK]; c.gofs = p[C_GOFS];
+    c.bias = p[C_HASB] ? op.fa[2].p : nullptr;
+    c.y = tp(A, (int)p[C_OUT], img); c.y_plane = to.plane; c.y_Wp = to.Wp; c.y_Hp = to.Hp;
+    c.y_pt = to.pt; c.y_pb = to.pb; c.y_pl = to.pl; c.y_pr = to.pr;
+    if (tr) { c.r = tp(A, (int)p[C_RES], img); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
+    c.flat = to.Wp == Wrow && (!tr || tr->Wp == Wrow);
+    c.scratch = priv; c.scratch_plane = (int64_t)c.Ho * Wrow + 512;
+    c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+    return c;
+  }
+
   void exec_conv(Op& op, float* A, float* priv, int nb, bool par, int tid, int nth) {
     auto& p = op.ip;
     const Tensor& ti = tensors[p[C_IN]];
@@ -290,6 +314,20 @@ struct Engine {
     const int C = ti.C, sh = (int)p[C_SH], sw = (int)p[C_SW];
     const int Wrow = (int)p[C_WROW], Hq = (int)p[C_HQ];
     const int64_t qplane = (int64_t)Hq * Wrow;
+    const int L = (int)((p[C_HO] - 1) * Wrow + p[C_WO]);
+    if (p[C_MODE] == 0 && nb > 1 && op.variant == 0 && L <= 4 * kt->vw) {
+      // small maps: several images per register tile (each non-zero loaded once for all of them)
+      ConvCall cs[64];
+      int64_t b, e;
+      split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
+      for (int i0 = 0; i0 < nb; i0 += 64) {
+        const int ni = std::min(64, nb - i0);
+        for (int k = 0; k < ni; k++) cs[k] = conv_call(op, A, priv, i0 + k);
+        kt->conv_sparse_multi(cs, ni, (int)b, (int)e);
+      }
+      barrier(par);
+      return;
+    }
     for (int img = 0; img < nb; img++) {
       const float* xin = tp(A, (int)p[C_IN], img);
       const float* xwork;
@@ -317,7 +355,7 @@ struct Engine {
               if (h < 0 || h >= ti.H) { std::memset(drow, 0, sizeof(float) * Wrow); continue; }
               const float* srow = src + (int64_t)(h + ti.pt) * ti.Wp + ti.pl + b - (int)p[C_PL];
               for (int j = 0; j < j0; j++) drow[j] = 0.f;
-              if (sw == 2) for (int j = j0; j < j1; j++) drow[j] = srow[2 * j];
+              if (sw == 2) kt->gather2(srow + 2 * j0, drow + j0, j1 - j0);
               else for (int j = j0; j < j1; j++) drow[j] = srow[j * sw];
               for (int j = j1; j < Wrow; j++) drow[j] = 0.f;
             }
@@ -326,19 +364,7 @@ struct Engine {
         barrier(par);
         xwork = ph;
       }
-      ConvCall c{};
-      c.x = xwork; c.Wrow = Wrow; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO];
-      c.L = (c.Ho - 1) * Wrow + c.Wo;
-      c.rowptr = op.ua[0].p; c.off = op.ua[1].p; c.val = op.fa[0].p;
-      c.doff = op.ua[2].p; c.dw = op.fa[1].p; c.ntaps = (int)p[C_NTAPS];
-      c.Og = (int)(p[C_O] / p[C_G]); c.nblk = (int)p[C_NBLK]; c.gofs = p[C_GOFS];
-      c.bias = p[C_HASB] ? op.fa[2].p : nullptr;
-      c.y = tp(A, (int)p[C_OUT], img); c.y_plane = to.plane; c.y_Wp = to.Wp; c.y_Hp = to.Hp;
-      c.y_pt = to.pt; c.y_pb = to.pb; c.y_pl = to.pl; c.y_pr = to.pr;
-      if (tr) { c.r = tp(A, (int)p[C_RES], img); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
-      c.flat = to.Wp == Wrow && (!tr || tr->Wp == Wrow);
-      c.scratch = priv; c.scratch_plane = (int64_t)c.Ho * Wrow + 512;
-      c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+      ConvCall c = conv_call(op, A, priv, img, xwork);
       int64_t b, e;
       if (op.variant == 0) {
         split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);

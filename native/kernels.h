@@ -45,6 +45,10 @@ struct KernelTable {
   void (*conv_dense)(const ConvCall&, int u0, int u1);
   void (*fc_sparse)(const FcCall&, int o0, int o1);
   void (*fc_dense)(const FcCall&, int o0, int o1);
+  void (*gather2)(const float* src, float* dst, int n);
+  // sparse conv over ni images at once (cs[0..ni), uniform image stride; scratch: >= 8 planes):
+  // each non-zero's offset and weight broadcast feed every image's tile
+  void (*conv_sparse_multi)(const ConvCall* cs, int ni, int o0, int o1);  // dst[j] = src[2 j], j < n (stride-2 phase planes)
 };
 
 // apply an activation to a scalar (shared by the generic ops)

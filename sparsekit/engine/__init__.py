@@ -141,11 +141,15 @@ class Session:
         has_fc = any(n.kind == "fc" for n in nodes)
         bc = 1
         arena = P.plan_memory(nodes, lay, graph.input_name, out, 1)
+        eng = native.Engine(isa)
         if has_fc and arena * 4 * P.CHUNK_IMAGES <= P.CHUNK_MAX_BYTES:
             bc = P.CHUNK_IMAGES
+        elif any(P.small_map_conv(n, lay, eng.vector_width) for n in nodes):
+            # small-map sparse convs tile several images per register block (see planner.small_map_conv)
+            bc = max([1] + [b for b in P.CONV_CHUNKS if arena * 4 * b <= P.CONV_CHUNK_MAX_BYTES])
+        if bc > 1:
             arena = P.plan_memory(nodes, lay, graph.input_name, out, bc)
         self.chunk = bc
-        eng = native.Engine(isa)
         self.isa = eng.isa
         used = [graph.input_name] + [t for n in nodes for t in n.inputs + [n.output] + ([n.res] if n.res else [])]
         ti: dict[str, int] = {}

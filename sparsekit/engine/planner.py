@@ -36,13 +36,16 @@ from sparsekit.engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 2
+KERNEL_VERSION = 3
 ACT_CODES = {"none": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "Sigmoid": 4, "HardSigmoid": 5, "HardSwish": 6}
 OP_CONV, OP_FC, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_BINARY, OP_AFFINE, OP_CONCAT, OP_FLATTEN = range(9)
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
 CHUNK_MAX_BYTES = 2 << 20
+#: plans with small-map convs (see small_map_conv): images per chunk tried, the largest that fits the budget
+CONV_CHUNKS = (2, 4, 8)
+CONV_CHUNK_MAX_BYTES = 16 << 20
 DENSE_OB = 8  # upper bound of the per-ISA dense block (scratch sizing)
 
 
@@ -479,6 +482,15 @@ def phase_mask(n: ENode) -> int:
     return m
 
 
+def small_map_conv(n: ENode, lay: dict, vw: int) -> bool:
+    """Stride-1 conv whose flat output row span L fits 4 vectors: at batch > 1 its sparse kernel puts several
+    images into one register tile (each non-zero's offset/weight loaded once for all of them)."""
+    if n.kind != "conv" or conv_mode(n) != 0:
+        return False
+    L = (n.p["Ho"] - 1) * conv_wrow(n, lay) + n.p["Wo"]
+    return L <= 4 * vw
+
+
 def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list, list, list, list, dict]:
     p = n.p
     w = p["w"]
@@ -621,5 +633,5 @@ def layer_key(n: ENode, ip: list, isa: str, threads: int, bc: int) -> str:
 
 
 __all__ = ["lower", "fuse", "plan_layouts", "plan_memory", "build_conv", "build_fc", "build_binary", "ChoiceCache",
-           "layer_key", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES", "OP_CONV", "OP_FC",
+           "layer_key", "small_map_conv", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES", "OP_CONV", "OP_FC",
            "OP_MAXPOOL", "OP_AVGPOOL", "OP_GAP", "OP_BINARY", "OP_AFFINE", "OP_CONCAT", "OP_FLATTEN", "cache_dir"]
