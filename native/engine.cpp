@@ -175,6 +175,7 @@ struct Op {
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
+  std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
   std::vector<uint32_t> ucols;        // sparse fc: input columns with any non-zero (only those are packed)
 };
 
@@ -228,6 +229,15 @@ struct Engine {
       const uint32_t* rp = op.ua[0].p;
       for (int o = 0; o <= O; o++) op.cost_prefix[o] = rp[o] + 4u * o;  // nnz + epilogue cost
       op.variant = op.ua[0].p[O] == 0 && op.fa[1].n > 0 ? 1 : 0;
+      if (kind == OP_CONV && op.ip[C_MODE] != 0) {
+        const int64_t C = tensors.at(op.ip[C_IN]).C, qplane = op.ip[C_HQ] * op.ip[C_WROW];
+        const int64_t pstride = C * qplane + 64, nph = op.ip[C_SH] * op.ip[C_SW];
+        op.phase_used.assign(nph * C, 0);
+        for (uint32_t j = 0; j < rp[O]; j++) {
+          const int64_t f = op.ua[1].p[j], ph = f / pstride, c = (f % pstride) / qplane;
+          if (ph < nph && c < C) op.phase_used[ph * C + c] = 1;
+        }
+      }
       if (kind == OP_FC) {
         const int F = (int)op.ip[F_F];
         std::vector<char> used(F, 0);
@@ -346,7 +356,9 @@ struct Engine {
           while (j0 < Wrow && j0 * sw + b - (int)p[C_PL] < 0) j0++;
           int j1 = j0;
           while (j1 < Wrow && j1 * sw + b - (int)p[C_PL] < ti.W) j1++;
+          const uint8_t* used = op.variant == 0 && !op.phase_used.empty() ? &op.phase_used[(a * sw + b) * C] : nullptr;
           for (int64_t c = c0; c < c1; c++) {
+            if (used && !used[c]) continue;  // the sparse kernel never reads this plane
             const float* src = xin + c * ti.plane;
             float* dc = dst + c * qplane;
             for (int i = 0; i < Hq; i++) {

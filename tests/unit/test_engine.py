@@ -79,6 +79,8 @@ CONV_GRID = [
     dict(k=3, residual=True, act="Relu"),
     dict(k=3, bias=False, act="Sigmoid", H=1, W=1, pads=(1, 1, 1, 1)),
     dict(k=3, C=33, O=40, H=31, W=29, density=0.1, s=1),
+    dict(k=3, s=2, C=16, O=8, density=0.05),  # stride 2, most (phase, channel) planes unread: not gathered
+    dict(k=3, s=2, g=8, C=8, O=8, density=0.2, residual=True),  # sparse depthwise stride 2
 ]
 
 
