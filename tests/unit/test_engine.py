@@ -174,6 +174,9 @@ def test_mixed_ops_graph(tmp_path):
 
 @pytest.mark.parametrize("pool", [
     dict(op="MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+    dict(op="MaxPool", kernel_shape=[3, 3], strides=[2, 2]),  # windows inside: unchecked fast path
+    dict(op="MaxPool", kernel_shape=[2, 2], strides=[1, 1], dilations=[2, 2]),
+    dict(op="MaxPool", kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]),
     dict(op="MaxPool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
     dict(op="MaxPool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 0, 1, 2], dilations=[2, 1]),
     dict(op="AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
