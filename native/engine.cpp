@@ -175,6 +175,7 @@ struct Op {
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
+  std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
   std::vector<uint32_t> ucols;        // sparse fc: input columns with any non-zero (only those are packed)
 };
@@ -229,6 +230,11 @@ struct Engine {
       const uint32_t* rp = op.ua[0].p;
       for (int o = 0; o <= O; o++) op.cost_prefix[o] = rp[o] + 4u * o;  // nnz + epilogue cost
       op.variant = op.ua[0].p[O] == 0 && op.fa[1].n > 0 ? 1 : 0;
+      if (kind == OP_CONV) {
+        const int64_t Wrow = op.ip[C_WROW], Wo = op.ip[C_WO], L = (op.ip[C_HO] - 1) * Wrow + Wo;
+        op.cmask.assign(L + 256, 0);
+        for (int64_t q = 0; q < L; q++) op.cmask[q] = q % Wrow < Wo ? -1 : 0;
+      }
       if (kind == OP_CONV && op.ip[C_MODE] != 0) {
         const int64_t C = tensors.at(op.ip[C_IN]).C, qplane = op.ip[C_HQ] * op.ip[C_WROW];
         const int64_t pstride = C * qplane + 64, nph = op.ip[C_SH] * op.ip[C_SW];
@@ -311,6 +317,7 @@ struct Engine {
     c.y_pt = to.pt; c.y_pb = to.pb; c.y_pl = to.pl; c.y_pr = to.pr;
     if (tr) { c.r = tp(A, (int)p[C_RES], img); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
     c.flat = to.Wp == Wrow && (!tr || tr->Wp == Wrow);
+    c.cmask = c.flat && !op.cmask.empty() ? op.cmask.data() : nullptr;
     c.scratch = priv; c.scratch_plane = (int64_t)c.Ho * Wrow + 512;
     c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
     return c;

@@ -21,6 +21,7 @@ struct ConvCall {
   float* y; int64_t y_plane; int y_Wp, y_Hp, y_pt, y_pb, y_pl, y_pr;   // destination layout
   const float* r; int64_t r_plane; int r_Wp, r_pt, r_pl;              // residual (nullable)
   bool flat;                   // y_Wp == Wrow && (!r || r_Wp == Wrow)
+  const int32_t* cmask;        // flat only (nullable): -1 where q % Wrow < Wo, 0 on the padding columns
   float* scratch;              // per thread: >= ob * (Ho * Wrow + 512) floats
   int64_t scratch_plane;
   int act; float a0, a1;

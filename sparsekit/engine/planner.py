@@ -36,7 +36,7 @@ from sparsekit.engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 4
+KERNEL_VERSION = 5
 ACT_CODES = {"none": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "Sigmoid": 4, "HardSigmoid": 5, "HardSwish": 6}
 OP_CONV, OP_FC, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_BINARY, OP_AFFINE, OP_CONCAT, OP_FLATTEN = range(9)
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
