@@ -112,8 +112,19 @@ def _graph(model: nn.Module, example: torch.Tensor) -> Any:
     return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
 
 
-def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: int = 1) -> list[dict[str, Any]]:
+def _grouped_conv(mod: nn.Module) -> bool:
+    """A conv with 1 < groups < in_channels (depthwise convs shrink with their channels; these don't)."""
+    return isinstance(mod, nn.modules.conv._ConvNd) and 1 < mod.groups < mod.in_channels
+
+
+def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: int = 1,
+                 left_dense: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Decide which root channels can go: ``[{"root": layer name, "remove": [idx, ...]}, ...]``.
+
+    A dependency group that touches a grouped convolution (1 < groups < channels, e.g. RegNet,
+    ResNeXt, ShuffleNet's grouped 1x1s) is left dense: removing channels there must keep every conv
+    group equally wide, which the dependency graph does not guarantee. Such groups, with their
+    removable channels, are appended to ``left_dense`` so the report can say which layers kept them.
 
     ``round_to`` > 1 keeps some removable channels so every kept width is a multiple of it (SIMD-
     friendly widths; keeping a dead channel never changes the function). Measured on the 2-core
@@ -130,6 +141,7 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
         root = group[0].dep.target.module
         n_root = dg.get_pruner_of_module(root).get_out_channels(root)
         removable = np.ones(n_root, dtype=bool)
+        grouped = [names[it.dep.target.module] for it in group.items if _grouped_conv(it.dep.target.module)]
         for item in group.items:
             mod, handler = item.dep.target.module, item.dep.handler
             if not isinstance(mod, _LAYERS):
@@ -147,6 +159,11 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
                 removable[roots[_alive(inputs[mod], idxs, isinstance(mod, nn.Linear))]] = False
         if removable.all():  # keep one channel so the layer (and the graph) survives
             removable[0] = False
+        if grouped and removable.any():
+            if left_dense is not None:
+                left_dense.append({"root": names[root], "channels": int(removable.sum()),
+                                   "reason": f"coupled to grouped conv {sorted(set(grouped))[0]}: left dense"})
+            continue
         extra = -int((~removable).sum()) % round_to
         if extra:
             removable[np.flatnonzero(removable)[: min(extra, int(removable.sum()))]] = False
@@ -190,6 +207,45 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
     return out
 
 
+def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor, atol: float,
+                  skipped: list[dict[str, Any]]) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Apply the plan step by step, keeping only steps after which the model still computes the same
+    function on ``example`` (within ``atol``); a step the dependency graph cannot apply to this
+    architecture (channel shuffle, split, odd concatenations) is recorded in ``skipped`` instead of
+    failing the whole conversion. Returns (pruned model, accepted steps)."""
+    with torch.no_grad():
+        ref = model(example)
+
+    def attempt(base: nn.Module, steps: list[dict[str, Any]]) -> tuple[nn.Module | None, str]:
+        trial = copy.deepcopy(base)
+        try:
+            apply_plan(trial, steps, example)
+            with torch.no_grad():
+                diff = float((trial(example) - ref).abs().max())
+        except Exception as exc:  # noqa: BLE001 - any failure leaves those channels in place
+            return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        return (trial, "") if diff <= atol else (None, f"output changed by {diff:.2e} > {atol:g}")
+
+    def apply(base: nn.Module, steps: list[dict[str, Any]]) -> tuple[nn.Module, list[dict[str, Any]]]:
+        # all steps at once (one dependency graph) in the common case; halves on failure, so a few
+        # untraceable couplings cost O(k log n) graph builds instead of one per step
+        if not steps:
+            return base, []
+        trial, reason = attempt(base, steps)
+        if trial is not None:
+            return trial, list(steps)
+        if len(steps) == 1:
+            skipped.append({"root": steps[0]["root"], "channels": len(steps[0]["remove"]),
+                            "reason": f"not removable: {reason}"})
+            return base, []
+        mid = len(steps) // 2
+        base, first = apply(base, steps[:mid])
+        base, second = apply(base, steps[mid:])
+        return base, first + second
+
+    return apply(model, plan)
+
+
 def apply_plan(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor) -> nn.Module:
     """Remove the planned channels from ``model`` in place (same order as planned) and return it."""
     if not plan:
@@ -227,8 +283,16 @@ class Structured(SparseFormat):
         repaired = repair_dead_bn(base, mask, example) if self.options.get("repair_bn", True) else 0
         with torch.no_grad():
             repair_change = float((base(example) - before).abs().max()) if repaired else 0.0
-        plan = plan_removal(base, mask, example, round_to=int(self.options.get("round_to", 1)))
-        pruned = apply_plan(copy.deepcopy(base), plan, example).eval()
+        left_dense: list[dict[str, Any]] = []
+        try:
+            plan = plan_removal(base, mask, example, round_to=int(self.options.get("round_to", 1)), left_dense=left_dense)
+        except Exception as exc:  # noqa: BLE001 - the graph tracer cannot follow this architecture
+            first = str(exc).splitlines()[0][:120] if str(exc) else ""
+            plan = []
+            left_dense.append({"root": "*", "channels": 0, "reason": "dependency graph could not be traced "
+                               f"({type(exc).__name__}: {first}); no channel removed"})
+        pruned, plan = apply_checked(copy.deepcopy(base), plan, example[:8], self.atol, left_dense)
+        pruned = pruned.eval()
         # the same plan applied to a copy holding the mask as weights slices the mask exactly
         holder = copy.deepcopy(base)
         params = dict(holder.named_parameters())
@@ -259,6 +323,9 @@ class Structured(SparseFormat):
             "atol": self.atol,
             "bn_channels_repaired": repaired,
             "bn_repair_max_abs_change": repair_change,
+            # groups whose empty channels stayed in place, and why (grouped convs, unsupported coupling)
+            "not_removed": left_dense,
+            "channels_not_removed": sum(d["channels"] for d in left_dense),
         }
         return converted
 

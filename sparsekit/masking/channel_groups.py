@@ -222,15 +222,18 @@ def layer_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Mod
     Found with forward hooks on one eval-mode forward of ``example`` (eval: the probe must not
     touch BN running statistics).
     """
-    producer: dict[int, nn.Module] = {}
+    # the output tensor is kept alive with its producer: a freed tensor's id() is reused by later
+    # tensors (DenseNet's concatenations), which would pair a BN with an unrelated layer
+    producer: dict[int, tuple[nn.Module, torch.Tensor]] = {}
     pairs: list[tuple[nn.Module, nn.Module]] = []
 
     def on_layer(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-        producer[id(out)] = mod
+        producer[id(out)] = (mod, out)
 
     def on_bn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-        if id(inp[0]) in producer:
-            pairs.append((producer[id(inp[0])], mod))
+        hit = producer.get(id(inp[0]))
+        if hit is not None and hit[1] is inp[0]:
+            pairs.append((hit[0], mod))
 
     hooks = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, _LAYERS)]
     hooks += [m.register_forward_hook(on_bn) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -35,7 +35,10 @@ def build_torchvision(name: str, in_shape: tuple[int, int, int], num_classes: in
         close = difflib.get_close_matches(name, available, n=1)
         hint = f"; did you mean 'tv:{close[0]}'?" if close else ""
         raise UsageError(f"unknown torchvision model {name!r}{hint}")
-    net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    kwargs: dict = {}
+    if name.startswith("vit_"):  # a ViT fixes its image size at build time: build it for the data's
+        kwargs["image_size"] = in_shape[-1]
+    net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     if in_shape[0] == 1:
         return _Wrapped(net)
     if in_shape[0] != 3:

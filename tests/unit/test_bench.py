@@ -27,7 +27,7 @@ def l300(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def l300_99(tmp_path_factory):
-    return make_run(tmp_path_factory, "lenet300", sparsity=0.99)
+    return make_run(tmp_path_factory, "lenet300", data="synthetic:1x28x28", sparsity=0.99)  # the real 784-wide input
 
 
 @pytest.fixture(scope="module")
