@@ -219,9 +219,16 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default=".bench/engine/bench_engine.json")
     ap.add_argument("--md", default=None, help="also write the tables as a standalone markdown file")
+    ap.add_argument("--render-json", default=None, metavar="JSON",
+                    help="measure nothing: re-render --md / --record from a saved --out JSON of an earlier run")
     ap.add_argument("--record", action="store_true",
                     help="write the results into docs/benchmarks.md (bench-engine section) and README.md (engine-summary)")
     args = ap.parse_args()
+
+    if args.render_json:
+        d = json.loads(Path(args.render_json).read_text())
+        write_docs(args, d["meta"], d["rows"], d["summary"], d["thread_scaling"], d["memory"])
+        return
 
     import torch
 
@@ -331,6 +338,10 @@ def main() -> None:
     out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "thread_scaling": scal,
                                "memory": mem_rows}, indent=1))
     print(f"\nwrote {out}")
+    write_docs(args, meta, rows, summary, scal, mem_rows)
+
+
+def write_docs(args: argparse.Namespace, meta: dict, rows: list, summary: list, scal: list, mem_rows: dict) -> None:
     if args.md:
         Path(args.md).write_text(markdown(meta, rows, summary, scal, mem_rows))
         print(f"wrote {args.md}")
@@ -349,36 +360,40 @@ def _pct(v: float | None) -> str:
 
 
 def readme_summary(meta: dict, rows: list, summary: list) -> str:
-    """3-6 lines for README.md: where the engine pays (crossover), the speed-up at 99 %, when ORT dense wins."""
+    """4-6 lines for README.md, every number from the run: where the engine pays (crossover per model), the
+    speed-up at 99 %, and where ORT dense was faster (1 thread)."""
     date = meta["date"][:10]
     sps = sorted({r["sparsity"] for r in rows})
-    grid = ", ".join(_pct(v) for v in sps)
     B = max(r["batch"] for r in rows)
-    per = []
+    models = list(dict.fromkeys(r["model"] for r in rows))
+
+    def cs(name: str, b: int) -> dict | None:
+        return next((c for c in summary if (c["model"], c["batch"], c["threads"]) == (name, b, 1)), None)
+
+    def cross(c: dict | None) -> str:
+        if c is None:
+            return "-"
+        return ("<= " if c["crossover"] == sps[0] else "") + _pct(c["crossover"])
+
+    def s99(c: dict | None) -> str:
+        return f"{c['speedup_99']:.2f}x" if c and c["speedup_99"] else "-"
+
     lose = []
-    for name in dict.fromkeys(r["model"] for r in rows):
-        c1 = next((c for c in summary if (c["model"], c["batch"], c["threads"]) == (name, 1, 1)), None)
-        cB = next((c for c in summary if (c["model"], c["batch"], c["threads"]) == (name, B, 1)), None)
-        if not (c1 or cB):
-            continue
-        def fmt(c):
-            if c is None:
-                return "-"
-            s99 = f", {c['speedup_99']:.2f}x at 99 %" if c["speedup_99"] else ""
-            low = "<= " if c["crossover"] is not None and c["crossover"] == sps[0] else ""
-            return f"{low}{_pct(c['crossover'])}{s99}"
-        per.append(f"{name} {fmt(c1)} (batch 1) / {fmt(cB)} (batch {B})")
-        if any(c is not None and c["crossover"] is None for c in (c1, cB)):
-            lose.append(name)
-    L = [f"**sparse-cpu, measured** (`benchmarks/bench_engine.py`, {date}, commit `{meta['commit']}`, "
-         f"{meta['machine'].split(' / ')[1]} {'/'.join(meta['simd'])}, load average {meta['loadavg_start'][0]:.1f}, "
-         f"1 thread, global magnitude pruning at {grid}; details in "
-         "[docs/benchmarks.md](docs/benchmarks.md#sparse-cpu-vs-onnx-runtime-bench_enginepy)):",
-         "crossover (lowest sparsity from which the engine is >= 1.1x ORT dense) and speed-up at 99 %: "
-         + "; ".join(per) + ".",
-         "Below the crossover use ONNX Runtime dense, or a structured (channel-pruned) export, which is faster "
-         "on every runtime" + (f"; on {', '.join(lose)} the engine never reached 1.1x in this grid at batch 1 "
-                               f"and/or {B}, so ORT dense (or structured) is the choice there." if lose else ".")]
+    for name in models:
+        pts = sorted((r["sparsity"], r["batch"], r["speedup"]) for r in rows
+                     if r["model"] == name and r["threads"] == 1 and r["speedup"] < 1.0)
+        if pts:
+            lose.append(f"{name} " + ", ".join(f"{sp * 100:g} % (batch {b}: {v:.2f}x)" for sp, b, v in pts))
+    L = [f"**sparse-cpu vs ONNX Runtime dense, measured** {date}, commit `{meta['commit']}`, {meta['machine']} "
+         f"({' '.join(meta['simd'])}), load average {meta['loadavg_start'][0]:.1f}, 1 thread, same ONNX file, global "
+         f"magnitude pruning at {', '.join(_pct(v) for v in sps)} (`benchmarks/bench_engine.py {' '.join(meta['command'].split()[2:])}`; "
+         "tables in [docs/benchmarks.md](docs/benchmarks.md)):",
+         f"- engine pays (>= 1.1x ORT from there up), batch 1 / {B}: "
+         + "; ".join(f"{n} {cross(cs(n, 1))} / {cross(cs(n, B))}" for n in models) + ".",
+         f"- speed-up at 99 %, batch 1 / {B}: " + "; ".join(f"{n} {s99(cs(n, 1))} / {s99(cs(n, B))}" for n in models) + ".",
+         ("- ORT dense was faster at: " + "; ".join(lose) + ". " if lose else "- ORT dense was never faster in this grid. ")
+         + "Below a model's crossover use ORT dense, or a structured (channel-pruned) export that ORT runs at "
+         "fewer MACs (`bench_deploy.py`)."]
     return "\n".join(L)
 
 
