@@ -164,10 +164,11 @@ COLUMNS: dict[str, tuple[Any, bool]] = {
 }
 
 
-def table_rows(report: dict[str, Any], wide: bool = False) -> tuple[list[str], list[list[str]]]:
+def table_rows(report: dict[str, Any], wide: bool = False, fit: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cells; ``fit`` (terminal, not --wide) shortens long model names to TABLE_WIDTH."""
     head = [h for h, (_, default) in COLUMNS.items() if wide or default]
     body = [[COLUMNS[h][0](r) for h in head] for r in report["rows"]]
-    if not wide:  # keep the default table within TABLE_WIDTH: shorten long model names first
+    if fit and not wide:  # keep the default table within TABLE_WIDTH: shorten long model names first
         widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
         excess = sum(widths) + 2 * (len(head) - 1) - TABLE_WIDTH
         m = head.index("model")
@@ -201,7 +202,7 @@ def _render(head: list[str], body: list[list[str]]) -> list[str]:
 
 
 def terminal_table(report: dict[str, Any], wide: bool = False) -> str:
-    head, body = table_rows(report, wide)
+    head, body = table_rows(report, wide, fit=True)
     lines = _render(head, body)
     notes = footnotes(report)
     wrap = (lambda t: [t]) if wide else (lambda t: textwrap.wrap(t, TABLE_WIDTH, subsequent_indent="  "))
