@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from sparsekit._io import write_marked_section
+from sparsekit.bench.env import git_commit
 from sparsekit.data import load_dataset
 from sparsekit.pipeline import PruneConfig, prune
 
@@ -133,7 +134,7 @@ def render(rows: list[dict], meta: dict) -> str:
         f"torch threads {meta['threads']}",
         f"- date: {meta['date']}; total wall time of this invocation: {meta['wall_min']:.1f} min "
         f"(runs found complete are read back, not redone)",
-        f"- command: `{meta['command']}`",
+        f"- command: `{meta['command']}`, sparsekit commit {meta.get('commit')}",
         "",
         "| model | sparsity | gates acc | edge-popup acc | gates s | edge-popup s |",
         "|---|---|---|---|---|---|",
@@ -199,6 +200,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_min": (time.perf_counter() - t0) / 60,
+        "commit": git_commit(),
         "command": "python benchmarks/bench_slt.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "make bench-slt",
         "missing": missing,
     }
