@@ -275,10 +275,50 @@ def _check_budget(cfg: PruneConfig, model: torch.nn.Module, names: list[str]) ->
                                  f"{n}; use at most {(size - 1) / size:.6g} or --exclude it")
 
 
+@dataclasses.dataclass
+class _Run:
+    """What every stage of one prune run shares (built by ``_setup``, read by the stage functions)."""
+
+    cfg: PruneConfig
+    data: DataBundle
+    dist: Any
+    out: Path
+    is_main: bool
+    spec: ModelSpec
+    tcfg: Any
+    method: Any
+    model: torch.nn.Module
+    names: list[str]
+    meta: dict[str, Any]
+    stages: _Stages
+
+    def log_epoch(self, rec: dict) -> None:
+        log.info("%s epoch %d: loss %.4f (%.1fs)", rec["stage"], rec["epoch"], rec["train_loss"], rec["seconds"])
+        if self.is_main:
+            append_jsonl(paths.metrics_log(self.out), rec)
+
+    def evaluate(self, model: torch.nn.Module) -> float:
+        return evaluate(model, self.data, device=self.cfg.device, limit=self.cfg.eval_limit)["accuracy"]
+
+
 def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, Any]:
+    run = _setup(cfg, data, dist)
+    if isinstance(run, dict):  # already complete: its stored result
+        return run
+    theta_k = _stage_pretrain(run)
+    mask, state_updates = _stage_search(run, theta_k)
+    held = _ticket_at_theta_k(run, theta_k, mask, state_updates)
+    _stage_finetune(run, held, state_updates)
+    run.meta["metrics"]["accuracy"] = run.evaluate(run.model)
+    measured = sparsity_of(run.model, run.names)
+    _stage_dense(run, theta_k)
+    return _finish(run, mask, measured)
+
+
+def _setup(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> _Run | dict[str, Any]:
+    """Validate every input before anything is written; start or resume run.json."""
     out = Path(cfg.out)
     is_main = getattr(dist, "rank", 0) == 0
-    # validate every input before anything is written
     if data is None:
         data = load_dataset(cfg.data, cfg.data_dir, cfg.download)
     spec = ModelSpec(cfg.model, data.in_shape, data.num_classes)
@@ -310,113 +350,129 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
             for f in stale:
                 f.unlink(missing_ok=True)
             write_meta(out, meta)
-    stages = _Stages(out, meta)
     meta["recipe"] = tcfg.to_dict()  # the resolved training recipe (augment "auto" -> what ran)
+    return _Run(cfg, data, dist, out, is_main, spec, tcfg, method, model, names, meta, _Stages(out, meta))
 
-    def log_epoch(rec: dict) -> None:
-        log.info("%s epoch %d: loss %.4f (%.1fs)", rec["stage"], rec["epoch"], rec["train_loss"], rec["seconds"])
-        if is_main:
-            append_jsonl(paths.metrics_log(out), rec)
 
-    # 1. dense model at the rewind point theta_K
-    if stages.done("pretrain"):
-        load_state(model, Ticket(out, meta).state("theta_k"), str(out))
+def _stage_pretrain(run: _Run) -> dict[str, torch.Tensor]:
+    """1. The dense model at the rewind point theta_K; returns a copy of theta_K's state."""
+    cfg, model, out = run.cfg, run.model, run.out
+    if run.stages.done("pretrain"):
+        load_state(model, Ticket(out, run.meta).state("theta_k"), str(out))
     else:
         t0 = time.perf_counter()
-        train_epochs(model, data, tcfg, cfg.pretrain_epochs, seed=cfg.seed, on_epoch=log_epoch, stage="pretrain",
-                     ddp=dist, checkpoint=paths.checkpoint(out, "pretrain"))
+        train_epochs(model, run.data, run.tcfg, cfg.pretrain_epochs, seed=cfg.seed, on_epoch=run.log_epoch,
+                     stage="pretrain", ddp=run.dist, checkpoint=paths.checkpoint(out, "pretrain"))
         secs = time.perf_counter() - t0
-        if is_main:
+        if run.is_main:
             save_state(paths.theta_k(out), model)
-        meta["timings"]["pretrain_s"] = secs
-        meta["metrics"]["accuracy_at_theta_k"] = evaluate(model, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
-        if is_main:
-            stages.finish("pretrain", epochs=cfg.pretrain_epochs)
-    theta_k = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        run.meta["timings"]["pretrain_s"] = secs
+        run.meta["metrics"]["accuracy_at_theta_k"] = run.evaluate(model)
+        if run.is_main:
+            run.stages.finish("pretrain", epochs=cfg.pretrain_epochs)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    # 2. search the mask at theta_K (on a private copy; theta_K is restored afterwards)
-    state_updates: dict[str, torch.Tensor] = {}
-    if stages.done("search"):
+
+def _stage_search(run: _Run, theta_k: dict[str, torch.Tensor]) -> tuple[Mask, dict[str, torch.Tensor]]:
+    """2. Search the mask at theta_K on a private copy; returns (mask, buffers the search set)."""
+    cfg, out = run.cfg, run.out
+    if run.stages.done("search"):
         mask = Mask.load(paths.mask(out))
-        if paths.search_state(out).is_file():
-            state_updates = load_tensors(paths.search_state(out))
-    else:
-        ctx = SearchContext(
-            model=copy.deepcopy(model),
-            data=data,
-            names=names,
-            sparsity=cfg.sparsity,
-            layerwise=cfg.layerwise,
-            granularity=cfg.granularity,
-            seed=cfg.seed,
-            train_cfg=tcfg,
-            pretrain_epochs=cfg.pretrain_epochs,
-            finetune_epochs=cfg.resolved_finetune_epochs(),
-            run_dir=out if is_main else None,
-            device=cfg.device,
-            dist=dist,
-            theta_k=theta_k,
-            search_epochs=cfg.search_epochs,
-            search_steps=cfg.search_steps,
-            channel_multiple=cfg.channel_multiple,
-        )
-        t0 = time.perf_counter()
-        result = method.search(ctx)
-        secs = time.perf_counter() - t0
-        mask, state_updates = result.mask, result.state_updates
-        mask.validate(model)
-        collapsed = check_layer_collapse(mask, cfg.allow_layer_collapse, cfg.method)
-        if collapsed:
-            result.info["collapsed_layers"] = collapsed
-            log.warning("warning: %d prunable layer(s) keep 0 weights (--allow-layer-collapse): %s",
-                        len(collapsed), ", ".join(collapsed))
-        meta["timings"]["search_s"] = secs
-        meta["method"]["info"] = result.info
-        if is_main:
-            mask.save(paths.mask(out))
-            if state_updates:
-                save_tensors(paths.search_state(out), state_updates)
-            stages.finish("search")
-    load_state(model, theta_k, "theta_k")
-    model.load_state_dict(state_updates, strict=False)  # e.g. BN statistics of the masked network
+        state_updates = load_tensors(paths.search_state(out)) if paths.search_state(out).is_file() else {}
+        return mask, state_updates
+    ctx = SearchContext(
+        model=copy.deepcopy(run.model),
+        data=run.data,
+        names=run.names,
+        sparsity=cfg.sparsity,
+        layerwise=cfg.layerwise,
+        granularity=cfg.granularity,
+        seed=cfg.seed,
+        train_cfg=run.tcfg,
+        pretrain_epochs=cfg.pretrain_epochs,
+        finetune_epochs=cfg.resolved_finetune_epochs(),
+        run_dir=out if run.is_main else None,
+        device=cfg.device,
+        dist=run.dist,
+        theta_k=theta_k,
+        search_epochs=cfg.search_epochs,
+        search_steps=cfg.search_steps,
+        channel_multiple=cfg.channel_multiple,
+    )
+    t0 = time.perf_counter()
+    result = run.method.search(ctx)
+    secs = time.perf_counter() - t0
+    mask, state_updates = result.mask, result.state_updates
+    mask.validate(run.model)
+    collapsed = check_layer_collapse(mask, cfg.allow_layer_collapse, cfg.method)
+    if collapsed:
+        result.info["collapsed_layers"] = collapsed
+        log.warning("warning: %d prunable layer(s) keep 0 weights (--allow-layer-collapse): %s",
+                    len(collapsed), ", ".join(collapsed))
+    run.meta["timings"]["search_s"] = secs
+    run.meta["method"]["info"] = result.info
+    if run.is_main:
+        mask.save(paths.mask(out))
+        if state_updates:
+            save_tensors(paths.search_state(out), state_updates)
+        run.stages.finish("search")
+    return mask, state_updates
+
+
+def _ticket_at_theta_k(run: _Run, theta_k: dict[str, torch.Tensor], mask: Mask,
+                       state_updates: dict[str, torch.Tensor]) -> Mask:
+    """Restore theta_K (+ what the search set) and return the mask held while training."""
+    load_state(run.model, theta_k, "theta_k")
+    run.model.load_state_dict(state_updates, strict=False)  # e.g. BN statistics of the masked network
     # the mask held while training: channel tickets also zero the BN affine/bias of dead channels
     # (else they emit a constant and cannot be removed); mask.safetensors keeps the prunable weights
-    held = _held_mask(cfg.granularity, model, mask, data.in_shape)
-    if "accuracy_before_finetune" not in meta["metrics"]:
-        meta["metrics"]["accuracy_before_finetune"] = _untrained_mask_accuracy(model, held, data, cfg)
+    held = _held_mask(run.cfg.granularity, run.model, mask, run.data.in_shape)
+    if "accuracy_before_finetune" not in run.meta["metrics"]:
+        run.meta["metrics"]["accuracy_before_finetune"] = _untrained_mask_accuracy(run.model, held, run.data, run.cfg)
+    return held
 
-    # 3. fine-tune the ticket from theta_K with the mask held exactly
+
+def _stage_finetune(run: _Run, held: Mask, state_updates: dict[str, torch.Tensor]) -> None:
+    """3. Fine-tune the ticket from theta_K with the mask held exactly."""
+    cfg, model, out = run.cfg, run.model, run.out
     epochs = cfg.resolved_finetune_epochs()
-    if stages.done("finetune"):
-        load_state(model, Ticket(out, meta).state("final"), str(out))
-    else:
-        t0 = time.perf_counter()
-        train_epochs(model, data, tcfg, epochs, mask=held, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
-                     on_epoch=log_epoch, stage="finetune", ddp=dist, checkpoint=paths.checkpoint(out, "finetune"))
-        held.apply(model)
-        if epochs == 0 and not state_updates:
-            # no training will refresh BN running statistics: compute them for the masked network
-            model.load_state_dict(_masked_bn_stats(model, data, cfg), strict=False)
-        meta["timings"]["finetune_s"] = time.perf_counter() - t0
-        if is_main:
-            save_state(paths.final_weights(out), model)
-            stages.finish("finetune", epochs=epochs)
-    meta["metrics"]["accuracy"] = evaluate(model, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
-    measured = sparsity_of(model, names)
+    if run.stages.done("finetune"):
+        load_state(model, Ticket(out, run.meta).state("final"), str(out))
+        return
+    t0 = time.perf_counter()
+    train_epochs(model, run.data, run.tcfg, epochs, mask=held, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
+                 on_epoch=run.log_epoch, stage="finetune", ddp=run.dist, checkpoint=paths.checkpoint(out, "finetune"))
+    held.apply(model)
+    if epochs == 0 and not state_updates:
+        # no training will refresh BN running statistics: compute them for the masked network
+        model.load_state_dict(_masked_bn_stats(model, run.data, cfg), strict=False)
+    run.meta["timings"]["finetune_s"] = time.perf_counter() - t0
+    if run.is_main:
+        save_state(paths.final_weights(out), model)
+        run.stages.finish("finetune", epochs=epochs)
 
-    # 4. dense reference: same starting weights, same budget, no mask
-    if cfg.dense_reference and not stages.done("dense"):
-        dense = build_model(spec, seed=cfg.seed)
-        load_state(dense, theta_k, "theta_k")
-        t0 = time.perf_counter()
-        train_epochs(dense, data, tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
-                     on_epoch=log_epoch, stage="dense", ddp=dist, checkpoint=paths.checkpoint(out, "dense"))
-        meta["timings"]["dense_s"] = time.perf_counter() - t0
-        meta["metrics"]["dense_accuracy"] = evaluate(dense, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
-        if is_main:
-            save_state(paths.dense_weights(out), dense)
-            stages.finish("dense", epochs=epochs)
 
+def _stage_dense(run: _Run, theta_k: dict[str, torch.Tensor]) -> None:
+    """4. The dense reference: same starting weights, same budget, no mask."""
+    cfg, out = run.cfg, run.out
+    if not cfg.dense_reference or run.stages.done("dense"):
+        return
+    epochs = cfg.resolved_finetune_epochs()
+    dense = build_model(run.spec, seed=cfg.seed)
+    load_state(dense, theta_k, "theta_k")
+    t0 = time.perf_counter()
+    train_epochs(dense, run.data, run.tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
+                 on_epoch=run.log_epoch, stage="dense", ddp=run.dist, checkpoint=paths.checkpoint(out, "dense"))
+    run.meta["timings"]["dense_s"] = time.perf_counter() - t0
+    run.meta["metrics"]["dense_accuracy"] = run.evaluate(dense)
+    if run.is_main:
+        save_state(paths.dense_weights(out), dense)
+        run.stages.finish("dense", epochs=epochs)
+
+
+def _finish(run: _Run, mask: Mask, measured: float) -> dict[str, Any]:
+    """Write the result summary and mark the run complete (last)."""
+    cfg, meta, out = run.cfg, run.meta, run.out
     t = meta["timings"]
     t["ticket_total_s"] = t.get("pretrain_s", 0.0) + t.get("search_s", 0.0) + t.get("finetune_s", 0.0)
     meta["sparsity"] = measured
@@ -438,7 +494,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
         "eval_limit": cfg.eval_limit,  # None: accuracies are on the whole test split
     }
     meta["complete"] = True
-    if is_main:
+    if run.is_main:
         write_meta(out, meta)
         ckpt_dir = paths.checkpoint(out, "x").parent
         if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):

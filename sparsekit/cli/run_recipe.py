@@ -21,7 +21,7 @@ def run_cmd(
     from typer.main import get_command
 
     from sparsekit._io import write_json
-    from sparsekit.recipe import load_recipe, plan
+    from sparsekit.cli.recipe import load_recipe, plan
 
     resolved = run(lambda: load_recipe(Path(recipe), set_))
     steps = run(lambda: plan(resolved))

@@ -29,24 +29,18 @@ from sparsekit.bench.macs import torch_macs
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat, check_equal
 from sparsekit.mask import Mask
 
+# channel-group discovery lives in masking/channel_groups (the search uses it too); the converter uses it
+from sparsekit.masking.channel_groups import (  # noqa: F401  (coupled_channel_groups: public re-export)
+    _LAYERS,
+    _graph,
+    _ignored_output_layers,
+    coupled_channel_groups,
+    layer_bn_pairs,
+)
+
 #: a channel whose consumers see at most this |value| counts as zero (BN running means of masked
 #: channels decay geometrically but never reach exactly 0)
 DEAD_ATOL = 1e-6
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _ignored_output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    """Leaf modules whose output tensor IS the model output (classifier heads)."""
-    outs: dict[int, nn.Module] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o: outs.__setitem__(id(o), mod))
-             for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            y = model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [outs[id(y)]] if id(y) in outs else []
 
 
 def _layer_inputs(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
@@ -86,8 +80,6 @@ def repair_dead_bn(model: nn.Module, mask: Mask, example: torch.Tensor) -> int:
     Returns:
         the number of BN channels repaired.
     """
-    from sparsekit.masking.channel_groups import layer_bn_pairs
-
     names = {m: n for n, m in model.named_modules()}
     pairs = layer_bn_pairs(model, example[:2])
     repaired = 0
@@ -104,12 +96,6 @@ def repair_dead_bn(model: nn.Module, mask: Mask, example: torch.Tensor) -> int:
             bn.running_mean[stale] = 0.0
             repaired += int(stale.sum())
     return repaired
-
-
-def _graph(model: nn.Module, example: torch.Tensor) -> Any:
-    import torch_pruning as tp
-
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
 
 
 def _grouped_conv(mod: nn.Module) -> bool:
@@ -170,41 +156,6 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
         if removable.any():
             plan.append({"root": names[root], "remove": np.flatnonzero(removable).tolist()})
     return plan
-
-
-def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:
-    """Which output channels of which weights must be removed together (for group-aware selection).
-
-    A channel-granularity search that scores and masks whole groups (e.g. summing per-member channel
-    scores by root index) produces masks the structured format can remove completely, including the
-    residual stream; ranking every layer on its own almost never masks a stream channel everywhere.
-
-    Returns:
-        ``[{"root": layer, "channels": C, "members": [{"weight": fqn, "rows": [row per root index]}]}]``;
-        ``rows[j]`` is the member's output row coupled to root channel ``j``.
-
-    Example:
-        >>> groups = coupled_channel_groups(resnet20, torch.randn(2, 3, 32, 32))  # doctest: +SKIP
-        >>> [m["weight"] for m in groups[0]["members"]]  # doctest: +SKIP
-        ['conv1.weight', 'blocks.0.conv2.weight', 'blocks.1.conv2.weight', 'blocks.2.conv2.weight']
-    """
-    model.eval()
-    names = {m: n for n, m in model.named_modules()}
-    dg = _graph(model, example)
-    out = []
-    for group in dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS):
-        root = group[0].dep.target.module
-        n_root = dg.get_pruner_of_module(root).get_out_channels(root)
-        members = []
-        for item in group.items:
-            mod = item.dep.target.module
-            if isinstance(mod, _LAYERS) and dg.is_out_channel_pruning_fn(item.dep.handler):
-                rows = [-1] * n_root
-                for i, r in zip(item.idxs, item.root_idxs, strict=True):
-                    rows[r] = int(i)
-                members.append({"weight": f"{names[mod]}.weight", "rows": rows})
-        out.append({"root": names[root], "channels": n_root, "members": members})
-    return out
 
 
 def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor, atol: float,

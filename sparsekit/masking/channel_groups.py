@@ -2,8 +2,8 @@
 
 A channel of a residual stream (stem conv, every block's last conv, projection shortcuts) or of a
 concat/depthwise coupling is only physically removable when it is masked in EVERY coupled layer
-(see sparsekit/formats/structured.py). Ranking each layer on its own almost never masks such a
-channel everywhere, so ``--granularity channel`` ranks *units*: sets of (weight, row) pairs that
+(this module owns that discovery; sparsekit/formats/structured.py uses it). Ranking each layer on
+its own almost never masks such a channel everywhere, so ``--granularity channel`` ranks *units*: sets of (weight, row) pairs that
 Torch-Pruning's dependency graph couples, each scored by the mean of its members' per-layer
 normalized channel scores. Layers without couplings form one-row units (the old behaviour).
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from sparsekit.masking.topk import budget_keep
 
 log = logging.getLogger("sparsekit")
 
+#: layer types whose output channels are removal roots (here and in formats/structured)
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 Row = tuple[str, int]  # (weight FQN, output row)
 
@@ -93,9 +95,6 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
     Returns:
         the units, in the order of their first row in ``names`` (deterministic tie-breaks).
     """
-    # imported here: formats imports the bench/export stack, which the search does not otherwise need
-    from sparsekit.formats.structured import _ignored_output_layers, coupled_channel_groups
-
     params = dict(model.named_parameters())
     widths = {n: params[n].shape[0] for n in names}
     example = _example(model, in_shape)
@@ -288,3 +287,58 @@ def training_mask(model: nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> Ma
     """``mask`` plus ``dead_channel_extras``: the mask to hold during channel-ticket fine-tuning."""
     extras = dead_channel_extras(model, mask, in_shape)
     return Mask({**mask.to_dict(), **extras}) if extras else mask
+
+
+def _ignored_output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Leaf modules whose output tensor IS the model output (classifier heads)."""
+    outs: dict[int, nn.Module] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o: outs.__setitem__(id(o), mod))
+             for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            y = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [outs[id(y)]] if id(y) in outs else []
+
+
+def _graph(model: nn.Module, example: torch.Tensor) -> Any:
+    import torch_pruning as tp
+
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
+
+
+def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:
+    """Which output channels of which weights must be removed together (for group-aware selection).
+
+    A channel-granularity search that scores and masks whole groups (e.g. summing per-member channel
+    scores by root index) produces masks the structured format can remove completely, including the
+    residual stream; ranking every layer on its own almost never masks a stream channel everywhere.
+
+    Returns:
+        ``[{"root": layer, "channels": C, "members": [{"weight": fqn, "rows": [row per root index]}]}]``;
+        ``rows[j]`` is the member's output row coupled to root channel ``j``.
+
+    Example:
+        >>> groups = coupled_channel_groups(resnet20, torch.randn(2, 3, 32, 32))  # doctest: +SKIP
+        >>> [m["weight"] for m in groups[0]["members"]]  # doctest: +SKIP
+        ['conv1.weight', 'blocks.0.conv2.weight', 'blocks.1.conv2.weight', 'blocks.2.conv2.weight']
+    """
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    dg = _graph(model, example)
+    out = []
+    for group in dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS):
+        root = group[0].dep.target.module
+        n_root = dg.get_pruner_of_module(root).get_out_channels(root)
+        members = []
+        for item in group.items:
+            mod = item.dep.target.module
+            if isinstance(mod, _LAYERS) and dg.is_out_channel_pruning_fn(item.dep.handler):
+                rows = [-1] * n_root
+                for i, r in zip(item.idxs, item.root_idxs, strict=True):
+                    rows[r] = int(i)
+                members.append({"weight": f"{names[mod]}.weight", "rows": rows})
+        out.append({"root": names[root], "channels": n_root, "members": members})
+    return out

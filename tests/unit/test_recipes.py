@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sparsekit.cli.main import app
+from sparsekit.cli.recipe import load_recipe, plan
 from sparsekit.errors import UsageError
 from sparsekit.methods import METHODS
-from sparsekit.recipe import load_recipe, plan
 
 EXAMPLES = sorted(Path("examples/recipes").glob("*.toml"))
 runner = CliRunner()
