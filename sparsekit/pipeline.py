@@ -25,7 +25,7 @@ from sparsekit.mask import Mask, sparsity_of
 from sparsekit.masking.bn_stats import recalibrate
 from sparsekit.masking.channel_groups import training_mask
 from sparsekit.masking.collapse import check_layer_collapse
-from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
+from sparsekit.masking.prunable import PrunePolicy, prunable_tensors, unprunable_weights
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import ModelSpec, build_model, default_policy
@@ -332,6 +332,12 @@ def _setup(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> _Run | dict[
     names = list(prunable_tensors(model, cfg.policy()))
     _check_budget(cfg, model, names)
     apply_weight_init(model, names, cfg.weight_init, cfg.seed)
+    dense_attention = unprunable_weights(model)
+    if dense_attention:  # say so: a ViT ticket's sparsity covers the MLPs and heads, not attention
+        log.warning("note: %d attention projection weight(s) (%s parameters, e.g. %s) are not Conv/Linear "
+                    "weights and stay dense; --sparsity counts only the %d prunable Conv/Linear weights",
+                    len(dense_attention), f"{sum(dense_attention.values()):,}", next(iter(dense_attention)),
+                    len(names))
     if is_main:
         _check_writable(out)
     meta = _existing_meta(cfg, out)
@@ -351,6 +357,7 @@ def _setup(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> _Run | dict[
                 f.unlink(missing_ok=True)
             write_meta(out, meta)
     meta["recipe"] = tcfg.to_dict()  # the resolved training recipe (augment "auto" -> what ran)
+    meta["left_dense"] = dense_attention  # weights no method prunes (attention projections), with sizes
     return _Run(cfg, data, dist, out, is_main, spec, tcfg, method, model, names, meta, _Stages(out, meta))
 
 

@@ -38,6 +38,19 @@ class PrunePolicy:
         return cls(tuple(d.get("include", ("*",))), tuple(d.get("exclude", ())))
 
 
+def unprunable_weights(model: nn.Module) -> dict[str, int]:
+    """Matrix weights the pruner leaves dense because they are not Conv/Linear weights, e.g. the
+    fused q/k/v projection of ``nn.MultiheadAttention`` (``in_proj_weight``): {FQN: numel}."""
+    out = {}
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.MultiheadAttention):
+            for pname in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                w = getattr(mod, pname, None)
+                if w is not None:
+                    out[f"{mod_name}.{pname}" if mod_name else pname] = w.numel()
+    return out
+
+
 def prunable_tensors(model: nn.Module, policy: PrunePolicy | None = None) -> dict[str, nn.Parameter]:
     """Return {FQN: weight} for every Conv/Linear weight the policy selects, in module order.
 

@@ -124,3 +124,18 @@ def test_hand_made_couplings_convert_or_report(seed, tmp_path):
     g = removed_widths["grouped.0"]
     assert g["out_after"] % 4 == 0 and g["in_after"] % 4 == 0  # group divisibility always holds
     assert grouped or g["out_after"] == g["out_before"]
+
+
+def test_vit_run_says_attention_weights_stay_dense(tmp_path, caplog):
+    import json
+    import logging
+
+    from sparsekit.pipeline import PruneConfig, prune
+
+    caplog.set_level(logging.WARNING, logger="sparsekit")
+    out = tmp_path / "vit"
+    prune(PruneConfig("tv:vit_b_16", "synthetic:3x16x16", "magnitude", 0.5, str(out), pretrain_epochs=0,
+                      finetune_epochs=0, dense_reference=False, eval_limit=8, layerwise=True))
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["left_dense"] and all(k.endswith("in_proj_weight") for k in meta["left_dense"])
+    assert "attention projection weight(s)" in caplog.text and "stay dense" in caplog.text
