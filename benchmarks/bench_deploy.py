@@ -138,8 +138,8 @@ def part_csr(root: Path, args) -> tuple[list[str], dict]:
         f"- batch 1: torch-csr ticket {csr1['latency_ms']['p50'] * 1e3:.1f} us vs torch-cpu dense "
         f"{dense_torch1['latency_ms']['p50'] * 1e3:.1f} us = **{vs_torch:.2f}x**; vs ONNX Runtime dense (the best "
         f"dense runtime here) {dense_ort1['latency_ms']['p50'] * 1e3:.1f} us = **{vs_ort:.2f}x**.",
-        "- Whole-model batch-1 latency of a 0.27 MMAC network is dominated by per-call framework overhead "
-        "(~20-50 us in torch eager), so the CSR kernel gain of the 784x300 layer shows only partially.",
+        "- Whole-model batch-1 latency of this small network is dominated by per-call framework overhead "
+        "in torch eager, so the CSR kernel gain of the 784x300 layer shows only partially.",
     ]
     return lines, res
 
