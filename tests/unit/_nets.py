@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -20,3 +21,13 @@ def bn_net(seed: int) -> nn.Module:
 
 def lenet(data) -> nn.Module:
     return build_model(ModelSpec("lenet300", data.in_shape, 10), seed=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread is faster and does not fight other jobs for the 2 shared cores.
+    Import it into a test module to apply it there (autouse)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,20 +21,13 @@ from sparsekit.masking.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.models.registry import ModelSpec, build_model
 from sparsekit.train.loop import TrainConfig
+from tests.unit._nets import one_thread  # noqa: F401  (autouse: one torch thread)
 
 MC_SAMPLES = 200_000
 # 4 standard errors of a Bernoulli mean estimated from MC_SAMPLES draws (p = 1/2, the worst case)
 MC_ATOL = 4 * math.sqrt(0.25 / MC_SAMPLES)
 RELAXATIONS = [HardConcrete(), GaussianGate(sigma=0.5), GaussianGate(sigma=1.0)]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models: one thread is faster and does not fight other jobs for the 2 shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

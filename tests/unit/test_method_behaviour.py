@@ -28,15 +28,10 @@ from sparsekit.masking.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.ltr import round_densities
 from sparsekit.train.loop import TrainConfig, train_epochs
-from tests.unit._nets import lenet
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.unit._nets import (
+    lenet,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+)
 
 
 @pytest.fixture(scope="module")

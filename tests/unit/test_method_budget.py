@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from sparsekit.data.synthetic import make_synthetic
@@ -15,15 +14,10 @@ from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.cts import settle_steps
 from sparsekit.pipeline import PruneConfig, prune
 from sparsekit.train.loop import TrainConfig
-from tests.unit._nets import lenet
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.unit._nets import (
+    lenet,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+)
 
 
 @pytest.fixture(scope="module")
