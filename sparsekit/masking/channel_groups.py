@@ -304,9 +304,12 @@ def _ignored_output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.M
 
 
 def _graph(model: nn.Module, example: torch.Tensor) -> Any:
+    """Torch-Pruning's dependency graph; it traces through autograd, so grad mode is forced on (a
+    caller inside ``torch.no_grad()``, e.g. a search's final selection, would get an AssertionError)."""
     import torch_pruning as tp
 
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
 
 
 def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:

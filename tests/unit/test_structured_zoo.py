@@ -139,3 +139,11 @@ def test_vit_run_says_attention_weights_stay_dense(tmp_path, caplog):
     meta = json.loads((out / "run.json").read_text())
     assert meta["left_dense"] and all(k.endswith("in_proj_weight") for k in meta["left_dense"])
     assert "attention projection weight(s)" in caplog.text and "stay dense" in caplog.text
+
+
+def test_channel_groups_are_found_under_no_grad():
+    """A search's selection step runs under torch.no_grad(); the couplings must still be traced."""
+    net = build_model(ModelSpec("resnet20", (3, 16, 16), 10), seed=0).eval()
+    with torch.no_grad():
+        groups = coupled_channel_groups(net, torch.randn(2, 3, 16, 16))
+    assert any(len(g["members"]) > 1 for g in groups)  # the residual stream couples several convs
