@@ -188,8 +188,11 @@ def test_channel_gates_remove_whole_output_channels(data):
     for n, t in result.mask.items():
         rows = t.reshape(t.shape[0], -1)
         assert torch.equal(rows.all(1), rows.any(1)), n  # each output channel all kept or all removed
-    kept_channels = sum(int(t.reshape(t.shape[0], -1)[:, 0].sum()) for _, t in result.mask.items())
-    assert kept_channels == budget_keep(8 + 10, 0.5)
+    kept = {n: int(t.reshape(t.shape[0], -1)[:, 0].sum()) for n, t in result.mask.items()}
+    # group-aware selection: the classifier's output rows are the classes (never candidates), the
+    # channel budget applies to the conv's 8 channels
+    assert kept["fc.weight"] == 10
+    assert kept["conv.weight"] == budget_keep(8, 0.5)
     for k, v in model.named_parameters():
         assert torch.equal(v, before[k]), k
 
