@@ -108,6 +108,7 @@ class PruneConfig:
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     allow_layer_collapse: bool = field(default=False, metadata={"help": "keep a mask that leaves a prunable layer with 0 weights"})
     eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples (None: all)"})
+    workers: int = field(default=0, metadata={"help": "DataLoader worker processes decoding image-folder samples (0: main process)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.sparsity, (int, float)) or not math.isfinite(self.sparsity) or not 0 <= self.sparsity < 1:
@@ -122,6 +123,8 @@ class PruneConfig:
             # it rounds per-layer channel budgets; a global ranking has none to round
             raise UsageError("--channel-multiple rounds per-layer channel budgets: it needs --granularity channel "
                              "and --layerwise")
+        if self.workers < 0:
+            raise UsageError(f"--workers must be >= 0, got {self.workers}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise UsageError(f"--eval-limit must be >= 1, got {self.eval_limit}")
         if self.granularity not in ("weight", "channel"):
@@ -160,7 +163,7 @@ class PruneConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define the result (a rerun with the same identity may resume)."""
         d = asdict(self)
-        for k in ("out", "force", "data_dir", "download", "device", "allow_layer_collapse"):
+        for k in ("out", "force", "data_dir", "download", "device", "allow_layer_collapse", "workers"):
             d.pop(k)
         d["include"], d["exclude"] = list(self.policy().include), list(self.policy().exclude)
         if d.get("eval_limit") is None:
@@ -321,6 +324,7 @@ def _setup(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> _Run | dict[
     is_main = getattr(dist, "rank", 0) == 0
     if data is None:
         data = load_dataset(cfg.data, cfg.data_dir, cfg.download)
+        data.workers = cfg.workers
     spec = ModelSpec(cfg.model, data.in_shape, data.num_classes)
     tcfg = cfg.train_config(data.in_shape)
     method = get_method(cfg.method, cfg.method_options)
@@ -528,7 +532,7 @@ def _masked_bn_stats(masked: torch.nn.Module, data: DataBundle, cfg: PruneConfig
 
 
 def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | None = None,
-             dense_reference: bool = True, dist: Any = None) -> dict[str, Any]:
+             dense_reference: bool = True, dist: Any = None, workers: int = 0) -> dict[str, Any]:
     """Re-train an existing ticket from theta_K for ``epochs`` (default: the run's budget).
 
     The dense reference is retrained with the same budget so the comparison stays fair. If it
@@ -540,11 +544,11 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
     out = Path(run_dir)
     files = [paths.run_json(out), paths.final_weights(out), paths.dense_weights(out)]
     with preserved_files(files, enabled=out.is_dir() and getattr(dist, "rank", 0) == 0):
-        return _finetune(run_dir, epochs, data_dir, dense_reference, dist)
+        return _finetune(run_dir, epochs, data_dir, dense_reference, dist, workers)
 
 
 def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, dense_reference: bool,
-              dist: Any) -> dict[str, Any]:
+              dist: Any, workers: int = 0) -> dict[str, Any]:
     ticket = Ticket.load(run_dir)
     meta = ticket.meta
     cfg_d = meta["config"]
@@ -552,7 +556,10 @@ def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, den
         epochs = meta["stages"]["finetune"]["epochs"]
     if epochs < 0:
         raise UsageError(f"--epochs must be >= 0, got {epochs}")
+    if workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {workers}")
     data = load_dataset(meta["data"]["name"], data_dir)
+    data.workers = workers
     tcfg = stored_train_config(meta, first_epoch_count=cfg_d["pretrain_epochs"], epochs=epochs)
     out = Path(run_dir)
     mask = ticket.mask()

@@ -16,6 +16,7 @@ def finetune_cmd(
     epochs: Annotated[int | None, typer.Option(help="epochs [default: the run's fine-tune budget]")] = None,
     data_dir: Annotated[str | None, typer.Option(help="directory holding the dataset files")] = None,
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="retrain the dense reference to the same budget")] = True,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes decoding image-folder samples (0 = main process)")] = 0,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: torch's choice]")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
@@ -27,7 +28,7 @@ def finetune_cmd(
         set_threads(threads)
         dist = from_environment("cpu")
         try:
-            r = finetune(run_dir, epochs, data_dir=data_dir, dense_reference=dense, dist=dist)
+            r = finetune(run_dir, epochs, data_dir=data_dir, dense_reference=dense, dist=dist, workers=workers)
         finally:
             shutdown(dist)
         if dist is not None and not dist.is_main:

@@ -61,6 +61,7 @@ def prune_cmd(
     force: Annotated[bool, typer.Option("--force", help="redo completed stages of an existing run")] = False,
     allow_layer_collapse: Annotated[bool, typer.Option("--allow-layer-collapse", help="keep a mask that leaves a prunable layer with 0 weights (else exit 1)")] = False,
     eval_limit: Annotated[int | None, typer.Option(help="evaluate on the first N test samples only (quick looks)")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes decoding image-folder samples (0 = main process)")] = 0,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch [default: torch's choice]")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the result as JSON to PATH (- for stdout)")] = None,
 ) -> None:
@@ -81,7 +82,7 @@ def prune_cmd(
             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, augment=augment,
             grad_clip=grad_clip, label_smoothing=label_smoothing, data_dir=data_dir, download=download, layerwise=layerwise,
             granularity=granularity, channel_multiple=channel_multiple, include=tuple(include or ("*",)),
-            exclude=tuple(exclude) if exclude else None, weight_init=weight_init, eval_limit=eval_limit,
+            exclude=tuple(exclude) if exclude else None, weight_init=weight_init, eval_limit=eval_limit, workers=workers,
             method_options=options, dense_reference=dense, force=force, allow_layer_collapse=allow_layer_collapse,
         )
         dist = from_environment(device)

@@ -27,6 +27,9 @@ class DataBundle:
     test: Dataset
     in_shape: tuple[int, int, int]
     num_classes: int
+    #: DataLoader worker processes that decode samples of file-backed datasets (image folders);
+    #: 0 = decode in the calling process. In-memory datasets are sliced and never use workers.
+    workers: int = 0
 
     def batches(
         self,
@@ -65,7 +68,9 @@ class DataBundle:
                 yield x_all[idx], y_all[idx]
             return
         subset = torch.utils.data.Subset(ds, order.tolist())
-        yield from DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
+        # the order is fixed above, so batches are identical for any worker count
+        yield from DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=self.workers,
+                              prefetch_factor=4 if self.workers else None)
 
     def num_batches(self, split: str, batch_size: int, limit: int | None = None, world_size: int = 1) -> int:
         n = len(self.train if split == "train" else self.test)
