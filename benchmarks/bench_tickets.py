@@ -1,27 +1,39 @@
 """Ticket benchmark: CTS vs pruning-at-init baselines vs LTR on Fashion-MNIST (``make bench-tickets``).
 
-Every ticket is produced by the product itself, ``sparsekit.pipeline.prune(PruneConfig(...))``:
-pretrain 1 epoch -> search at theta_1 -> fine-tune E epochs from theta_1 with the mask held exactly.
-Wall time per ticket = pretrain + search + fine-tune (LTR: all IMP rounds + the final fine-tune).
+Every ticket is produced by the product itself, ``sparsekit.pipeline.prune(PruneConfig(...))`` with the
+default training recipe (SGD 0.1 / momentum 0.9 / wd 1e-4, cosine over pretrain + fine-tune epochs,
+augment auto = none for Fashion-MNIST): pretrain 1 epoch -> search at theta_1 -> fine-tune E epochs
+from theta_1 with the mask held exactly. Wall time per ticket = pretrain + search + fine-tune (LTR: all
+IMP rounds + the final fine-tune). Sparsities 95 / 98 / 99.26 / 99.5 %, seeds 0 / 1 / 2, methods
+CTS-KL, CTS-CE, LTR, SNIP, GraSP, SynFlow, magnitude, random, and the dense reference (same budget, no mask).
 
-Models:
-  * lenet300 on the full Fashion-MNIST (60k/10k), E = 3, CTS 2 search epochs at batch 512 (236 steps).
-  * resnet20 (BatchNorm) on a fixed random subset of Fashion-MNIST (written as IDX files under
-    OUT/fmnist-subset and loaded through --data-dir), E = 2, CTS 4 search epochs at batch 128: on a
-    2-core CPU a full-data ResNet-20 epoch takes ~3 minutes, too long for a 35-minute benchmark.
+Scaled-down budgets (2-core CPU shared with other work, ONE torch thread, ~65 min in all):
+  * lenet300 on the full Fashion-MNIST (60k / 10k), SGD batch 128, E = 3; CTS 400 search steps at
+    batch 256 (1.7 epochs of data; 400 = the GradBalance settle minimum the pipeline warns below).
+  * resnet20 (BatchNorm) on a seeded 2,000 train / 1,000 test subset of Fashion-MNIST (IDX files written
+    under OUT/fmnist-subset-* and loaded through --data-dir), SGD batch 64, E = 2; CTS 400 steps at
+    batch 32. A full-data ResNet-20 epoch is ~3 min on one core.
 
-LTR at density 0.8^j is read from round j of the IMP run to the smallest density of the same seed
-(round j trains exactly the mask a separate run to 0.8^j would fine-tune, from the same theta_1, with
-the same seed; one separate run checks this); its time is pretrain + cumulative IMP time to round j.
+LTR: 20 % of the survivors per round, rewind to theta_1, E epochs per round. The 99.26 % (= 1 - 0.8^22)
+LTR ticket is round 22 of the seed's IMP run to 99.5 % (round 22 trains exactly the mask a separate
+run to 99.26 % would fine-tune, from the same theta_1 with the same seed; a separate seed-0 run checks
+this); its time is pretrain + the cumulative IMP time to round 22. 95 % and 98 % are separate runs.
 
-Resumable: each ticket is its own run directory under --out and the pipeline skips completed runs.
-Jobs run in priority order and no new job starts after --max-minutes; the report marks missing cells.
+Priority order (no new run starts after --max-minutes; the report marks missing cells): 3 seeds at
+99.26 % on lenet300, then on resnet20, then 99.5 / 98 / 95 % per seed and model, then the read-out check.
+Resumable: each ticket is its own run directory under --out; completed runs are read back, not redone.
 
 Usage:
-    .venv/bin/python benchmarks/bench_tickets.py [--out .bench/tickets] [--max-minutes 35]
+    .venv/bin/python benchmarks/bench_tickets.py [--out .bench/tickets-v2] [--max-minutes 60]
+    .venv/bin/python benchmarks/bench_tickets.py --report-only
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import datetime as _dt
@@ -50,49 +62,55 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench-tickets:start -->", "<!-- bench-tickets:end -->"
 IMP_KEEP = 0.8
-GRID = (10, 16, 20, 22, 28)  # densities 0.8^j: 10.74 %, 2.81 %, 1.15 %, 0.74 %, 0.19 %
-FOCUS = 22  # 0.74 %
+# the issue's sparsities; 99.26 % = 1 - 0.8^22 is round 22 of an IMP run at 20 % per round
+SPARSITIES = (0.95, 0.98, 1 - IMP_KEEP**22, 0.995)
+FOCUS = 1 - IMP_KEEP**22  # 99.26 %
+LTR_LONG = 0.995  # the seed's main LTR run; its round 22 is the 99.26 % LTR ticket
+ROUND_READOUT = {FOCUS: 22}
 
 METHODS = {  # label -> (method, options)
     "cts-kl": ("cts", {"objective": "kl"}),
     "cts-ce": ("cts", {"objective": "ce"}),
-    "random": ("random", {}),
-    "magnitude": ("magnitude", {}),
+    "ltr": ("ltr", {}),
     "snip": ("snip", {}),
     "grasp": ("grasp", {}),
     "synflow": ("synflow", {}),
-    "ltr": ("ltr", {}),
+    "magnitude": ("magnitude", {}),
+    "random": ("random", {}),
 }
-PAI = ("random", "magnitude", "snip", "grasp", "synflow")
+PAI = ("snip", "grasp", "synflow", "magnitude", "random")
 
 
 @dataclass(frozen=True)
 class ModelPlan:
     model: str
     finetune_epochs: int
-    search_epochs: int
+    cts_steps: int
     cts_batch: int
     subset: tuple[int, int] | None = None  # (train, test) images, None = full dataset
     note: str = ""
     batch_size: int = 128  # SGD batch of pretraining / fine-tuning / LTR rounds
-    focus: int = FOCUS  # the density 0.8^focus compared over seeds
 
 
 PLANS = {
-    "lenet300": ModelPlan("lenet300", 3, 2, 512, None, "full Fashion-MNIST (60k train / 10k test)"),
-    # a first attempt (2,000 images, batch 128, 0.74 %) left every method at chance (dense theta_1: 41 %),
-    # so the conv model uses more SGD steps per image and the 10.74 % density
-    "resnet20": ModelPlan("resnet20", 2, 4, 128, (3000, 2000),
-                          "Fashion-MNIST subset: 3,000 train / 2,000 test images (seeded), SGD batch 64",
-                          batch_size=64, focus=10),
+    "lenet300": ModelPlan("lenet300", 3, 400, 256, None, "full Fashion-MNIST (60k train / 10k test), SGD batch 128"),
+    # a full-data ResNet-20 epoch is ~3 min on one core: a seeded 2,000 / 1,000 subset (IDX files under
+    # OUT/fmnist-subset-*) keeps 3 seeds x 8 methods at 99.26 % inside ~35 min
+    "resnet20": ModelPlan("resnet20", 2, 400, 32, (2000, 1000),
+                          "Fashion-MNIST subset: 2,000 train / 1,000 test images (seeded), SGD batch 64",
+                          batch_size=64),
 }
+
+
+def sp_tag(sparsity: float) -> str:
+    return f"sp{100 * sparsity:.2f}"
 
 
 @dataclass
 class Job:
     plan: ModelPlan
     label: str
-    j: int  # density 0.8^j
+    sparsity: float
     seed: int
     dense_reference: bool = False
     tag: str = ""
@@ -100,34 +118,44 @@ class Job:
 
     @property
     def density(self) -> float:
-        return IMP_KEEP**self.j
+        return 1.0 - self.sparsity
 
     def out(self, root: Path) -> Path:
-        return root / self.plan.model / f"{self.label}{self.tag}" / f"d{self.j:02d}" / f"s{self.seed}"
+        return root / self.plan.model / f"{self.label}{self.tag}" / sp_tag(self.sparsity) / f"s{self.seed}"
 
 
 def jobs() -> list[Job]:
-    """All tickets in priority order (the most important comparisons first)."""
+    """All tickets in priority order (the issue's: 3 seeds at 99.26 % on lenet300, then resnet20 at
+    99.26 %, then the other sparsities)."""
     le, rn = PLANS["lenet300"], PLANS["resnet20"]
     out: list[Job] = []
 
-    def block(plan: ModelPlan, seed: int, ltr_j: int | None, js=(FOCUS,)) -> None:
-        for j in js:
-            for label in METHODS:
-                if label == "ltr":
-                    continue
-                out.append(Job(plan, label, j, seed, dense_reference=(label == "magnitude" and j == plan.focus)))
-        if ltr_j is not None:
-            out.append(Job(plan, "ltr", ltr_j, seed))
+    def at(plan: ModelPlan, sparsity: float, seed: int) -> None:
+        for label in METHODS:
+            if label == "ltr":
+                if sparsity in ROUND_READOUT:  # read from the LTR_LONG run's rounds
+                    out.append(Job(plan, "ltr", LTR_LONG, seed))
+                elif sparsity != LTR_LONG:
+                    out.append(Job(plan, "ltr", sparsity, seed))
+                continue
+            out.append(Job(plan, label, sparsity, seed, dense_reference=(label == "magnitude" and sparsity == FOCUS)))
 
-    block(le, 0, max(GRID))  # LTR seed 0 runs to 0.19 %: its rounds give every grid point
-    block(le, 1, FOCUS)
-    block(le, 0, None, js=[j for j in GRID if j != FOCUS])
-    out.append(Job(le, "ltr", 10, 0, tag="-separate"))  # checks the round read-out against a real run
-    block(rn, 0, rn.focus, js=(rn.focus,))
-    block(le, 2, FOCUS)
-    block(rn, 1, rn.focus, js=(rn.focus,))
-    return out
+    for plan in (le, rn):
+        for seed in (0, 1, 2):
+            at(plan, FOCUS, seed)
+    for plan in (le, rn):
+        for seed in (0, 1, 2):
+            for sp in (0.995, 0.98, 0.95):
+                at(plan, sp, seed)
+    seen, uniq = set(), []
+    for j in out:
+        key = (j.plan.model, j.label, round(j.sparsity, 6), j.seed)
+        if key not in seen:
+            seen.add(key)
+            uniq.append(j)
+    # checks the round-22 read-out against a separate LTR run to 99.26 % (same seed, same theta_1)
+    uniq.append(Job(le, "ltr", FOCUS, 0, tag="-separate"))
+    return uniq
 
 
 def write_subset(src_dir: Path, dst: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
@@ -152,14 +180,18 @@ def write_subset(src_dir: Path, dst: Path, n_train: int, n_test: int, seed: int 
 def run_job(job: Job, root: Path, data, data_dir: Path | None) -> dict:
     method, opts = METHODS[job.label]
     opts = dict(opts)
+    steps = None
     if method == "cts":
         opts["batch_size"] = job.plan.cts_batch
+        steps = job.plan.cts_steps
     cfg = PruneConfig(
-        model=job.plan.model, data="fashion-mnist", method=method, sparsity=1.0 - job.density,
-        out=str(job.out(root)), seed=job.seed, pretrain_epochs=1, search_epochs=job.plan.search_epochs,
+        model=job.plan.model, data="fashion-mnist", method=method, sparsity=job.sparsity,
+        out=str(job.out(root)), seed=job.seed, pretrain_epochs=1, search_steps=steps,
         finetune_epochs=job.plan.finetune_epochs, method_options=opts, dense_reference=job.dense_reference,
         batch_size=job.plan.batch_size,
         data_dir=str(data_dir) if data_dir else None,
+        # a global ranking may empty a layer at 99 %+ (magnitude/random/...): measured and marked, not refused
+        allow_layer_collapse=True,
     )
     return prune(cfg, data=data)
 
@@ -176,34 +208,41 @@ def _load(run: Path) -> dict | None:
     return meta if meta.get("complete") else None
 
 
+def _key(sparsity: float) -> float:
+    return round(sparsity, 6)
+
+
 def collect(root: Path) -> dict:
-    """{model: {label: {j: {seed: row}}}} with row = accuracy, before, time, search time, layers."""
+    """{model: {label: {sparsity: {seed: row}}}} with row = accuracy, before, time, search time, layers."""
     res: dict = {}
     for job in jobs():
         meta = _load(job.out(root))
         if meta is None:
             continue
         t = meta["timings"]
+        info = meta.get("method", {}).get("info", {}) or {}
         row = {
             "acc": meta["metrics"]["accuracy"],
             "before": meta["metrics"].get("accuracy_before_finetune"),
             "time": t.get("pretrain_s", 0) + t.get("search_s", 0) + t.get("finetune_s", 0),
             "search": t.get("search_s", 0),
             "dense": meta["metrics"].get("dense_accuracy"),
+            "dense_s": t.get("dense_s"),
             "theta_k": meta["metrics"].get("accuracy_at_theta_k"),
             "layers": [1 - layer["sparsity"] for layer in meta["layers"]],
+            "collapsed": len(info.get("collapsed_layers") or []),
         }
         label = job.label + job.tag
-        res.setdefault(job.plan.model, {}).setdefault(label, {}).setdefault(job.j, {})[job.seed] = row
+        res.setdefault(job.plan.model, {}).setdefault(label, {}).setdefault(_key(job.sparsity), {})[job.seed] = row
         if job.label == "ltr" and not job.tag:
-            for j in range(1, job.j):  # intermediate IMP rounds = LTR tickets at 0.8^j
-                rj = paths.round_dir(job.out(root), j) / "round.json"
-                if rj.exists():
+            for sp, j in ROUND_READOUT.items():  # intermediate IMP round j = the LTR ticket at 0.8^j
+                rj = paths.round_json(job.out(root), j)
+                if rj.exists() and job.sparsity > sp:
                     r = json.loads(rj.read_text())
-                    res[job.plan.model]["ltr"].setdefault(j, {}).setdefault(job.seed, {
+                    res[job.plan.model]["ltr"].setdefault(_key(sp), {}).setdefault(job.seed, {
                         "acc": r["accuracy"], "before": None, "search": r["cumulative_s"],
                         "time": t.get("pretrain_s", 0) + r["cumulative_s"], "dense": None, "theta_k": None,
-                        "layers": None, "from_round": True,
+                        "layers": None, "from_round": j, "collapsed": 0, "round_density": r["density"],
                     })
     return res
 
@@ -214,121 +253,140 @@ def _ms(vals: list[float], pct: bool = True) -> str:
         return "–"
     if len(vals) == 1:
         return f"{k * vals[0]:.1f}" if pct else f"{vals[0]:.0f}"
-    return f"{k * statistics.fmean(vals):.1f} ± {k * statistics.stdev(vals):.1f}" if pct else f"{statistics.fmean(vals):.0f}"
+    if pct:
+        return f"{k * statistics.fmean(vals):.1f} ± {k * statistics.stdev(vals):.1f}"
+    return f"{statistics.fmean(vals):.0f} ± {statistics.stdev(vals):.0f}"
 
 
-def _cell(res: dict, model: str, label: str, j: int, key: str, seeds=None) -> list[float]:
-    rows = res.get(model, {}).get(label, {}).get(j, {})
+def _cell(res: dict, model: str, label: str, sp: float, key: str, seeds=None) -> list[float]:
+    rows = res.get(model, {}).get(label, {}).get(_key(sp), {})
     return [r[key] for s, r in sorted(rows.items()) if (seeds is None or s in seeds) and r.get(key) is not None]
 
 
 def render(res: dict, env: dict) -> str:
     lines = [START, "", "## Tickets: CTS vs pruning-at-init vs LTR (Fashion-MNIST)", ""]
     lines += [
-        f"Generated by `{env['command']}` ({_invocations(env)}) — machine: {env['cpu']}, {env['cores']} cores "
-        f"(shared with other jobs; load average at the end {env['load_end']}), "
-        f"torch {env['torch']} with `torch.set_num_threads({env['threads']})`, Python {env['python']}, "
-        f"sparsekit commit {env.get('commit')}. "
-        f"Benchmark wall time: {env['wall_min']:.1f} min ({env['done']} of {env['total']} tickets done"
-        f"{'' if env['done'] == env['total'] else '; missing cells are marked –'}).",
+        f"- command: `{env['command']}` ({_invocations(env)})",
+        f"- sparsekit commit {env.get('commit')}; date {env['date']}",
+        f"- machine: {env['cpu']}, {env['cores']} cores (shared with another engineer's jobs; load average at the "
+        f"end {env['load_end']}), torch {env['torch']} with `torch.set_num_threads({env['threads']})` and "
+        f"OMP/MKL_NUM_THREADS=1, Python {env['python']}",
+        f"- benchmark wall time: {env['wall_min']:.1f} min ({env['done']} of {env['total']} planned runs done"
+        f"{'' if env['done'] == env['total'] else '; unmeasured cells are marked –'})",
         "",
-        "Protocol: `sparsekit.pipeline.prune` per ticket — dense pretraining 1 epoch (rewind point theta_1, SGD "
-        "lr 0.1, momentum 0.9, wd 1e-4, batch 128), mask search at theta_1, fine-tune from theta_1 with the mask "
-        "held exactly, top-1 test accuracy. Same fine-tune budget for every method of a model. Densities are "
-        "0.8^j (exact top-k). CTS: GradBalance, Adam 0.1 on the logits, tau 2/3, reference defaults otherwise. "
-        "Wall time per ticket = pretrain + search + fine-tune; for LTR it is pretrain + every IMP round "
-        "(each round = fine-tune budget) + the final fine-tune. Mean ± sample std over seeds where there are several.",
+        "Protocol (scaled down for a 2-core CPU, one thread): `sparsekit.pipeline.prune` per ticket with the "
+        "default recipe (SGD lr 0.1, momentum 0.9, wd 1e-4, cosine schedule over pretrain + fine-tune epochs, no "
+        "warm-up, augment auto = none for Fashion-MNIST, no clipping, no label smoothing) — dense pretraining "
+        "1 epoch (rewind point theta_1), mask search at theta_1, fine-tune E epochs from theta_1 with the mask held "
+        "exactly, top-1 test accuracy. Same E for every method of a model. Exact global top-k to the target "
+        "sparsity. CTS: GradBalance, Adam 0.1 on the logits, tau 2/3, lr x0.1 for the last 12 % of steps, "
+        "`--search-steps 400` (the settle minimum the pipeline warns below). LTR: IMP, 20 % of the survivors "
+        "per round, rewind to theta_1, every round trains E epochs; the 99.26 % LTR ticket is round 22 "
+        "(density 0.8^22) of the seed's IMP run to 99.5 % (a separate seed-0 run to 99.26 % checks the "
+        "read-out, below); 95 % and 98 % are separate IMP runs (14 and 18 rounds). Wall time per ticket = "
+        "pretrain + search + fine-tune; LTR = pretrain + every IMP round + the final fine-tune (read-out: "
+        "pretrain + cumulative round time to round 22). A mask that empties a prunable layer is kept "
+        "(`--allow-layer-collapse`) and marked †. Mean ± sample std over seeds (n = number of seeds).",
         "",
     ]
     for model, plan in PLANS.items():
         if model not in res:
             continue
-        m = res[model]
-        F = plan.focus
+        F = FOCUS
         dense = _cell(res, model, "magnitude", F, "dense")
+        dense_s = _cell(res, model, "magnitude", F, "dense_s")
         tk = _cell(res, model, "magnitude", F, "theta_k")  # one per seed
+        cts_desc = (f"CTS {plan.cts_steps} search steps at batch {plan.cts_batch}")
         lines += [f"### {model} — {plan.note}", ""]
         lines += [
-            f"Fine-tune {plan.finetune_epochs} epochs; CTS {plan.search_epochs} search epochs at batch "
-            f"{plan.cts_batch}; SGD batch {plan.batch_size}. Dense accuracy at theta_1: {_ms(tk)} %; dense reference "
-            f"(same {plan.finetune_epochs}-epoch budget, no mask): {_ms(dense)} %.",
+            f"Fine-tune E = {plan.finetune_epochs} epochs; {cts_desc}. Dense accuracy at theta_1: {_ms(tk)} %; "
+            f"**dense reference** (theta_1 + the same {plan.finetune_epochs}-epoch budget, no mask): {_ms(dense)} % "
+            f"(n = {len(dense)}, {_ms(dense_s, False)} s).",
             "",
+            "Accuracy % after fine-tune, mean ± std (n):",
+            "",
+            "| method | " + " | ".join(f"{100 * sp:.2f} %" for sp in SPARSITIES) + " |",
+            "|---|" + "---|" * len(SPARSITIES),
         ]
-        # table 1: the focus density with seeds
+        for label in METHODS:
+            cells = []
+            for sp in SPARSITIES:
+                acc = _cell(res, model, label, sp, "acc")
+                col = sum(_cell(res, model, label, sp, "collapsed"))
+                cells.append(f"{_ms(acc)} ({len(acc)}){' †' if col else ''}" if acc else "–")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", "Wall time per ticket, s (mean ± std); CTS-KL's time as a fraction of LTR's in the last row:", "",
+                  "| method | " + " | ".join(f"{100 * sp:.2f} %" for sp in SPARSITIES) + " |",
+                  "|---|" + "---|" * len(SPARSITIES)]
+        for label in METHODS:
+            cells = [_ms(_cell(res, model, label, sp, "time"), False) for sp in SPARSITIES]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        ratio = []
+        for sp in SPARSITIES:
+            a, b = _cell(res, model, "cts-kl", sp, "time"), _cell(res, model, "ltr", sp, "time")
+            ratio.append(f"{statistics.fmean(a) / statistics.fmean(b):.3f} (1/{statistics.fmean(b) / statistics.fmean(a):.0f})"
+                         if a and b else "–")
+        lines.append("| CTS-KL / LTR | " + " | ".join(ratio) + " |")
+        lines.append("")
+        # the focus sparsity in detail
         lines += [
-            f"**Density {100 * IMP_KEEP**F:.2f} % (0.8^{F}, sparsity {100 - 100 * IMP_KEEP**F:.2f} %)** — accuracy after "
-            "fine-tune, accuracy of the mask at theta_1 "
-            "before any fine-tune, wall time per ticket, per-layer density (seed 0):",
+            f"**Sparsity {100 * F:.2f} % (density 0.8^22 = {100 * (1 - F):.2f} %)** — per seed, accuracy of the mask "
+            "at theta_1 before any fine-tune, search time, per-layer density (seed 0):",
             "",
-            "| method | seeds | accuracy % | per seed | before fine-tune % | ticket wall time s | search s | per-layer density % |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | per seed % | before fine-tune % | search s | per-layer density % (seed 0) |",
+            "|---|---|---|---|---|",
         ]
-        ltr_time = _cell(res, model, "ltr", F, "time")
         for label in METHODS:
             acc = _cell(res, model, label, F, "acc")
             if not acc:
-                lines.append(f"| {label} | 0 | – | – | – | – | – | – |")
+                lines.append(f"| {label} | – | – | – | – |")
                 continue
-            times = _cell(res, model, label, F, "time")
-            before = _cell(res, model, label, F, "before")
-            search = _cell(res, model, label, F, "search")
-            rows = res[model][label][F]
+            rows = res[model][label][_key(F)]
             layers = next((r["layers"] for s, r in sorted(rows.items()) if r.get("layers")), None)
-            ratio = f" ({statistics.fmean(times) / statistics.fmean(ltr_time):.2f}× LTR)" if ltr_time and label != "ltr" else ""
             lines.append(
-                f"| {label} | {len(acc)} | {_ms(acc)} | {', '.join(f'{100 * a:.1f}' for a in acc)} | {_ms(before)} | "
-                f"{_ms(times, False)}{ratio} | {_ms(search, False)} | "
-                f"{_layers(layers)} |"
-            )
+                f"| {label} | {', '.join(f'{100 * a:.1f}' for a in acc)} | {_ms(_cell(res, model, label, F, 'before'))} "
+                f"| {_ms(_cell(res, model, label, F, 'search'), False)} | {_layers(layers)} |")
         lines.append("")
-        # table 2: the density grid, seed 0
-        js = [j for j in GRID if any(j in m.get(lab, {}) for lab in METHODS)]
-        if len(js) > 1:
-            lines += [
-                "**Density grid, seed 0** — accuracy % (ticket wall time s):",
-                "",
-                "| method | " + " | ".join(f"{100 * IMP_KEEP**j:.2f} %" for j in js) + " |",
-                "|---|" + "---|" * len(js),
-            ]
-            for label in METHODS:
-                cells = []
-                for j in js:
-                    a, t = _cell(res, model, label, j, "acc", {0}), _cell(res, model, label, j, "time", {0})
-                    cells.append(f"{100 * a[0]:.1f} ({t[0]:.0f})" if a else "–")
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            lines.append("")
         lines += _reading(res, model, F)
-    sep = _cell(res, "lenet300", "ltr-separate", 10, "acc")
-    rd = _cell(res, "lenet300", "ltr", 10, "acc", {0})
+    sep = _cell(res, "lenet300", "ltr-separate", FOCUS, "acc")
+    rd = _cell(res, "lenet300", "ltr", FOCUS, "acc", {0})
     if sep and rd:
         same = "identical" if abs(sep[0] - rd[0]) < 1e-12 else f"different ({100 * rd[0]:.2f} vs {100 * sep[0]:.2f})"
-        lines += [f"LTR read-out check: round 10 of the seed-0 IMP run and a separate LTR run to 10.74 % give "
-                  f"{same} accuracy ({100 * sep[0]:.2f} %).", ""]
+        lines += [f"LTR read-out check (lenet300, seed 0): round 22 of the IMP run to 99.5 % and a separate LTR run "
+                  f"to 99.26 % give {same} accuracy ({100 * sep[0]:.2f} %).", ""]
     lines += [END]
     return "\n".join(lines)
 
 
-def _reading(res: dict, model: str, focus: int) -> list[str]:
-    """Automatic reading of the issue's goal at 0.74 %: CTS-KL vs PaI baselines and vs LTR."""
+def _reading(res: dict, model: str, focus: float) -> list[str]:
+    """Automatic verdicts of issue 11's targets at 99.26 %."""
     kl = _cell(res, model, "cts-kl", focus, "acc")
     ltr = _cell(res, model, "ltr", focus, "acc")
     if not kl:
         return []
-    out = [f"Reading at {100 * IMP_KEEP**focus:.2f} % (automatic):", ""]
+    out = [f"Targets at {100 * focus:.2f} % (automatic, from the means above):", ""]
     mk = statistics.fmean(kl)
-    for label in PAI:
-        b = _cell(res, model, label, focus, "acc")
-        if b:
-            out.append(f"* CTS-KL − {label}: {100 * (mk - statistics.fmean(b)):+.1f} pp (n = {len(kl)} / {len(b)})")
+    best = max(((statistics.fmean(b), lab, len(b)) for lab in PAI if (b := _cell(res, model, lab, focus, "acc"))),
+               default=None)
+    if best:
+        d = mk - best[0]
+        out.append(f"* CTS-KL ≥ best pruning-at-init baseline + 2 pt: CTS-KL {100 * mk:.1f} % (n = {len(kl)}) vs best "
+                   f"PaI {best[1]} {100 * best[0]:.1f} % (n = {best[2]}): {100 * d:+.1f} pp → "
+                   f"{'met' if d >= 0.02 else 'NOT met'}")
     if ltr:
-        spread = [statistics.stdev(v) for v in (kl, ltr) if len(v) > 1]
-        noise = 2 * max(spread) if spread else None
-        diff = mk - statistics.fmean(ltr)
-        verdict = "n/a (one seed)" if noise is None else ("within noise or above" if diff >= -noise else "below LTR beyond noise")
+        d = mk - statistics.fmean(ltr)
+        out.append(f"* CTS-KL within 1 pt of LTR or above: {100 * d:+.1f} pp (LTR {100 * statistics.fmean(ltr):.1f} %, "
+                   f"n = {len(ltr)}) → {'met' if d >= -0.01 else 'NOT met'}")
         t_kl, t_ltr = _cell(res, model, "cts-kl", focus, "time"), _cell(res, model, "ltr", focus, "time")
-        out.append(f"* CTS-KL − LTR: {100 * diff:+.1f} pp; noise (2 × larger seed std) "
-                   f"{'–' if noise is None else f'{100 * noise:.1f} pp'} → {verdict}; "
-                   f"time CTS-KL / LTR = {statistics.fmean(t_kl) / statistics.fmean(t_ltr):.2f}")
+        r = statistics.fmean(t_kl) / statistics.fmean(t_ltr)
+        out.append(f"* CTS-KL wall time ≤ 1/10 of LTR's: {statistics.fmean(t_kl):.0f} s / {statistics.fmean(t_ltr):.0f} s "
+                   f"= {r:.3f} → {'met' if r <= 0.1 else 'NOT met'}")
+    if model == "lenet300":
+        dense = _cell(res, model, "magnitude", focus, "dense")
+        if dense:
+            d = statistics.fmean(dense) - 0.855
+            out.append(f"* dense reference ≥ 85.5 % + 2 pt (the issue's figure, same 1 + 3 epochs): "
+                       f"{100 * statistics.fmean(dense):.1f} % ({100 * d:+.1f} pp) → {'met' if d >= 0.02 else 'NOT met'}")
     out.append("")
     return out
 
@@ -370,8 +428,8 @@ def _git_commit() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / ".bench" / "tickets"), help="root of the run directories")
-    ap.add_argument("--max-minutes", type=float, default=35.0, help="start no new ticket after this")
+    ap.add_argument("--out", default=str(ROOT / ".bench" / "tickets-v2"), help="root of the run directories")
+    ap.add_argument("--max-minutes", type=float, default=60.0, help="start no new ticket after this")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--report-only", action="store_true", help="only rewrite docs/benchmarks.md from existing runs")
     args = ap.parse_args(argv)
