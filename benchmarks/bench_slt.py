@@ -200,7 +200,8 @@ def render(rows: list[dict], meta: dict, root: Path) -> str:
     lines = [
         "## Strong lottery tickets: gates vs edge-popup on the same frozen weights (Fashion-MNIST)",
         "",
-        f"- command: `{meta['command']}`; sparsekit commit {meta.get('commit')}",
+        f"- command: `{meta['command']}`; sparsekit commit measured: {meta.get('commit')}",
+        *([f"- note: {meta['note']}"] if meta.get("note") else []),
         f"- machine: {meta['cpu']}, {meta['cores']} cores (shared with another engineer's jobs), torch "
         f"{meta['torch']}, `torch.set_num_threads({meta['threads']})`, OMP/MKL threads 1, Python {meta['python']}",
         f"- date: {meta['date']}; benchmark wall time {meta['wall_min']:.1f} min over {len(meta['invocations'])} "
@@ -280,7 +281,27 @@ def render(rows: list[dict], meta: dict, root: Path) -> str:
                 else:
                     parts.append(f"{100 * sp:.0f} %: not measured")
             lines.append(f"- {init}: gates ≥ edge-popup at " + "; ".join(parts))
+            if 0.9 in ce:
+                g, e = sparsity_at(cg, ce[0.9]), sparsity_at(ce, ce[0.9])
+                ok = _higher(g, e)
+                lines.append(f"- {init}: gates reach a higher sparsity than edge-popup at edge-popup's 90 % accuracy "
+                             f"({100 * ce[0.9]:.1f} %): gates {g} % vs edge-popup {e} % → {ok}")
     return "\n".join(lines)
+
+
+def _higher(g: str, e: str) -> str:
+    """Verdict of 'gates reach a higher sparsity than edge-popup' from two sparsity_at strings."""
+    if "–" in (g, e) or "grid" in g or "grid" in e:
+        return "not measured"
+    if g.startswith("≥") and e.startswith("≥"):
+        return "undetermined (both still above the level at the last grid point)"
+    if g.startswith("<") and e.startswith("<"):
+        return "undetermined (both below the level everywhere)"
+
+    def num(x: str) -> float:
+        return float(x.lstrip("≥<")) + (0.01 if x.startswith("≥") else -0.01 if x.startswith("<") else 0.0)
+
+    return "met" if num(g) > num(e) else "NOT met"
 
 
 def write_section(path: Path, body: str) -> None:
@@ -293,6 +314,7 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=30.0, help="stop starting new runs after this")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
+    ap.add_argument("--note", default=None, help="a line about how the runs were made (kept with the runs)")
     ap.add_argument("--report-only", action="store_true", help="only rewrite the docs section from existing runs")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -302,6 +324,7 @@ def main() -> None:
     state = json.loads(state_file.read_text()) if state_file.exists() else {"wall_s": 0.0, "invocations": []}
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     argv = " ".join(map(shlex.quote, sys.argv[1:]))
+    commit = git_commit()
     t0 = time.perf_counter()
     specs = plan()
     data = None
@@ -310,8 +333,11 @@ def main() -> None:
     def save_state(final: bool = False) -> None:
         s = dict(state)
         s["wall_s"] = state["wall_s"] + time.perf_counter() - t0
-        s["invocations"] = state["invocations"] + [f"`{argv or '(defaults)'}` at {date}, "
+        s["invocations"] = state["invocations"] + [f"`{argv or '(defaults)'}` at {date} on commit {commit}, "
                                                    f"{(time.perf_counter() - t0) / 60:.1f} min"]
+        s["commits"] = list(dict.fromkeys(state.get("commits", []) + [commit]))
+        if args.note:
+            s["note"] = args.note
         state_file.write_text(json.dumps(s, indent=1))
 
     for model, method, init, sp, seed in specs:
@@ -345,7 +371,8 @@ def main() -> None:
         "date": date,
         "wall_min": state.get("wall_s", 0.0) / 60,
         "invocations": state.get("invocations", []),
-        "commit": git_commit(),
+        "commit": ", ".join(state.get("commits") or [str(commit)]),
+        "note": args.note or state.get("note"),
         "command": "make bench-slt (.venv/bin/python benchmarks/bench_slt.py)",
         "planned": len(specs),
         "done": len(rows),

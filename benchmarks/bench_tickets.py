@@ -267,7 +267,8 @@ def render(res: dict, env: dict) -> str:
     lines = [START, "", "## Tickets: CTS vs pruning-at-init vs LTR (Fashion-MNIST)", ""]
     lines += [
         f"- command: `{env['command']}` ({_invocations(env)})",
-        f"- sparsekit commit {env.get('commit')}; date {env['date']}",
+        f"- sparsekit commit measured: {_commits(env)}; date {env['date']}",
+        *([f"- note: {env['note']}"] if env.get("note") else []),
         f"- machine: {env['cpu']}, {env['cores']} cores (shared with another engineer's jobs; load average at the "
         f"end {env['load_end']}), torch {env['torch']} with `torch.set_num_threads({env['threads']})` and "
         f"OMP/MKL_NUM_THREADS=1, Python {env['python']}",
@@ -426,13 +427,17 @@ def _git_commit() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DOC
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / ".bench" / "tickets-v2"), help="root of the run directories")
     ap.add_argument("--max-minutes", type=float, default=60.0, help="start no new ticket after this")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--report-only", action="store_true", help="only rewrite docs/benchmarks.md from existing runs")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file whose bench-tickets section is rewritten")
+    ap.add_argument("--note", default=None, help="a line about how the runs were made (kept with the runs)")
     args = ap.parse_args(argv)
+    DOC = Path(args.doc)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     root = Path(args.out)
@@ -442,10 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     env["previous_s"] = state.get("wall_s", 0.0)
     env["invocations"] = list(state.get("invocations", []))
+    env["note"] = args.note or state.get("note")
     if args.report_only:
         env.update({k: state[k] for k in ("command", "date", "load_start") if k in state})
     else:
         env["invocations"].append({"args": " ".join(argv), "date": env["date"], "load_start": env["load_start"],
+                                   "commit": env["commit"],
                                    "wall_s": 0.0})
     if env["invocations"]:
         env["command"] = ".venv/bin/python benchmarks/bench_tickets.py"
@@ -486,6 +493,13 @@ def _layers(layers: list[float] | None) -> str:
             f"{100 * min(layers[1:-1]):.1f}–{100 * max(layers[1:-1]):.1f}")
 
 
+def _commits(env: dict) -> str:
+    """The commit(s) the runs were measured at (recorded per invocation; a report-only rewrite keeps them)."""
+    seen = [i["commit"] for i in env.get("invocations") or [] if i.get("commit")]
+    uniq = list(dict.fromkeys(seen)) or [env.get("commit")]
+    return ", ".join(str(c) for c in uniq)
+
+
 def _invocations(env: dict) -> str:
     inv = env.get("invocations") or []
     if len(inv) <= 1:
@@ -497,6 +511,8 @@ def _invocations(env: dict) -> str:
 def _save_state(path: Path, env: dict, t0: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: env[k] for k in ("command", "date", "load_start")}
+    if env.get("note"):
+        state["note"] = env["note"]
     state["wall_s"] = env["previous_s"] + time.perf_counter() - t0
     inv = [dict(i) for i in env.get("invocations", [])]
     inv[-1]["wall_s"] = time.perf_counter() - t0
