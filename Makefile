@@ -31,10 +31,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check sparsekit tests
 
 bench-tickets: $(STAMP) data
-	$(PY) benchmarks/bench_tickets.py
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) benchmarks/bench_tickets.py $(BENCH_TICKETS_ARGS)
 
 bench-slt: $(STAMP) data
-	$(PY) benchmarks/bench_slt.py
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) benchmarks/bench_slt.py $(BENCH_SLT_ARGS)
 
 bench-deploy: $(STAMP) data
 	$(PY) benchmarks/bench_deploy.py
