@@ -435,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--report-only", action="store_true", help="only rewrite docs/benchmarks.md from existing runs")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file whose bench-tickets section is rewritten")
+    ap.add_argument("--models", default=",".join(PLANS),
+                    help="comma-separated models to run now (the report always covers every model)")
     ap.add_argument("--note", default=None, help="a line about how the runs were made (kept with the runs)")
     args = ap.parse_args(argv)
     DOC = Path(args.doc)
@@ -465,7 +467,10 @@ def main(argv: list[str] | None = None) -> int:
             if plan.subset:
                 sub = write_subset(src, root / f"fmnist-subset-{plan.subset[0]}-{plan.subset[1]}", *plan.subset)
                 data[name] = (load_dataset("fashion-mnist", sub), sub)
+        wanted = set(args.models.split(","))
         for i, job in enumerate(all_jobs):
+            if job.plan.model not in wanted:
+                continue
             elapsed = (time.perf_counter() - t0) / 60
             if elapsed > args.max_minutes:
                 print(f"[{elapsed:5.1f} min] time budget reached; {len(all_jobs) - i} tickets not started", flush=True)
