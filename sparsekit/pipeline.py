@@ -19,6 +19,7 @@ import torch
 
 from sparsekit import paths
 from sparsekit._io import append_jsonl, load_tensors, save_tensors
+from sparsekit.budget import Budget, parse_budget
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, UsageError
 from sparsekit.mask import Mask, sparsity_of
@@ -48,6 +49,7 @@ DEFAULT_FINETUNE_EPOCHS = 3
 #: before them did. ``identity`` leaves a key out when it has that value (so old runs still resume);
 #: ``stored_config`` fills missing keys of an old run.json with it (so old runs stay loadable).
 LEGACY_CONFIG: dict[str, Any] = {"channel_multiple": 1, "search_steps": None, "schedule": "constant",
+                                  "budget": None, "budget_runtime": "ort-cpu", "budget_batch": 1, "budget_threads": 1,
                                   "warmup_epochs": 0.0, "augment": "none", "grad_clip": 0.0, "label_smoothing": 0.0}
 
 
@@ -93,8 +95,12 @@ class PruneConfig:
     data_dir: str | None = field(default=None, metadata={"help": "where dataset files are"})
     download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
     layerwise: bool = field(default=False, metadata={"help": "per-layer budgets instead of global"})
-    granularity: str = field(default="weight", metadata={"help": "weight or channel"})
-    channel_multiple: int = field(default=1, metadata={"help": "round kept channels per layer to a multiple of N (channel, layerwise)"})
+    granularity: str | None = field(default=None, metadata={"help": "weight or channel (None: the method's first, weight for most)"})
+    channel_multiple: int = field(default=1, metadata={"help": "round kept channels per coupling family to a multiple of N (channel granularity)"})
+    budget: str | None = field(default=None, metadata={"help": "params=F, macs=F or latency=MS (None: --sparsity alone)"})
+    budget_runtime: str = field(default="ort-cpu", metadata={"help": "runtime of a latency budget's table"})
+    budget_batch: int = field(default=1, metadata={"help": "batch size of a latency budget"})
+    budget_threads: int = field(default=1, metadata={"help": "threads of a latency budget"})
     include: tuple[str, ...] = field(default=("*",), metadata={"help": "FQN patterns of prunable weights"})
     exclude: tuple[str, ...] | None = field(default=None, metadata={"help": "FQN patterns left dense (None: model default)"})
     weight_init: str = field(default="default", metadata={"help": "default, kaiming-normal, signed-kaiming-constant, uniform"})
@@ -119,27 +125,49 @@ class PruneConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
         if self.channel_multiple < 1:
             raise UsageError(f"--channel-multiple must be >= 1, got {self.channel_multiple}")
-        if self.channel_multiple != 1 and not (self.layerwise and self.granularity == "channel"):
-            # it rounds per-layer channel budgets; a global ranking has none to round
-            raise UsageError("--channel-multiple rounds per-layer channel budgets: it needs --granularity channel "
-                             "and --layerwise")
+        method = METHODS.get(self.method)  # unknown method -> UsageError with "did you mean"
+        if self.granularity is None:
+            object.__setattr__(self, "granularity", method.granularities[0])
+        if self.granularity not in ("weight", "channel"):
+            raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
+        budget = self.parsed_budget()
+        cost_budget = budget is not None and (budget.kind != "params" or self.granularity == "channel")
+        if budget is not None and budget.kind in ("macs", "latency") and self.granularity != "channel":
+            raise UsageError(f"--budget {budget.kind}= removes whole channels: it needs --granularity channel "
+                             "(a weight mask does not change what a dense runtime executes)")
+        if budget is not None and budget.kind == "params" and self.granularity == "weight" \
+                and abs(self.sparsity - (1.0 - budget.value)) > 1e-12:
+            raise UsageError(f"--budget params={budget.value:g} is --sparsity {1 - budget.value:g}; give one of them")
+        if cost_budget and self.layerwise:
+            raise UsageError("--layerwise splits a count budget per layer; a params/macs/latency budget is one "
+                             "global cost: drop --layerwise")
+        if cost_budget and not getattr(method, "cost_budgets", False):
+            raise UsageError(f"--method {self.method} does not take a --budget {budget.kind}= at channel granularity "
+                             "(methods that do: sparsekit list methods)")
+        if self.channel_multiple != 1 and not (self.granularity == "channel" and (self.layerwise or cost_budget)):
+            # it rounds per-family channel budgets; a global channel count has none to round
+            raise UsageError("--channel-multiple rounds kept channels per coupling family: it needs --granularity "
+                             "channel and --layerwise or a --budget")
         if self.workers < 0:
             raise UsageError(f"--workers must be >= 0, got {self.workers}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise UsageError(f"--eval-limit must be >= 1, got {self.eval_limit}")
-        if self.granularity not in ("weight", "channel"):
-            raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UsageError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError("--device cuda requested but CUDA is not available on this machine")
-        method = METHODS.get(self.method)  # unknown method -> UsageError with "did you mean"
         if self.search_epochs is not None and self.search_steps is not None:
             raise UsageError("give --search-epochs or --search-steps, not both")
         if getattr(method, "learned_search", False) and 0 in (self.search_epochs, self.search_steps):
             what = "--search-steps 0" if self.search_steps == 0 else "--search-epochs 0"
             raise UsageError(f"--method {self.method}: {what} is a search of 0 steps, which returns the untrained "
                              "initial mask (a disconnected network); give at least one step")
+
+    def parsed_budget(self) -> Budget | None:
+        """The ``--budget`` as a Budget (None without one)."""
+        if self.budget is None:
+            return None
+        return parse_budget(self.budget, self.budget_runtime, self.budget_batch, self.budget_threads)
 
     def train_config(self, in_shape: tuple[int, ...] = ()) -> TrainConfig:
         """The one recipe of dense pretraining, ticket fine-tuning, the dense reference and every LTR
@@ -259,6 +287,14 @@ def _holds_complete_run(out: Path) -> bool:
         return bool(Ticket.load(out, require_complete=False).meta.get("complete"))
     except ArtifactError:
         return False
+
+
+def _cost_budget(cfg: PruneConfig) -> Budget | None:
+    """The Budget a search selects against (None: ``--sparsity``/``params=`` at weight granularity, a count)."""
+    budget = cfg.parsed_budget()
+    if budget is None or (budget.kind == "params" and cfg.granularity == "weight"):
+        return None
+    return budget
 
 
 def _check_budget(cfg: PruneConfig, model: torch.nn.Module, names: list[str]) -> None:
@@ -409,6 +445,7 @@ def _stage_search(run: _Run, theta_k: dict[str, torch.Tensor]) -> tuple[Mask, di
         search_epochs=cfg.search_epochs,
         search_steps=cfg.search_steps,
         channel_multiple=cfg.channel_multiple,
+        budget=_cost_budget(cfg),
     )
     t0 = time.perf_counter()
     result = run.method.search(ctx)
@@ -504,6 +541,14 @@ def _finish(run: _Run, mask: Mask, measured: float) -> dict[str, Any]:
         "search_info": meta["method"].get("info", {}),
         "eval_limit": cfg.eval_limit,  # None: accuracies are on the whole test split
     }
+    budget = cfg.parsed_budget()
+    if budget is not None:
+        info = meta["method"].get("info", {})
+        meta["result"]["budget"] = {
+            **budget.to_dict(), "granularity": cfg.granularity,
+            # cost budgets: what the selection measured (MACs per sample, weights, or table ms)
+            **{k[len("budget_"):]: v for k, v in info.items() if k.startswith("budget_") and k != "budget_kind"},
+        }
     meta["complete"] = True
     if run.is_main:
         write_meta(out, meta)

@@ -23,13 +23,30 @@ def parse_sparsity(value: str) -> float:
     return s
 
 
+def resolve_sparsity(sparsity: str | None, budget: str | None) -> float:
+    """--sparsity, or the nominal one of a --budget: 1 - F for params/macs (the search's starting
+    density), 0.5 for latency (replaced by the fraction of the dense latency once it is measured)."""
+    if (sparsity is None) == (budget is None):
+        raise UsageError("give --sparsity S or --budget params=F|macs=F|latency=MS (exactly one)")
+    if sparsity is not None:
+        return parse_sparsity(sparsity)
+    from sparsekit.budget import parse_budget
+
+    b = parse_budget(budget)
+    return 0.5 if b.kind == "latency" else 1.0 - b.value
+
+
 @app.command("prune")
 def prune_cmd(
     model: Annotated[str, typer.Option(help="registered model, tv:NAME, pkg.mod:factory or file.py:factory")],
     data: Annotated[str, typer.Option(help="fashion-mnist, mnist, cifar10, imagefolder:PATH, synthetic")],
     method: Annotated[str, typer.Option(help="search method (sparsekit list methods)")],
-    sparsity: Annotated[str, typer.Option(help="fraction of prunable weights removed, 0 <= s < 1")],
     out: Annotated[str, typer.Option(help="run directory to write")],
+    sparsity: Annotated[str | None, typer.Option(help="fraction of prunable weights (channels with --granularity channel) removed, 0 <= s < 1; or give --budget")] = None,
+    budget: Annotated[str | None, typer.Option(help="params=F (fraction of weights kept), macs=F (fraction of the dense MACs kept) or latency=MS; channel granularity for macs/latency")] = None,
+    budget_runtime: Annotated[str, typer.Option(help="runtime whose measured per-layer latency a latency budget uses")] = "ort-cpu",
+    budget_batch: Annotated[int, typer.Option(help="batch size of a latency budget")] = 1,
+    budget_threads: Annotated[int, typer.Option(help="threads of a latency budget")] = 1,
     seed: Annotated[int, typer.Option(help="seed for init, data order and search")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     pretrain_epochs: Annotated[int, typer.Option(help="dense epochs before the search (rewind point K)")] = 1,
@@ -48,8 +65,8 @@ def prune_cmd(
     data_dir: Annotated[str | None, typer.Option(help="directory holding the dataset files")] = None,
     download: Annotated[bool, typer.Option("--download/--no-download", help="allow torchvision downloads")] = False,
     layerwise: Annotated[bool, typer.Option("--layerwise/--global", help="per-layer budgets instead of one global ranking")] = False,
-    granularity: Annotated[str, typer.Option(help="weight or channel (whole output channels)")] = "weight",
-    channel_multiple: Annotated[int, typer.Option(help="channel granularity with --layerwise: round kept channels per layer to a multiple of N (8 suits CPU kernels)")] = 1,
+    granularity: Annotated[str | None, typer.Option(help="weight or channel (whole output channels) [default: weight; channel for *-channel and tp-* methods]")] = None,
+    channel_multiple: Annotated[int, typer.Option(help="channel granularity with --layerwise or a --budget: round kept channels per coupling family to a multiple of N (8 suits CPU kernels)")] = 1,
     include: Annotated[list[str] | None, typer.Option(help="FQN pattern of prunable weights (repeatable)")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="FQN pattern left dense (repeatable)")] = None,
     weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, uniform")] = "default",
@@ -76,12 +93,13 @@ def prune_cmd(
             if value is not None:
                 options[key] = value
         cfg = PruneConfig(
-            model=model, data=data, method=method, sparsity=parse_sparsity(sparsity), out=out, seed=seed,
+            model=model, data=data, method=method, sparsity=resolve_sparsity(sparsity, budget), out=out, seed=seed,
             device=device, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
             search_epochs=search_epochs, search_steps=search_steps, batch_size=batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs, augment=augment,
             grad_clip=grad_clip, label_smoothing=label_smoothing, data_dir=data_dir, download=download, layerwise=layerwise,
-            granularity=granularity, channel_multiple=channel_multiple, include=tuple(include or ("*",)),
+            granularity=granularity, channel_multiple=channel_multiple, budget=budget, budget_runtime=budget_runtime,
+            budget_batch=budget_batch, budget_threads=budget_threads, include=tuple(include or ("*",)),
             exclude=tuple(exclude) if exclude else None, weight_init=weight_init, eval_limit=eval_limit, workers=workers,
             method_options=options, dense_reference=dense, force=force, allow_layer_collapse=allow_layer_collapse,
         )
@@ -100,8 +118,16 @@ def prune_cmd(
     if not r.pop("_main"):
         return
     dense_txt = f", dense {r['dense_accuracy']:.4f}" if r.get("dense_accuracy") is not None else ""
+    b = r.get("budget") or {}
+    if "fraction_achieved" in b:
+        target = f"{b['kind']} {b['fraction_achieved']:.4f} of dense, budget {b['fraction_asked']:.4f}"
+        if b["kind"] == "latency":
+            target = f"latency {b['achieved']:.4g} ms (table), budget {b['asked']:.4g} ms"
+        target = f"weight sparsity {r['sparsity']:.4%}, {target}"
+    else:
+        target = f"sparsity {r['sparsity']:.4%} (target {r['target_sparsity']:.4%})"
     typer.echo(
-        f"{r['method']} ticket: sparsity {r['sparsity']:.4%} (target {r['target_sparsity']:.4%}), "
+        f"{r['method']} ticket: {target}, "
         f"accuracy {r['accuracy']:.4f}{dense_txt}, {r['timings']['ticket_total_s']:.1f}s -> {r['out']}",
         err=json_out == "-",  # stdout carries only the JSON then
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,6 +56,8 @@ class ChannelUnits:
     fixed: list[str]
     partial: int = 0
     coupled: bool = True
+    #: the dependency-graph groups they were built from (``coupled_channel_groups``; [] if untraceable)
+    groups: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _UnionFind:
@@ -134,7 +136,7 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
     family_ids: dict[str, int] = {}
     families = [family_ids.setdefault(layers_uf.find(u[0][0]), len(family_ids)) for u in units]
     partial = sum(1 for u in units if any(r in partial_rows for r in u))
-    return ChannelUnits(units, families, fixed, partial, coupled)
+    return ChannelUnits(units, families, fixed, partial, coupled, groups)
 
 
 def normalized_channel_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -305,11 +307,21 @@ def _ignored_output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.M
 
 def _graph(model: nn.Module, example: torch.Tensor) -> Any:
     """Torch-Pruning's dependency graph; it traces through autograd, so grad mode is forced on (a
-    caller inside ``torch.no_grad()``, e.g. a search's final selection, would get an AssertionError)."""
+    caller inside ``torch.no_grad()``, e.g. a search's final selection, would get an AssertionError)
+    and frozen parameters are traced as trainable."""
     import torch_pruning as tp
 
-    with torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
+    # a frozen model (strong-ticket searches freeze every parameter) leaves no autograd graph to
+    # trace, so parameters are made trainable for the trace and restored after it
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example[:2])
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:
@@ -320,8 +332,10 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
     residual stream; ranking every layer on its own almost never masks a stream channel everywhere.
 
     Returns:
-        ``[{"root": layer, "channels": C, "members": [{"weight": fqn, "rows": [row per root index]}]}]``;
-        ``rows[j]`` is the member's output row coupled to root channel ``j``.
+        ``[{"root": layer, "channels": C, "members": [{"weight": fqn, "rows": [row per root index]}],
+        "inputs": [{"weight": fqn, "cols": [[input columns] per root index]}]}]``; ``rows[j]`` is the
+        member's output row coupled to root channel ``j``, ``cols[j]`` the input columns of a consumer
+        layer that read it (several after a flatten).
 
     Example:
         >>> groups = coupled_channel_groups(resnet20, torch.randn(2, 3, 32, 32))  # doctest: +SKIP
@@ -335,13 +349,20 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
     for group in dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS):
         root = group[0].dep.target.module
         n_root = dg.get_pruner_of_module(root).get_out_channels(root)
-        members = []
+        members, inputs = [], []
         for item in group.items:
             mod = item.dep.target.module
-            if isinstance(mod, _LAYERS) and dg.is_out_channel_pruning_fn(item.dep.handler):
+            if not isinstance(mod, _LAYERS):
+                continue
+            if dg.is_out_channel_pruning_fn(item.dep.handler):
                 rows = [-1] * n_root
                 for i, r in zip(item.idxs, item.root_idxs, strict=True):
                     rows[r] = int(i)
                 members.append({"weight": f"{names[mod]}.weight", "rows": rows})
-        out.append({"root": names[root], "channels": n_root, "members": members})
+            else:  # input columns: several per root channel after a flatten (C*H*W features)
+                cols: list[list[int]] = [[] for _ in range(n_root)]
+                for i, r in zip(item.idxs, item.root_idxs, strict=True):
+                    cols[r].append(int(i))
+                inputs.append({"weight": f"{names[mod]}.weight", "cols": cols})
+        out.append({"root": names[root], "channels": n_root, "members": members, "inputs": inputs})
     return out

@@ -67,17 +67,24 @@ class GradBalance:
         return self.headroom * self.density * self.numel
 
     def step(
-        self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None, dpi: torch.Tensor | None = None
+        self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None, dpi: torch.Tensor | None = None,
+        used: float | None = None, g_used: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the combined gradient for the parameters whose keep probabilities are ``pi``.
 
         ``reduce`` optionally averages a scalar across distributed ranks (lam* is averaged there).
         ``dpi`` is d pi / d theta for relaxations whose keep probability is not a sigmoid of the
         parameter (e.g. Phi for Gaussian gates); None means pi * (1 - pi) (the sigmoid case).
+        ``used`` / ``g_used``: a cost budget (channel-level MACs, latency): the expected cost in place
+        of sum(pi) and its gradient in the parameters in place of dpi (``numel`` is then the dense
+        cost and ``density`` the fraction of it kept).
         """
         k = self.target_count
-        e = self.c_s * (float(pi.sum()) / k - 1.0)
-        g_sp = sparsity_gradient(pi, k, self.c_s) if dpi is None else (self.c_s / k) * dpi
+        e = self.c_s * ((float(pi.sum()) if used is None else used) / k - 1.0)
+        if g_used is not None:
+            g_sp = (self.c_s / k) * g_used
+        else:
+            g_sp = sparsity_gradient(pi, k, self.c_s) if dpi is None else (self.c_s / k) * dpi
         if self.two_sided:
             ratio = math.tanh(e) * float(stable_norm(g_obj) / (stable_norm(g_sp) + 1e-12))
         elif e > 0:
@@ -106,10 +113,12 @@ class LagrangeBalance:
     def target_count(self) -> float:
         return self.density * self.numel
 
-    def step(self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None) -> torch.Tensor:
+    def step(self, g_obj: torch.Tensor, pi: torch.Tensor, reduce=None, used: float | None = None,
+             g_used: torch.Tensor | None = None) -> torch.Tensor:
         k = self.target_count
-        e = self.c_s * (float(pi.sum()) / k - 1.0)
-        g = g_obj + self.lam * sparsity_gradient(pi, k, self.c_s)
+        e = self.c_s * ((float(pi.sum()) if used is None else used) / k - 1.0)
+        g_sp = sparsity_gradient(pi, k, self.c_s) if g_used is None else (self.c_s / k) * g_used
+        g = g_obj + self.lam * g_sp
         self.lam += self.lr * e  # ascent on lambda; free sign
         self.last_excess = e
         return g

@@ -11,11 +11,15 @@ from sparsekit.methods import gates as _gates  # noqa: F401,E402
 from sparsekit.methods import grasp as _grasp  # noqa: F401,E402
 from sparsekit.methods import ltr as _ltr  # noqa: F401,E402
 from sparsekit.methods import magnitude as _magnitude  # noqa: F401,E402
+from sparsekit.methods import magnitude_channel as _magnitude_channel  # noqa: F401,E402
 
 # registration imports (one line per method file)
 from sparsekit.methods import random as _random  # noqa: F401,E402
+from sparsekit.methods import random_channel as _random_channel  # noqa: F401,E402
 from sparsekit.methods import snip as _snip  # noqa: F401,E402
 from sparsekit.methods import synflow as _synflow  # noqa: F401,E402
+from sparsekit.methods import tp_group_norm as _tp_group_norm  # noqa: F401,E402
+from sparsekit.methods import tp_taylor as _tp_taylor  # noqa: F401,E402
 from sparsekit.methods.base import (
     METHODS,
     NoOptions,

@@ -23,6 +23,7 @@ from sparsekit.data.bundle import DataBundle
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
 from sparsekit.masking.channel_groups import channel_units, normalized_channel_scores, select_units
+from sparsekit.masking.channel_space import ChannelCost, UnitSpace, cost_for, select_by_cost
 from sparsekit.masking.topk import budget_keep, topk_mask
 from sparsekit.registry import Registry
 from sparsekit.train.loop import TrainConfig
@@ -58,8 +59,10 @@ class SearchContext:
         search_epochs: epochs of a learned-mask search (None = the method default).
         search_steps: steps (mini-batches) of a learned-mask search; overrides ``search_epochs``
             (None = use the epochs).
-        channel_multiple: channel granularity with layerwise budgets: round kept channels per layer
-            (coupling family) to a multiple of this (1 = exact budget).
+        channel_multiple: channel granularity: round kept channels per coupling family to a multiple
+            of this (1 = exact budget); with --sparsity it needs layerwise budgets.
+        budget: a ``sparsekit.budget.Budget`` with a cost budget (params/MACs/latency at channel
+            granularity), or None: ``sparsity`` counts weights (or channels) as before.
         progress: callback for one-line progress messages.
     """
 
@@ -80,6 +83,7 @@ class SearchContext:
     search_epochs: int | None = None
     search_steps: int | None = None
     channel_multiple: int = 1
+    budget: Any = None
     progress: Callable[[str], None] = lambda msg: log.info(msg)
 
     def params(self) -> dict[str, nn.Parameter]:
@@ -115,6 +119,8 @@ class SearchMethod:
     uses_data: ClassVar[bool] = True
     #: True for learned-mask searches (cts, gates, edge-popup): --search-epochs/--search-steps apply
     learned_search: ClassVar[bool] = False
+    #: True when the method honours cost budgets (--budget params/macs/latency at channel granularity)
+    cost_budgets: ClassVar[bool] = False
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -162,6 +168,7 @@ class ScoreMethod(SearchMethod):
     """
 
     granularities = ("weight", "channel")
+    cost_budgets = True
 
     def score(self, ctx: SearchContext) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -191,6 +198,10 @@ def select_with_info(
     stream; an uncoupled layer is its own family, so for those it means per layer as before).
     """
     sign = -1.0 if invert else 1.0
+    if ctx.granularity == "channel" and uses_cost_budget(ctx):
+        space = UnitSpace(ctx.model, list(scores), tuple(ctx.data.in_shape))
+        rows = {n: sign * s for n, s in normalized_channel_scores(scores).items()}
+        return select_units_within_budget(space.unit_scores(rows), space, ctx)
     if ctx.granularity == "channel":
         ch = {n: sign * s for n, s in normalized_channel_scores(scores).items()}
         units = channel_units(ctx.model, list(scores), tuple(ctx.data.in_shape))
@@ -210,6 +221,91 @@ def select_with_info(
         }
         return mask, info
     return Mask(topk_mask({n: sign * s.detach().double() for n, s in scores.items()}, ctx.sparsity, ctx.layerwise)), {}
+
+
+def uses_cost_budget(ctx: SearchContext) -> bool:
+    """True when ``ctx`` carries a cost budget (params/MACs/latency), selected with ``select_by_cost``."""
+    return ctx.budget is not None and ctx.granularity == "channel"
+
+
+def select_units_within_budget(unit_scores: torch.Tensor, space: UnitSpace, ctx: SearchContext) -> tuple[Mask, dict[str, Any]]:
+    """Channel mask of the best-scored units within ``ctx.budget`` (``select_by_cost``), with diagnostics."""
+    cost, budget = cost_for(ctx.budget, space, ctx.model, ctx.run_dir)
+    keep, stats = select_by_cost(unit_scores, space, cost, budget, ctx.channel_multiple)
+    if callable(getattr(cost, "measure", None)):
+        keep, stats = _measured_selection(unit_scores, space, cost, budget, ctx.channel_multiple, keep, stats)
+    mask = space.mask(keep)
+    info = {"channel_selection": "group-aware, " + cost.kind + " budget" if space.units.coupled
+            else "per-layer (couplings unavailable), " + cost.kind + " budget",
+            **stats, "coupled_units": sum(1 for u in space.units.units if len(u) > 1),
+            "partially_prunable_units": space.units.partial, "dense_classifier": space.units.fixed,
+            "weight_sparsity": mask.sparsity}
+    return mask, info
+
+
+def select_unit_scores(unit_scores: torch.Tensor, space: UnitSpace, ctx: SearchContext) -> tuple[Mask, dict[str, Any]]:
+    """Channel mask from one score per unit (channel-level searches): within ``ctx.budget`` when it is a
+    cost, else ``ctx.sparsity`` of the candidate channels (layerwise / channel-multiple as for scores)."""
+    if uses_cost_budget(ctx):
+        return select_units_within_budget(unit_scores, space, ctx)
+    ext = torch.cat([unit_scores.detach().double().cpu(), torch.zeros(1, dtype=torch.float64)])
+    candidates = {n: ext[idx] for n, idx in space.row_units.items() if n not in space.units.fixed}
+    keep, stats = select_units(candidates, space.units, ctx.sparsity, ctx.layerwise, ctx.channel_multiple)
+    unit_keep = torch.tensor([bool(keep[u[0][0]][u[0][1]]) for u in space.units.units], dtype=torch.bool)
+    mask = space.mask(unit_keep)
+    return mask, {"channel_selection": "group-aware" if space.units.coupled else "per-layer (couplings unavailable)",
+                  **stats, "coupled_units": sum(1 for u in space.units.units if len(u) > 1),
+                  "partially_prunable_units": space.units.partial, "dense_classifier": space.units.fixed,
+                  "weight_sparsity": mask.sparsity}
+
+
+def channel_budget(space: UnitSpace, ctx: SearchContext) -> tuple[Any, float]:
+    """(cost model, absolute budget) a channel-level search holds: the cost budget, or the channel count."""
+    if uses_cost_budget(ctx):
+        return cost_for(ctx.budget, space, ctx.model, ctx.run_dir)
+    cost = ChannelCost(space)
+    return cost, float(budget_keep(int(cost.dense), ctx.sparsity))
+
+
+#: a measured latency within this fraction of the budget ends the correction loop
+LATENCY_TOLERANCE = 0.05
+LATENCY_ROUNDS = 6
+
+
+def _measured_selection(unit_scores: torch.Tensor, space: UnitSpace, cost: Any, budget: float, multiple: int,
+                        keep: torch.Tensor, stats: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Latency budgets: measure the converted candidate and correct the table target until the
+    measurement is within LATENCY_TOLERANCE (at most LATENCY_ROUNDS selections): rescaled by
+    budget / measured until the budget is bracketed, then by linear interpolation between the
+    bracketing (table target, measured) pairs. The candidate measured closest to the budget wins."""
+    target, rounds = budget, []
+    best = None
+    below: tuple[float, float] | None = None  # (table target, measured) pairs around the budget
+    above: tuple[float, float] | None = None
+    for _ in range(LATENCY_ROUNDS):
+        ms = cost.measure(keep)
+        rounds.append({"table_target_ms": target, "table_ms": stats["budget_achieved"], "measured_ms": ms})
+        if best is None or abs(ms - budget) < abs(best[2] - budget):
+            best = (keep, stats, ms)
+        if abs(ms - budget) <= LATENCY_TOLERANCE * budget:
+            break
+        if ms < budget and (below is None or target > below[0]):
+            below = (target, ms)
+        if ms > budget and (above is None or target < above[0]):
+            above = (target, ms)
+        if below is not None and above is not None and above[1] > below[1]:
+            w = (budget - below[1]) / (above[1] - below[1])
+            target = below[0] + w * (above[0] - below[0])
+        else:
+            target = target * budget / ms
+        target = min(target, cost.dense)
+        try:
+            keep, stats = select_by_cost(unit_scores, space, cost, target, multiple)
+        except UsageError:  # the corrected target is below the smallest widths: keep the best so far
+            break
+    keep, stats, ms = best
+    return keep, {**stats, "budget_asked": budget, "budget_measured_ms": ms,
+                  "budget_measured_fraction": ms / budget, "budget_rounds": rounds}
 
 
 def get_method(name: str, options: dict[str, Any] | None = None) -> SearchMethod:

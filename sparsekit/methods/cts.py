@@ -34,6 +34,7 @@ from torch.func import functional_call
 from sparsekit import paths
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
 from sparsekit.errors import UsageError
+from sparsekit.masking.channel_space import CostModel, UnitSpace, uniform_keep
 from sparsekit.masking.concrete import (
     DEFAULT_TAU,
     init_logits,
@@ -49,8 +50,10 @@ from sparsekit.methods.base import (
     SearchContext,
     SearchMethod,
     SearchResult,
+    channel_budget,
     search_length,
     select,
+    select_unit_scores,
     warn_short_search,
 )
 from sparsekit.methods.cts_objectives import OBJECTIVES, ReluCapture, get_objective
@@ -121,20 +124,19 @@ class CTSMethod(SearchMethod):
     Options = Options
     learned_search = True
     granularities = ("weight", "channel")
+    cost_budgets = True
 
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
         if not 0.0 < ctx.sparsity < 1.0:
             raise UsageError(f"--method cts needs 0 < sparsity < 1, got {ctx.sparsity}")
         with search_mode(ctx.model.to(ctx.device), bn=o.bn):
-            logits, info = _Search(ctx, o).run()
-        # channel budgets aggregate keep probabilities (positive, so the base's |mean| is harmless);
-        # inversion is done here rather than by select(invert=True) so both granularities agree
-        if ctx.granularity == "channel":
-            pi = keep_probability(logits)
-            scores = 1.0 - pi if o.invert else pi
-        else:
-            scores = -logits if o.invert else logits
+            search = _Search(ctx, o)
+            logits, info = search.run()
+        scores = -logits if o.invert else logits
+        if search.space is not None:  # one logit per coupled channel unit: ranked directly
+            mask, sel = select_unit_scores(scores.cpu(), search.space, ctx)
+            return SearchResult(mask, {**info, **sel})
         offsets = _offsets(ctx)
         per_layer = {n: scores[s:e].reshape(ctx.model.get_parameter(n).shape).cpu() for n, (s, e) in offsets.items()}
         return SearchResult(select(per_layer, ctx), info)
@@ -161,14 +163,26 @@ class _Search:
         self.offsets = _offsets(ctx)
         self.numel = sum(w.numel() for w in self.weights.values())
         density = 1.0 - ctx.sparsity
-        self.logits = init_logits(self.numel, density, self.device)
+        self.space: UnitSpace | None = None
+        self.cost: CostModel | None = None
+        budget_size, init_density = self.numel, density
+        if ctx.granularity == "channel":
+            # channel level: one logit per coupled unit; the budget is a cost of the unit keeps
+            # (channels, or params/MACs/latency), held by GradBalance on its expectation
+            self.space = UnitSpace(ctx.model, ctx.names, tuple(ctx.data.in_shape))
+            self.cost, budget = channel_budget(self.space, ctx)
+            density = budget / self.cost.dense
+            init_density = uniform_keep(self.cost, density, self.space.size)
+            self.numel, budget_size = self.space.size, self.cost.dense
+            self.params = {n: p.detach() for n, p in ctx.model.named_parameters()}
+        self.logits = init_logits(self.numel, init_density, self.device)
         self.opt = torch.optim.Adam([self.logits], lr=o.lr)
         if o.balance == "gradbalance":
-            self.balance: Any = GradBalance(density, self.numel, headroom=o.headroom, c_s=o.c_s, beta=o.ema)
+            self.balance: Any = GradBalance(density, budget_size, headroom=o.headroom, c_s=o.c_s, beta=o.ema)
         else:
             # reference: lambda lr = 0.01 x logit lr, and 10x smaller again for msefeature
             lam_lr = o.lagrange_lr or 0.01 * o.lr * (0.1 if o.objective == "msefeature" else 1.0)
-            self.balance = LagrangeBalance(density, self.numel, lr=lam_lr, c_s=o.c_s)
+            self.balance = LagrangeBalance(density, budget_size, lr=lam_lr, c_s=o.c_s)
         self.rank = getattr(ctx.dist, "rank", 0)
         self.world = getattr(ctx.dist, "world_size", 1)
         self.gen = torch.Generator(device=self.device).manual_seed(ctx.seed * 1_000_003 + 17 + self.rank)
@@ -178,6 +192,8 @@ class _Search:
         return float(self.ctx.dist.all_reduce_mean(t)[0])
 
     def _masked_weights(self, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.space is not None:  # (U,) unit keeps -> rows of every coupled layer, biases, BN affine
+            return {n: self.params[n] * mult for n, mult in self.space.multipliers(m).items()}
         # flat (d,) -> per-layer views of each weight's shape
         return {n: w * m[s:e].view_as(w) for (n, w), (s, e) in zip(self.weights.items(), self.offsets.values(), strict=True)}
 
@@ -294,17 +310,32 @@ class _Search:
         (g_obj,) = torch.autograd.grad(self.scale * r, a)
         pi = keep_probability(self.logits.detach())
         reduce = self._reduce if self.ctx.dist is not None else None
-        g = self.balance.step(g_obj, pi, reduce=reduce)
+        if self.cost is not None:
+            used, g_used = self._expected_cost()
+            g = self.balance.step(g_obj, pi, reduce=reduce, used=used, g_used=g_used)
+        else:
+            g = self.balance.step(g_obj, pi, reduce=reduce)
         if self.ctx.dist is not None:
             g = self.ctx.dist.all_reduce_mean(g)
         self.logits.grad = g
         self.opt.step()
         return float(r.detach())
 
+    def _expected_cost(self) -> tuple[float, torch.Tensor]:
+        """Expected cost of the unit keep probabilities and its gradient in the logits."""
+        a = self.logits.detach().double().cpu().requires_grad_(True)
+        used = self.cost.expected(torch.sigmoid(a))
+        (g,) = torch.autograd.grad(used, a)
+        return float(used.detach()), g.to(self.logits)
+
     def _record(self, step: int, epoch: int, r: float) -> dict[str, Any]:
         a = self.logits.detach()
         lam = self.balance.lam
-        return {
+        extra = {}
+        if self.cost is not None:  # the budget's view: expected and 0/1 cost as fractions of dense
+            extra = {"expected_cost_fraction": self._expected_cost()[0] / self.cost.dense,
+                     "cost_fraction_at_zero": self.cost.fraction(a.cpu() > 0)}
+        return {**extra, 
             "step": step,
             "epoch": epoch + 1,
             "expected_density": float(keep_probability(a).mean()),

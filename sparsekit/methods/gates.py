@@ -53,6 +53,7 @@ from torch import nn
 from sparsekit import paths
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
+from sparsekit.masking.channel_space import UnitSpace, uniform_keep
 from sparsekit.masking.gaussian_gate import GaussianGate
 from sparsekit.masking.gradbalance import GradBalance
 from sparsekit.masking.hard_concrete import HardConcrete
@@ -63,8 +64,10 @@ from sparsekit.methods.base import (
     SearchContext,
     SearchMethod,
     SearchResult,
+    channel_budget,
     search_length,
     select,
+    select_unit_scores,
     warn_short_search,
 )
 from sparsekit.methods.cts import settle_steps
@@ -211,6 +214,30 @@ def _density_shift(relax: Any, theta: torch.Tensor, target: float, iters: int = 
     return c
 
 
+def _cost_shift(relax: Any, theta: torch.Tensor, cost: Any, target: float) -> float:
+    """Uniform shift c with expected cost(keep_prob(theta + c)) = target x dense (bisection; the cost
+    only grows with c). The channel-level analogue of ``_density_shift``."""
+    lo, hi = -30.0, 30.0
+    base = theta.detach().double().cpu()
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        frac = float(cost.expected(relax.keep_prob(base + mid))) / cost.dense
+        if frac < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _expected_cost(cost: Any, relax: Any, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Expected cost of the gates' keep probabilities and its gradient in the gate parameters."""
+    t = theta.detach().double().cpu().requires_grad_(True)
+    with torch.enable_grad():
+        used = cost.expected(relax.keep_prob(t))
+        (g,) = torch.autograd.grad(used, t)
+    return float(used.detach()), g.to(theta)
+
+
 def _reduce_grad(dist: Any, g: torch.Tensor) -> torch.Tensor:
     """Average a gradient across ranks (identity without a distributed context)."""
     if dist is None:
@@ -226,6 +253,7 @@ class GatesMethod(SearchMethod):
     Options = Options
     learned_search = True
     granularities = ("weight", "channel")
+    cost_budgets = True
     default_finetune_epochs = 0
 
     def search(self, ctx: SearchContext) -> SearchResult:
@@ -237,15 +265,28 @@ class GatesMethod(SearchMethod):
         set_bn_train(model)
         layout = _Layout.build(ctx.params(), ctx.granularity)
         density = 1.0 - ctx.sparsity
+        space, cost, init_density, budget_size = None, None, density, layout.total
+        views = layout.views
+        if ctx.granularity == "channel":
+            # one gate per coupled channel unit; the budget is a cost of the unit keeps (channels, or
+            # params/MACs/latency) and closed units also zero their biases and BN affine
+            space = UnitSpace(ctx.model, ctx.names, tuple(ctx.data.in_shape))
+            cost, budget = channel_budget(space, ctx)
+            density = budget / cost.dense
+            init_density = uniform_keep(cost, density, space.size)
+            budget_size = cost.dense
+            views = space.multipliers
+        n_gates = layout.total if space is None else space.size
 
         # every gate starts at the target expected density (ALGORITHMS.md §10 pitfall)
-        flat = nn.Parameter(torch.full((layout.total,), relax0.init_param(density), device=device))
+        flat = nn.Parameter(torch.full((n_gates,), relax0.init_param(init_density), device=device))
         lr0 = o.resolved_lr()
         opt = torch.optim.Adam([flat], lr=lr0)
         # GradBalance over all gates (global), or one per layer when the final top-k is per layer
-        segments = layout.slices() if ctx.layerwise else [slice(0, layout.total)]
+        segments = layout.slices() if ctx.layerwise and space is None else [slice(0, n_gates)]
         balancers = [
-            GradBalance(density, s.stop - s.start, headroom=o.headroom, c_s=o.c_s, beta=o.ema, two_sided=o.two_sided)
+            GradBalance(density, s.stop - s.start if space is None else budget_size, headroom=o.headroom, c_s=o.c_s,
+                        beta=o.ema, two_sided=o.two_sided)
             for s in segments
         ]
         rank = getattr(ctx.dist, "rank", 0)
@@ -285,13 +326,17 @@ class GatesMethod(SearchMethod):
                     relax = relax0.at_temperature(t_start * (t_end / t_start) ** frac) if t_end != t_start else relax0
                     x, y = x.to(device), y.to(device)
                     z = relax.sample(flat, gen)  # one gate sample per step, shared by the batch
-                    loss = F.cross_entropy(masked_call(model, layout.views(z), x), y)
+                    loss = F.cross_entropy(masked_call(model, views(z), x), y)
                     if not torch.isfinite(loss):
                         raise TrainingDivergedError(f"gates search loss became {loss.item()} at step {step}")
                     opt.zero_grad(set_to_none=True)
                     if o.objective in ("l0", "project"):
                         # l0: the paper's plain penalty, lambda * expected L0 (as a fraction of the gates)
-                        pen = o.l0_lambda * relax.keep_prob(flat).mean() if o.objective == "l0" else 0.0
+                        pen = 0.0
+                        if o.objective == "l0":
+                            keep = relax.keep_prob(flat)
+                            pen = o.l0_lambda * (keep.mean() if cost is None
+                                                 else (cost.expected(keep.double().cpu()) / cost.dense).to(keep))
                         (loss + pen).backward()
                         flat.grad = _reduce_grad(ctx.dist, flat.grad)
                     else:
@@ -301,12 +346,17 @@ class GatesMethod(SearchMethod):
                             theta = flat.detach()
                             pi, dpi = relax.keep_prob(theta), relax.keep_prob_grad(theta)
                             g = torch.empty_like(g_obj)
-                            for s, gb in zip(segments, balancers, strict=True):
+                            if cost is not None:
+                                used, g_used = _expected_cost(cost, relax, theta)
+                                g = balancers[0].step(g_obj, pi, dpi=dpi, used=used, g_used=g_used)
+                            for s, gb in zip(segments if cost is None else [], balancers, strict=False):
                                 g[s] = gb.step(g_obj[s], pi[s], dpi=dpi[s])
                         flat.grad = g
                     opt.step()
                     with torch.no_grad():
-                        if o.objective == "project":
+                        if o.objective == "project" and cost is not None:
+                            flat += _cost_shift(relax, flat, cost, o.headroom * density)
+                        elif o.objective == "project":
                             for s in segments:
                                 flat[s] += _density_shift(relax, flat[s], o.headroom * density)
                         if o.clamp:
@@ -328,11 +378,14 @@ class GatesMethod(SearchMethod):
             soft = relax.test_gate(theta)
             gate_sparsity = float((soft == 0).double().mean())
             expected_density = float(relax.keep_prob(theta).double().mean())
-            mask = select(self._scores(layout, theta), ctx)
+            if space is not None:
+                mask, selection = select_unit_scores(theta.double().cpu(), space, ctx)
+            else:
+                mask, selection = select(self._scores(layout, theta), ctx), {}
             # E[z] under the final relaxation (what the search trained), Monte Carlo over 32 samples
             g_eval = torch.Generator(device=device).manual_seed(ctx.seed * 1_000_003 + 23)
             expected = torch.stack([relax.sample(theta, g_eval) for _ in range(EXPECTED_GATE_SAMPLES)]).mean(0)
-        conversion = self._conversion(model, layout, {"soft": expected, "test_gate": soft}, mask, ctx,
+        conversion = self._conversion(model, views, {"soft": expected, "test_gate": soft}, mask, ctx,
                                       o.eval_batches)
         state_updates = recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)
         info = {
@@ -353,6 +406,7 @@ class GatesMethod(SearchMethod):
             "lambda_final": [gb.lam for gb in balancers],
             "expected_density_trajectory": trajectory[:: max(1, len(trajectory) // 50)],
             "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
+            **selection,
         }
         if warning:
             info["warnings"] = [warning]
@@ -360,7 +414,7 @@ class GatesMethod(SearchMethod):
 
     @staticmethod
     @torch.no_grad()
-    def _conversion(model: nn.Module, layout: _Layout, gates: dict[str, torch.Tensor], mask: Any,
+    def _conversion(model: nn.Module, views: Any, gates: dict[str, torch.Tensor], mask: Any,
                     ctx: SearchContext, batches: int) -> dict[str, Any]:
         """Accuracy with soft gates vs the final 0/1 mask on a few test batches.
 
@@ -372,7 +426,7 @@ class GatesMethod(SearchMethod):
         if batches <= 0:
             return {}
         device = torch.device(ctx.device)
-        mults = {k: layout.views(g) for k, g in gates.items()}
+        mults = {k: views(g) for k, g in gates.items()}
         mults["hard"] = binary_multipliers(mask, device)
         right = dict.fromkeys(mults, 0)
         n = 0
