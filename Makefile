@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv data demo test lint bench-tickets bench-slt bench-deploy clean
+.PHONY: venv data demo test lint bench-tickets bench-slt bench-deploy bench-structured clean
 
 # native engine sources (sparsekit/engine/_native): editing them re-runs the editable install (rebuild)
 ENGINE_SRC := CMakeLists.txt $(wildcard native/*.cpp native/*.h native/*.inc)
@@ -38,6 +38,10 @@ bench-slt: $(STAMP) data
 
 bench-deploy: $(STAMP) data
 	$(PY) benchmarks/bench_deploy.py
+
+# channel tickets under MAC / latency budgets: accuracy (resnet20, 3 seeds at 0.25) and ORT speed
+bench-structured: $(STAMP) data
+	$(PY) benchmarks/bench_structured.py $(BENCH_STRUCTURED_ARGS)
 
 clean:
 	rm -rf .demo .bench runs

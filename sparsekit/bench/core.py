@@ -382,5 +382,6 @@ def _rows(src: Source, rt: Runtime, cfg: BenchConfig, spec: dict[str, Any], timi
             "pair_key": src.pair_key,
             "dense_runtime": rt.dense_runtime,
             "load_s": mem.get("load_s"),
+            **({"budget": src.budget} if src.budget else {}),  # what the ticket was asked for and reached
         })
     return out

@@ -24,6 +24,7 @@ class Source:
         data: dataset spec of the run (None for foreign ONNX files).
         in_shape: (C, H, W) when known.
         fixed_batch: the batch size an ONNX file was exported for (``export --static-batch``), else None.
+        budget: a ticket's ``--budget`` as its run recorded it (asked, achieved MACs/ms), else None.
     """
 
     label: str
@@ -36,6 +37,7 @@ class Source:
     data: str | None
     in_shape: tuple[int, ...] | None
     fixed_batch: int | None = None
+    budget: dict | None = None
 
 
 def resolve(inputs: list[str], formats: tuple[str, ...] = ("masked",), dense: bool = True) -> list[Source]:
@@ -52,7 +54,7 @@ def resolve(inputs: list[str], formats: tuple[str, ...] = ("masked",), dense: bo
             for fmt in formats:
                 label = f"{p.name}/ticket" + ("" if fmt == "masked" else f"-{fmt}")
                 out.append(Source(label, "run", str(p), "ticket", fmt, key, float(t.meta.get("sparsity", t.mask().sparsity)),
-                                  t.data_spec, spec.in_shape))
+                                  t.data_spec, spec.in_shape, budget=(t.meta.get("result") or {}).get("budget")))
             if dense:
                 if not t.has_dense():
                     raise ArtifactError(f"run {p} has no dense reference; pass --no-dense to bench the ticket alone")

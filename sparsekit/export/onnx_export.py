@@ -104,7 +104,7 @@ def export_run(
     _check_out(out)
     ticket = Ticket.load(run_dir)
     if dense and not ticket.has_dense():
-        raise ArtifactError(f"run {run_dir} has no dense reference (it was pruned with --no-dense-reference)")
+        raise ArtifactError(f"run {run_dir} has no dense reference (it was pruned with --no-dense)")
     variant = "dense" if dense else "ticket"
     with step("building the model"):
         model = ticket.materialize("dense" if dense else "final")

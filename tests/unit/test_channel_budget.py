@@ -212,3 +212,50 @@ def test_channel_only_methods_default_to_channel_granularity():
     with pytest.raises(UsageError, match="does not take"):
         PruneConfig(model="lenet5", data="synthetic", method="ltr", sparsity=0.5, out="x", budget="macs=0.5",
                     granularity="channel")
+
+
+def test_one_command_chain_reports_budget_macs_and_speedup(tmp_path):
+    """prune --budget macs -> export structured -> bench: the JSON carries the budget asked, the MACs
+    reached and the speed-up against the best dense runtime."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sparsekit.cli.main import app
+
+    run = tmp_path / "run"
+    cli = CliRunner()
+    r = cli.invoke(app, ["prune", "--model", "lenet5", "--data", "synthetic:1x28x28", "--method", "magnitude-channel",
+                         "--budget", "macs=0.4", "--out", str(run), "--pretrain-epochs", "0", "--finetune-epochs", "0",
+                         "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    pruned = json.loads((tmp_path / "p.json").read_text())
+    assert pruned["budget"]["kind"] == "macs" and pruned["budget"]["value"] == 0.4
+    assert pruned["budget"]["fraction_achieved"] <= 0.4
+    r = cli.invoke(app, ["export", str(run), "--format", "structured", "--out", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 0, r.output
+    r = cli.invoke(app, ["bench", str(run), "--format", "structured", "--runtime", "ort-cpu", "--batch", "1",
+                         "--warmup", "1", "--min-time", "0.02", "--accuracy-limit", "32", "--json", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    ticket = next(x for x in rows if x["variant"] == "ticket")
+    assert ticket["budget"]["asked"] == pruned["budget"]["asked"]
+    assert ticket["macs"] == pruned["budget"]["achieved"]  # what ORT executes is what the budget counted
+    assert ticket["speedup_vs_best_dense"] > 0 and ticket["mac_ratio_vs_dense"] > 2
+
+
+def test_cli_budget_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparsekit.cli.main import app
+
+    base = ["prune", "--model", "lenet5", "--data", "synthetic:1x28x28", "--out", str(tmp_path / "x"),
+            "--pretrain-epochs", "0", "--finetune-epochs", "0"]
+    for extra, needle in ((["--method", "magnitude"], "exactly one"),
+                          (["--method", "magnitude", "--sparsity", "0.5", "--budget", "macs=0.5"], "exactly one"),
+                          (["--method", "magnitude", "--budget", "macs=0.5"], "needs --granularity channel"),
+                          (["--method", "magnitude-channel", "--budget", "flops=0.5"], "--budget must be")):
+        r = CliRunner().invoke(app, base + extra)
+        assert r.exit_code == 2, (extra, r.output)
+        assert needle in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()  # nothing written
