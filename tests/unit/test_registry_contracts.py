@@ -136,3 +136,30 @@ def test_every_method_exact_sparsity_and_weights_untouched(method, arch, sparsit
         after = model.state_dict()
         for k in names:
             assert torch.equal(before[k], after[k]), f"{method} changed weight {k}"
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if "channel" in METHODS.get(m).granularities])
+@pytest.mark.parametrize("sparsity", [0.5, 0.75])
+def test_every_channel_method_removes_whole_channels_exactly(method, sparsity, synthetic):
+    """At channel granularity every method returns whole output rows, keeps the classifier's rows,
+    removes round(s x candidate channels) channels and leaves the weights bit-identical."""
+    torch.manual_seed(0)
+    model = _tiny_bn_net()
+    names = list(prunable_tensors(model))
+    before = copy.deepcopy(model.state_dict())
+    ctx = SearchContext(
+        model=model, data=synthetic, names=names, sparsity=sparsity, seed=0, granularity="channel",
+        train_cfg=TrainConfig(batch_size=256), finetune_epochs=1, search_steps=3, theta_k=copy.deepcopy(before),
+    )
+    mask = get_method(method).search(ctx).mask
+    assert mask.names == names
+    rows = {n: mask[n].reshape(mask[n].shape[0], -1) for n in names}
+    for n, r in rows.items():
+        assert bool((r.all(1) | ~r.any(1)).all()), f"{method}: {n} has partial rows"
+    assert bool(rows[names[-1]].all())  # the classifier's outputs are the classes
+    candidates = sum(r.shape[0] for r in list(rows.values())[:-1])
+    removed = sum(int((~r.any(1)).sum()) for r in list(rows.values())[:-1])
+    assert removed == round(sparsity * candidates)
+    if not getattr(METHODS.get(method), "trains_weights", False):
+        for k in names:
+            assert torch.equal(before[k], model.state_dict()[k]), f"{method} changed weight {k}"
