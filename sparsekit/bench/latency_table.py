@@ -146,13 +146,15 @@ def time_layer(g: LayerGeometry, cin: int, cout: int, runtime: str, batch: int, 
         empty = _ort_session(_onnx_layer(g, cin, cout, batch, identity=True), threads)
         call = _median_ms(lambda: empty.run(None, {"x": x}))
         return max(0.0, _median_ms(lambda: sess.run(None, {"x": x})) - call)
-    module = _torch_layer(g, cin, cout).eval()
-    xt = torch.from_numpy(x)
+    return _torch_ms(_torch_layer(g, cin, cout).eval(), torch.from_numpy(x), threads)
+
+
+def _torch_ms(module: nn.Module, x: torch.Tensor, threads: int) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            return _median_ms(lambda: module(xt))
+            return _median_ms(lambda: module(x))
     finally:
         torch.set_num_threads(before)
 
@@ -169,14 +171,7 @@ def time_model(model: nn.Module, in_shape: tuple[int, ...], runtime: str, batch:
         name = sess.get_inputs()[0].name
         x = np.random.default_rng(1).standard_normal((batch, *in_shape)).astype(np.float32)
         return _median_ms(lambda: sess.run(None, {name: x}))
-    xt = torch.randn(batch, *in_shape)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            return _median_ms(lambda: model(xt))
-    finally:
-        torch.set_num_threads(before)
+    return _torch_ms(model, torch.randn(batch, *in_shape), threads)
 
 
 # -- table ----------------------------------------------------------------------------------------

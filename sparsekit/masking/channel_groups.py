@@ -238,6 +238,13 @@ def layer_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Mod
 
     hooks = [m.register_forward_hook(on_layer) for m in model.modules() if isinstance(m, _LAYERS)]
     hooks += [m.register_forward_hook(on_bn) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    probe_forward(model, example, hooks)
+    return pairs
+
+
+def probe_forward(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
+    """One no-grad eval-mode forward of ``example`` for the registered ``hooks`` (removed afterwards;
+    eval so the probe never touches BN running statistics; the train/eval mode is restored)."""
     was_training = model.training
     try:
         with torch.no_grad():
@@ -246,7 +253,6 @@ def layer_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Mod
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return pairs
 
 
 def dead_channel_extras(model: nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:

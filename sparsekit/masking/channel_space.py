@@ -30,7 +30,13 @@ from torch import nn
 
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
-from sparsekit.masking.channel_groups import _LAYERS, _example, channel_units, layer_bn_pairs
+from sparsekit.masking.channel_groups import (
+    _LAYERS,
+    _example,
+    channel_units,
+    layer_bn_pairs,
+    probe_forward,
+)
 
 
 @dataclass
@@ -137,15 +143,7 @@ class UnitSpace:
             in_sizes.setdefault(f"{mod_name[mod]}.weight",
                                 list(x.shape[1:-1]) if isinstance(mod, nn.Linear) else list(x.shape[2:]))
 
-        hooks = [m.register_forward_hook(hook) for m in layers]
-        was_training = model.training
-        try:
-            with torch.no_grad():
-                model.eval()(example)
-        finally:
-            model.train(was_training)
-            for h in hooks:
-                h.remove()
+        probe_forward(model, example, [m.register_forward_hook(hook) for m in layers])
         out = []
         for m in layers:
             fqn = f"{mod_name[m]}.weight"
