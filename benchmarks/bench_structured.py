@@ -8,7 +8,7 @@ Accuracy (scaled down for a 2-core CPU, documented in the docs section):
   * resnet20 on a fixed random Fashion-MNIST subset (N_TRAIN train / N_TEST test images, IDX files
     under ROOT/fmnist-subset), pretrain 1 epoch -> search at theta_1 -> fine-tune FT epochs with the
     mask held; SGD batch 64, the default recipe (cosine). Learned searches (cts = CTS-KL at channel
-    level, gates) run SEARCH_STEPS steps at batch 128.
+    level, gates) run SEARCH_STEPS steps at batch 64.
   * methods: cts, gates, magnitude-channel (L1-norm filters), random-channel, tp-taylor,
     tp-group-norm; budget 0.25 with SEEDS seeds first, then 0.5 and 0.125 with seed 0.
   * the cts runs also train the dense reference (same recipe and epochs), used for the speed rows.
@@ -50,7 +50,7 @@ from sparsekit.pipeline import PruneConfig, prune  # noqa: E402
 
 DOC = ROOT_DIR / "docs" / "benchmarks.md"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-N_TRAIN, N_TEST = 4000, 2000
+N_TRAIN, N_TEST = 2000, 2000
 FT, SEARCH_STEPS, SEEDS = 2, 400, (0, 1, 2)
 BUDGETS = (0.25, 0.5, 0.125)
 METHODS = ("cts", "gates", "magnitude-channel", "random-channel", "tp-taylor", "tp-group-norm")
@@ -61,7 +61,7 @@ PY = sys.executable
 
 def _cfg(model: str, method: str, budget: str, seed: int, out: Path, data_dir: Path | None, data: str,
          pretrain: int, ft: int, dense: bool) -> PruneConfig:
-    opts = {"batch_size": 128} if method in ("cts", "gates") else {}
+    opts = {"batch_size": 64} if method in ("cts", "gates") else {}
     steps = SEARCH_STEPS if method in ("cts", "gates") else None
     return PruneConfig(model=model, data=data, method=method, sparsity=0.5, out=str(out), seed=seed,
                        pretrain_epochs=pretrain, finetune_epochs=ft, search_steps=steps, batch_size=64,
@@ -215,7 +215,7 @@ def render(acc: dict, speed: dict, latency: dict, skipped: list[str], wall: floa
         "",
         f"Budget (scaled down for CPU): resnet20 on a fixed random Fashion-MNIST subset ({N_TRAIN:,} train / "
         f"{N_TEST:,} test images), pretrain 1 epoch, search at theta_1, fine-tune {FT} epochs (SGD batch 64, cosine), "
-        f"cts/gates {SEARCH_STEPS} search steps at batch 128; every ticket `--granularity channel --budget macs=B "
+        f"cts/gates {SEARCH_STEPS} search steps at batch 64; every ticket `--granularity channel --budget macs=B "
         f"--channel-multiple {MULTIPLE}`; cts = CTS-KL with one logit per coupled channel unit.",
         "",
         "### Accuracy (%) at a MAC budget, mean ± std over seeds",
