@@ -231,6 +231,7 @@ def collect(root: Path) -> dict:
             "theta_k": meta["metrics"].get("accuracy_at_theta_k"),
             "layers": [1 - layer["sparsity"] for layer in meta["layers"]],
             "collapsed": len(info.get("collapsed_layers") or []),
+            "created": meta.get("created"),
         }
         label = job.label + job.tag
         res.setdefault(job.plan.model, {}).setdefault(label, {}).setdefault(_key(job.sparsity), {})[job.seed] = row
@@ -243,6 +244,7 @@ def collect(root: Path) -> dict:
                         "acc": r["accuracy"], "before": None, "search": r["cumulative_s"],
                         "time": t.get("pretrain_s", 0) + r["cumulative_s"], "dense": None, "theta_k": None,
                         "layers": None, "from_round": j, "collapsed": 0, "round_density": r["density"],
+                        "created": meta.get("created"),
                     })
     return res
 
@@ -322,12 +324,19 @@ def render(res: dict, env: dict) -> str:
         for label in METHODS:
             cells = [_ms(_cell(res, model, label, sp, "time"), False) for sp in SPARSITIES]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        ratio = []
+        ratio, mixed = [], False
         for sp in SPARSITIES:
             a, b = _cell(res, model, "cts-kl", sp, "time"), _cell(res, model, "ltr", sp, "time")
-            ratio.append(f"{statistics.fmean(a) / statistics.fmean(b):.3f} (1/{statistics.fmean(b) / statistics.fmean(a):.0f})"
+            ia = set(map(lambda c: _invocation_of(env, c), _cell(res, model, "cts-kl", sp, "created")))
+            ib = set(map(lambda c: _invocation_of(env, c), _cell(res, model, "ltr", sp, "created")))
+            mark = " ‡" if ia != ib else ""
+            mixed |= bool(mark) and bool(a and b)
+            ratio.append(f"{statistics.fmean(a) / statistics.fmean(b):.3f} (1/{statistics.fmean(b) / statistics.fmean(a):.0f}){mark}"
                          if a and b else "–")
         lines.append("| CTS-KL / LTR | " + " | ".join(ratio) + " |")
+        if mixed:
+            lines += ["", "‡ CTS-KL and LTR of this column were (partly) measured in different invocations, under "
+                      "different machine load: the ratio is not a like-for-like timing."]
         lines.append("")
         # the focus sparsity in detail
         lines += [
@@ -496,6 +505,21 @@ def _layers(layers: list[float] | None) -> str:
         return " / ".join(f"{100 * x:.2f}" for x in layers)
     return (f"first {100 * layers[0]:.1f}, last {100 * layers[-1]:.1f}, others "
             f"{100 * min(layers[1:-1]):.1f}–{100 * max(layers[1:-1]):.1f}")
+
+
+def _invocation_of(env: dict, created: str | None) -> int:
+    """Index of the invocation whose [start, start + wall time] holds a run's ``created`` time (-1 unknown)."""
+    if not created:
+        return -1
+    t = _dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z")
+    for k, inv in enumerate(env.get("invocations") or []):
+        try:
+            t0 = _dt.datetime.strptime(inv["date"], "%Y-%m-%d %H:%M UTC").replace(tzinfo=_dt.timezone.utc)
+        except (KeyError, ValueError):
+            continue
+        if t0 - _dt.timedelta(minutes=1) <= t <= t0 + _dt.timedelta(seconds=inv.get("wall_s", 0.0) + 60):
+            return k
+    return -1
 
 
 def _commits(env: dict) -> str:
