@@ -380,13 +380,14 @@ def _reading(res: dict, model: str, focus: float) -> list[str]:
                default=None)
     if best:
         d = mk - best[0]
+        b = _cell(res, model, best[1], focus, "acc")
         out.append(f"* CTS-KL ≥ best pruning-at-init baseline + 2 pt: CTS-KL {100 * mk:.1f} % (n = {len(kl)}) vs best "
                    f"PaI {best[1]} {100 * best[0]:.1f} % (n = {best[2]}): {100 * d:+.1f} pp → "
-                   f"{'met' if d >= 0.02 else 'NOT met'}")
+                   f"{'met' if d >= 0.02 else 'NOT met'}{_noise(d - 0.02, kl, b)}")
     if ltr:
         d = mk - statistics.fmean(ltr)
         out.append(f"* CTS-KL within 1 pt of LTR or above: {100 * d:+.1f} pp (LTR {100 * statistics.fmean(ltr):.1f} %, "
-                   f"n = {len(ltr)}) → {'met' if d >= -0.01 else 'NOT met'}")
+                   f"n = {len(ltr)}) → {'met' if d >= -0.01 else 'NOT met'}{_noise(d + 0.01, kl, ltr)}")
         t_kl, t_ltr = _cell(res, model, "cts-kl", focus, "time"), _cell(res, model, "ltr", focus, "time")
         r = statistics.fmean(t_kl) / statistics.fmean(t_ltr)
         out.append(f"* CTS-KL wall time ≤ 1/10 of LTR's: {statistics.fmean(t_kl):.0f} s / {statistics.fmean(t_ltr):.0f} s "
@@ -399,6 +400,15 @@ def _reading(res: dict, model: str, focus: float) -> list[str]:
                        f"{100 * statistics.fmean(dense):.1f} % ({100 * d:+.1f} pp) → {'met' if d >= 0.02 else 'NOT met'}")
     out.append("")
     return out
+
+
+def _noise(margin: float, *groups: list[float]) -> str:
+    """' (within noise ...)' when the margin to a threshold is below 2 x the larger seed std."""
+    stds = [statistics.stdev(g) for g in groups if len(g) > 1]
+    if not stds:
+        return " (one seed: no noise estimate)"
+    noise = 2 * max(stds)
+    return f" (within noise: margin {100 * margin:+.1f} pp vs 2 × seed std {100 * noise:.1f} pp)" if abs(margin) < noise else ""
 
 
 def write_doc(text: str) -> None:
