@@ -220,12 +220,26 @@ def _ms(vals: list[float]) -> str:
     return f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f} (n={len(vals)})"
 
 
+def library_commit() -> str:
+    """The last commit that changed sparsekit/ (what produced the runs; benchmark and docs commits made
+    while it ran do not change it), '+dirty' when sparsekit/ has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT_DIR), "log", "-1", "--format=%h", "--abbrev=12", "--", "sparsekit"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT_DIR), "status", "--porcelain", "--untracked-files=no", "--",
+                                "sparsekit"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return git_commit() or "unknown"
+    return (sha + ("+dirty" if dirty else "")) or "unknown"
+
+
 def render(acc: dict, speed: dict, latency: dict, skipped: list[str], wall: float) -> str:
-    commit = git_commit() or "unknown"
+    commit = library_commit()
     lines = [
         "## Structured tickets under a MAC / latency budget (`make bench-structured`)",
         "",
-        f"Command: `make bench-structured` (`benchmarks/bench_structured.py`), commit `{commit}`, "
+        f"Command: `make bench-structured` (`benchmarks/bench_structured.py`), library commit `{commit}` "
+        "(the last commit changing sparsekit/; resumed runs are read back), "
         f"{_dt.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores, {THREADS} thread per process, "
         f"wall {wall / 60:.0f} min. Measured while another benchmark ran on the other core.",
         "",
