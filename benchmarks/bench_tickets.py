@@ -43,19 +43,19 @@ import os
 import platform
 import shlex
 import statistics
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from sparsekit import paths
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _subset import write_subset  # noqa: E402
+
+from sparsekit import paths  # noqa: E402
 from sparsekit._io import write_marked_section
 from sparsekit.data import load_dataset
-from sparsekit.data.idx import read_idx
 from sparsekit.pipeline import PruneConfig, prune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,25 +156,6 @@ def jobs() -> list[Job]:
     # checks the round-22 read-out against a separate LTR run to 99.26 % (same seed, same theta_1)
     uniq.append(Job(le, "ltr", FOCUS, 0, tag="-separate"))
     return uniq
-
-
-def write_subset(src_dir: Path, dst: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Write a seeded random subset of the Fashion-MNIST IDX files (uncompressed) into ``dst``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        x = read_idx(src_dir / f"{split}-images-idx3-ubyte.gz")
-        y = read_idx(src_dir / f"{split}-labels-idx1-ubyte.gz")
-        idx = np.sort(rng.choice(len(y), n, replace=False))
-        for arr, stem in ((x[idx], f"{split}-images-idx3-ubyte"), (y[idx], f"{split}-labels-idx1-ubyte")):
-            path = dst / stem
-            if path.exists():
-                continue
-            header = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(header + np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
-            tmp.replace(path)
-    return dst
 
 
 def run_job(job: Job, root: Path, data, data_dir: Path | None) -> dict:
