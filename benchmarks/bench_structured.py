@@ -240,8 +240,10 @@ def render(acc: dict, speed: dict, latency: dict, skipped: list[str], wall: floa
         "",
         f"Command: `make bench-structured` (`benchmarks/bench_structured.py`), library commit `{commit}` "
         "(the last commit changing sparsekit/; resumed runs are read back), "
-        f"{_dt.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores, {THREADS} thread per process, "
-        f"wall {wall / 60:.0f} min. Measured while another benchmark ran on the other core.",
+        f"{_dt.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores, {THREADS} thread per process; "
+        f"this invocation {wall / 60:.0f} min, the {len(acc)} tickets' own pipeline time "
+        f"{sum(r['timings']['ticket_total_s'] + r['timings'].get('dense_s', 0.0) for r in acc.values()) / 60:.0f} min "
+        "(search + training + dense reference). Measured while other benchmarks used the other core part of the time.",
         "",
         f"Budget (scaled down for CPU): resnet20 on a fixed random Fashion-MNIST subset ({N_TRAIN:,} train / "
         f"{N_TEST:,} test images), pretrain 1 epoch, search at theta_1, fine-tune {FT} epochs (SGD batch 64, cosine), "
