@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from sparsekit.errors import UsageError
 
 KINDS = ("params", "macs", "latency")
+#: runtimes a latency table can be measured on (sparsekit/bench/latency_table.py)
+LATENCY_RUNTIMES = ("ort-cpu", "torch-cpu")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ def parse_budget(text: str, runtime: str = "ort-cpu", batch: int = 1, threads: i
         raise UsageError(f"--budget {kind}= must be a positive number, got {raw!r}")
     if kind != "latency" and value > 1:
         raise UsageError(f"--budget {kind}={raw} is the fraction kept: give 0 < F <= 1")
+    if kind == "latency" and runtime not in LATENCY_RUNTIMES:
+        raise UsageError(f"--budget-runtime must be one of {', '.join(LATENCY_RUNTIMES)} for a latency budget, "
+                         f"got {runtime!r}")
     if batch < 1 or threads < 1:
         raise UsageError("--budget-batch and --budget-threads must be >= 1")
     return Budget(kind, value, runtime, batch, threads)

@@ -33,13 +33,14 @@ import torch
 from torch import nn
 
 from sparsekit._io import write_json
+from sparsekit.budget import LATENCY_RUNTIMES
 from sparsekit.errors import UsageError
 from sparsekit.masking.channel_space import CostModel, LayerGeometry, UnitSpace
 
 log = logging.getLogger("sparsekit")
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
-RUNTIMES = ("ort-cpu", "torch-cpu")
+RUNTIMES = LATENCY_RUNTIMES
 TABLE_FILE = "latency_table.json"
 #: timing of one table point: warm-up runs, then blocks of at least BLOCK_S seconds, median of blocks
 WARMUP, BLOCKS, BLOCK_S = 3, 5, 0.01

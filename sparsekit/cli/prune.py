@@ -69,7 +69,7 @@ def prune_cmd(
     channel_multiple: Annotated[int, typer.Option(help="channel granularity with --layerwise or a --budget: round kept channels per coupling family to a multiple of N (8 suits CPU kernels)")] = 1,
     include: Annotated[list[str] | None, typer.Option(help="FQN pattern of prunable weights (repeatable)")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="FQN pattern left dense (repeatable)")] = None,
-    weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, uniform")] = "default",
+    weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, kaiming-uniform (alias uniform)")] = "default",
     objective: Annotated[str | None, typer.Option(help="cts objective: kl, ce, fkl, msefeature")] = None,
     balance: Annotated[str | None, typer.Option(help="cts sparsity control: gradbalance or lagrange")] = None,
     relaxation: Annotated[str | None, typer.Option(help="gates relaxation: hard-concrete or gaussian")] = None,

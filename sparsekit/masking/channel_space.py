@@ -331,8 +331,9 @@ def select_by_cost(
     a coupling family of equal-size units is cut in chunks so its kept count stays a multiple of N
     (at least N; CPU GEMM kernels run widths like 16 or 32 much faster than 15 or 31); a chunk's
     score is the mean of its units. Cost only falls as units go, so the shortest prefix of that
-    removal order that meets the budget is found by bisection: the result is within the budget and
-    putting back the last removed chunk would exceed it.
+    removal order that meets the budget is found by bisection; removed chunks are then put back,
+    best score first, wherever the budget still allows: the result is within the budget and putting
+    back any removed chunk would exceed it.
 
     Raises:
         UsageError: when even the smallest allowed widths cost more than ``budget``.
@@ -373,6 +374,15 @@ def select_by_cost(
         else:
             lo = mid + 1
     keep = keep_after(hi)
+    # chunks are coarse with --channel-multiple (8 channels of a residual stream is a lot of MACs):
+    # put back removed chunks, best score first, while the budget still holds
+    for members in sorted(sequence[:hi], key=lambda mem: -float(scores[mem].mean())):
+        if multiple > 1 and len(members) != multiple:
+            continue  # a family's partial first chunk: putting it back alone breaks the multiple
+        trial = keep.clone()
+        trial[members] = True
+        if cost.exact(trial) <= budget * (1 + 1e-12):
+            keep = trial
     achieved = cost.exact(keep)
     stats = {
         "budget_kind": cost.kind,

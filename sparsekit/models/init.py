@@ -37,7 +37,8 @@ def uniform(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 WEIGHT_INITS = {
     "kaiming-normal": kaiming_normal,
     "signed-kaiming-constant": signed_kaiming_constant,
-    "uniform": uniform,
+    "kaiming-uniform": uniform,
+    "uniform": uniform,  # the older name of kaiming-uniform (runs written with it still resume)
 }
 
 
