@@ -71,3 +71,13 @@ def parse_budget(text: str, runtime: str = "ort-cpu", batch: int = 1, threads: i
     if batch < 1 or threads < 1:
         raise UsageError("--budget-batch and --budget-threads must be >= 1")
     return Budget(kind, value, runtime, batch, threads)
+
+
+def search_budget(text: str | None, granularity: str, runtime: str = "ort-cpu", batch: int = 1,
+                  threads: int = 1) -> Budget | None:
+    """The Budget a search selects against, or None when it is a count: no ``--budget``, or
+    ``params=`` at weight granularity (exactly ``--sparsity 1-F``)."""
+    if text is None:
+        return None
+    budget = parse_budget(text, runtime, batch, threads)
+    return None if budget.kind == "params" and granularity == "weight" else budget

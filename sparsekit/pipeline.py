@@ -19,7 +19,7 @@ import torch
 
 from sparsekit import paths
 from sparsekit._io import append_jsonl, load_tensors, save_tensors
-from sparsekit.budget import Budget, parse_budget
+from sparsekit.budget import Budget, parse_budget, search_budget
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, UsageError
 from sparsekit.mask import Mask, sparsity_of
@@ -131,7 +131,8 @@ class PruneConfig:
         if self.granularity not in ("weight", "channel"):
             raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
         budget = self.parsed_budget()
-        cost_budget = budget is not None and (budget.kind != "params" or self.granularity == "channel")
+        cost_budget = search_budget(self.budget, self.granularity, self.budget_runtime, self.budget_batch,
+                                    self.budget_threads) is not None
         if budget is not None and budget.kind in ("macs", "latency") and self.granularity != "channel":
             raise UsageError(f"--budget {budget.kind}= removes whole channels: it needs --granularity channel "
                              "(a weight mask does not change what a dense runtime executes)")
@@ -289,14 +290,6 @@ def _holds_complete_run(out: Path) -> bool:
         return False
 
 
-def _cost_budget(cfg: PruneConfig) -> Budget | None:
-    """The Budget a search selects against (None: ``--sparsity``/``params=`` at weight granularity, a count)."""
-    budget = cfg.parsed_budget()
-    if budget is None or (budget.kind == "params" and cfg.granularity == "weight"):
-        return None
-    return budget
-
-
 def _check_budget(cfg: PruneConfig, model: torch.nn.Module, names: list[str]) -> None:
     """Refuse a sparsity that keeps no weight (globally, or in some layer with --layerwise)."""
     if cfg.granularity != "weight":
@@ -445,7 +438,7 @@ def _stage_search(run: _Run, theta_k: dict[str, torch.Tensor]) -> tuple[Mask, di
         search_epochs=cfg.search_epochs,
         search_steps=cfg.search_steps,
         channel_multiple=cfg.channel_multiple,
-        budget=_cost_budget(cfg),
+        budget=search_budget(cfg.budget, cfg.granularity, cfg.budget_runtime, cfg.budget_batch, cfg.budget_threads),
     )
     t0 = time.perf_counter()
     result = run.method.search(ctx)

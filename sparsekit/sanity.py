@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from sparsekit import paths
-from sparsekit.budget import Budget, parse_budget
+from sparsekit.budget import search_budget
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
@@ -144,15 +144,10 @@ class _Run:
             search_epochs=self.cfg.get("search_epochs"),
             search_steps=self.cfg.get("search_steps"),
             channel_multiple=int(self.cfg.get("channel_multiple", 1)),
-            budget=self._budget(),
+            budget=search_budget(self.cfg.get("budget"), self.cfg.get("granularity", "weight"),
+                                 self.cfg.get("budget_runtime", "ort-cpu"), int(self.cfg.get("budget_batch", 1)),
+                                 int(self.cfg.get("budget_threads", 1))),
         )
-
-    def _budget(self) -> Budget | None:
-        """The run's cost budget (MACs / latency / channel-level params), as its search used it."""
-        if not self.cfg.get("budget") or self.cfg.get("granularity", "weight") != "channel":
-            return None
-        return parse_budget(self.cfg["budget"], self.cfg.get("budget_runtime", "ort-cpu"),
-                            int(self.cfg.get("budget_batch", 1)), int(self.cfg.get("budget_threads", 1)))
 
 
 def inverted_mask(run: _Run) -> tuple[Mask | None, str]:
