@@ -51,7 +51,7 @@ def prune_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     pretrain_epochs: Annotated[int, typer.Option(help="dense epochs before the search (rewind point K)")] = 1,
     finetune_epochs: Annotated[int | None, typer.Option(help="ticket training epochs [default: 3; 0 for gates/edge-popup]")] = None,
-    search_epochs: Annotated[int | None, typer.Option(help="epochs of a learned-mask search (cts, gates, edge-popup)")] = None,
+    search_epochs: Annotated[int | None, typer.Option(help="epochs of a learned-mask search (cts, gates, edge-popup) [default: cts: the training budget (pretrain + fine-tune epochs, the reference's rule) but at least 2,000 steps (the reference's shortest search) and at least GradBalance's 4/ema = 400 steps, in whole epochs; gates, edge-popup: 10 epochs]")] = None,
     search_steps: Annotated[int | None, typer.Option(help="steps of a learned-mask search, instead of --search-epochs")] = None,
     batch_size: Annotated[int, typer.Option(help="training batch size")] = 128,
     lr: Annotated[float, typer.Option(help="SGD learning rate")] = 0.1,

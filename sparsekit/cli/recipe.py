@@ -69,7 +69,10 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> dict[str, dic
 def _command_params(command: str) -> dict[str, Any]:
     import typer
 
-    from sparsekit.cli.main import app
+    # the stage commands register themselves on `app` when imported; importing them here (not
+    # cli.main, which imports this module through run_recipe) keeps the CLI import graph acyclic
+    from sparsekit.cli import bench, check, convert, export, finetune, prune  # noqa: F401
+    from sparsekit.cli.app import app
 
     group = typer.main.get_command(app)
     cmd = group.commands[command]  # type: ignore[attr-defined]

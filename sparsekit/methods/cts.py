@@ -60,12 +60,35 @@ from sparsekit.methods.cts_objectives import OBJECTIVES, ReluCapture, get_object
 
 log = logging.getLogger("sparsekit")
 
-#: default search length (when --search-epochs is not given): the reference's default "long" search
-#: (as many epochs as the training budget, pretrain + fine-tune), but at least MIN_DEFAULT_SEARCH_STEPS
-#: steps. Deviation, measured: GradBalance's EMA (beta 0.01) has a ~100-step time constant, and a
-#: 236-step search (2 epochs at batch 512 on Fashion-MNIST) ends inside its transient with the soft mask
-#: below the target; ~1,000 steps lifted the 99.26 % lenet300 ticket by ~2 pp (docs/benchmarks.md).
-MIN_DEFAULT_SEARCH_STEPS = 1000
+#: the reference's shortest search (its "short" length, r = 0.125 of a 160-epoch training budget on
+#: CIFAR-10: 20 epochs x 98 steps at batch 512 = 1,960 steps; ALGORITHMS.md §2.5), rounded to 2,000.
+#: Measured on lenet300 / Fashion-MNIST at 99.26 % (ALGORITHMS.md §11): CTS-KL 84.2 % at 400 steps,
+#: 85.0 % at 2,000, 85.1 % at 4,000 (plateau).
+REFERENCE_MIN_STEPS = 2000
+BALANCES = ("gradbalance", "lagrange")
+
+
+def default_search_epochs(train_epochs: int, per_epoch: int, ema: float) -> int:
+    """Default CTS search length in epochs (when neither --search-epochs nor --search-steps is given).
+
+    The reference rule: a search of r x the training budget, r = 1 by default (``train_epochs`` =
+    pretrain + fine-tune epochs), never shorter than the reference's shortest search
+    (REFERENCE_MIN_STEPS = 2,000 steps) nor than the length GradBalance needs to settle
+    (``settle_steps(ema)``, 400 steps at beta 0.01). Whole epochs, so the steps are rounded up to a
+    multiple of ``per_epoch`` (the number of search batches in one epoch).
+    """
+    min_steps = max(REFERENCE_MIN_STEPS, settle_steps(ema))
+    return max(train_epochs, math.ceil(min_steps / max(per_epoch, 1)), 1)
+
+
+def default_length_rule() -> str:
+    """One sentence for --help and the README."""
+    return (f"default CTS search length: the training budget (pretrain + fine-tune epochs; the reference's "
+            f"r = 1), but at least {REFERENCE_MIN_STEPS:,} steps (the reference's shortest search, 20 epochs "
+            f"x 98 steps at batch 512) and at least GradBalance's settle length 4 / ema (400 steps), rounded up "
+            f"to whole epochs")
+
+
 BALANCES = ("gradbalance", "lagrange")
 
 
@@ -201,7 +224,7 @@ class _Search:
         ctx, o = self.ctx, self.o
         per_rank = max(1, o.batch_size // self.world)
         per_epoch = ctx.data.num_batches("train", per_rank, world_size=self.world)
-        default_epochs = max(ctx.pretrain_epochs + ctx.finetune_epochs, math.ceil(MIN_DEFAULT_SEARCH_STEPS / per_epoch), 1)
+        default_epochs = default_search_epochs(ctx.pretrain_epochs + ctx.finetune_epochs, per_epoch, o.ema)
         epochs, total = search_length(ctx, per_epoch, default_epochs, "cts")
         if o.max_steps:
             total = min(total, o.max_steps)
