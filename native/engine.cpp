@@ -201,8 +201,10 @@ struct Engine {
   // executed MACs; below it the per-op barriers cost more than they save (and on an oversubscribed
   // machine a barrier can wait a whole scheduler quantum), so the chunk runs on one thread
   int64_t work_macs = 0, par_min_macs = 8000000;
-  bool profiling = false;           // accumulate per-op wall time (single-threaded runs only)
-  std::vector<double> prof_us;
+  // per-op profiler: wall time per op, accumulated per worker slot (image-parallel runs time each op on
+  // every slot, channel-parallel runs on thread 0 including the op's barrier)
+  bool profiling = false;
+  std::vector<std::vector<double>> prof_us;
 
   explicit Engine(const std::string& isa) {
     auto t = available_tables();
@@ -670,12 +672,12 @@ struct Engine {
       }
     }
     barrier(par);
-    if (profiling && !par) {
-      if (prof_us.size() != ops.size()) prof_us.assign(ops.size(), 0.0);
+    if (profiling && (!par || tid == 0)) {
+      std::vector<double>& pu = prof_us.at(tid);
       for (size_t i = 0; i < ops.size(); i++) {
         auto t0 = std::chrono::steady_clock::now();
         exec_op(ops[i], A, priv, nb, par, tid, nth);
-        prof_us[i] += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        pu[i] += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
       }
     } else {
       for (auto& op : ops) exec_op(op, A, priv, nb, par, tid, nth);
@@ -797,8 +799,15 @@ PYBIND11_MODULE(_native, m) {
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
       .def("set_work", [](sk::Engine& e, int64_t macs, int64_t par_min) { e.work_macs = macs; e.par_min_macs = par_min; })
-      .def("set_profiling", [](sk::Engine& e, bool on) { e.profiling = on; e.prof_us.assign(e.ops.size(), 0.0); })
-      .def("profile", [](const sk::Engine& e) { return e.prof_us; })
+      .def("set_profiling", [](sk::Engine& e, bool on, int threads) {
+        e.profiling = on;
+        e.prof_us.assign(std::max(1, threads), std::vector<double>(e.ops.size(), 0.0));
+      }, py::arg("on"), py::arg("threads") = 1)
+      .def("profile", [](const sk::Engine& e) {  // per op: microseconds summed over worker slots
+        std::vector<double> s(e.ops.size(), 0.0);
+        for (auto& v : e.prof_us) for (size_t i = 0; i < v.size() && i < s.size(); i++) s[i] += v[i];
+        return s;
+      })
       .def("weight_bytes", &sk::Engine::weight_bytes)
       .def("arena_bytes", &sk::Engine::arena_bytes);
 }

@@ -103,7 +103,7 @@ class PruneConfig:
     budget_threads: int = field(default=1, metadata={"help": "threads of a latency budget"})
     include: tuple[str, ...] = field(default=("*",), metadata={"help": "FQN patterns of prunable weights"})
     exclude: tuple[str, ...] | None = field(default=None, metadata={"help": "FQN patterns left dense (None: model default)"})
-    weight_init: str = field(default="default", metadata={"help": "default, kaiming-normal, signed-kaiming-constant, kaiming-uniform (alias uniform)"})
+    weight_init: str = field(default="default", metadata={"help": "default, kaiming-normal, signed-kaiming-constant, kaiming-uniform (U(+-sqrt(6/fan_in))), uniform (U(-1, 1), unscaled; before 2026-12-03 an alias of kaiming-uniform)"})
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
     dense_reference: bool = field(default=True, metadata={"help": "also train the dense model with the same budget"})
     force: bool = field(default=False, metadata={"help": "redo completed stages"})

@@ -119,7 +119,7 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
         >>> bench(BenchConfig(("runs/lenet",), runtimes=("ort-cpu",)))["rows"][0]["speedup_vs_best_dense"]  # doctest: +SKIP
     """
     from sparsekit.bench.env import fingerprint
-    from sparsekit.bench.report import finalize_rows
+    from sparsekit.bench.report import best_dense_summary, finalize_rows
     from sparsekit.progress import track
 
     environment = fingerprint(cfg.threads)  # load average before this bench adds its own
@@ -201,6 +201,7 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
         | {"runtimes": [r.name for r in runtimes], "block_s": BLOCK_S, "min_rounds": MIN_ROUNDS},
         "rows": finalize_rows(rows, seed=cfg.seed),
+        "best_dense": best_dense_summary(rows),  # rows are finalized in place above
         "skipped": skipped,
     }
 
@@ -273,7 +274,12 @@ def _variant_spec(rt: Runtime, src: Source, cfg: BenchConfig, tmpdir: Path,
         export_run(src.path, path, dense=src.variant == "dense", fmt=src.format, data_dir=cfg.data_dir)
         macs = onnx_macs(onnx.load(path))
         onnx_cache[src.label] = (path, macs)
-    spec.update(onnx=path, provider=rt.ort_provider, macs=macs)
+    spec.update(onnx=path, macs=macs)
+    if rt.module is not None:
+        spec.update(module=rt.module, options=dict(rt.options))
+        prepare = getattr(rt.loader(), "prepare", None)
+        if prepare is not None:  # e.g. MNN's conversion: once here, not in every timing process
+            spec.update(prepare(path, **dict(rt.options)))
     return spec
 
 
@@ -308,8 +314,8 @@ def _empty_onnx(tmpdir: Path) -> str:
 def _baseline_rss(spec: dict[str, Any], cfg: BenchConfig, tmpdir: Path, x: str,
                   empty_onnx: str) -> dict[int, tuple[int | None, int | None]]:
     """Peak RSS per batch of the same runtime running an empty model (Identity)."""
-    empty = {"engine": spec["engine"], "device": spec["device"], "provider": spec.get("provider"),
-             "empty": True, "onnx": empty_onnx}
+    empty = {"engine": spec["engine"], "device": spec["device"], "module": spec.get("module"),
+             "options": spec.get("options", {}), "empty": True, "onnx": empty_onnx}
     res = _run_child({"kind": "memory", "threads": cfg.threads, "batches": sorted(set(cfg.batches)),
                       "x": x, "y": None, "variant": empty}, tmpdir)
     return {b["batch"]: (b["peak_rss_bytes"], b.get("peak_private_bytes")) for b in res["batches"]}
@@ -381,6 +387,7 @@ def _rows(src: Source, rt: Runtime, cfg: BenchConfig, spec: dict[str, Any], timi
             "sparsity": None if math.isnan(src.sparsity) else src.sparsity,
             "pair_key": src.pair_key,
             "dense_runtime": rt.dense_runtime,
+            "runtime_sparse": rt.sparse,  # how the runtime executes sparsity (see runtimes.Runtime)
             "load_s": mem.get("load_s"),
             **({"budget": src.budget} if src.budget else {}),  # what the ticket was asked for and reached
         })

@@ -64,7 +64,7 @@ def _versions() -> dict[str, str | None]:
     import sparsekit
 
     out: dict[str, str | None] = {"sparsekit": sparsekit.__version__, "python": platform.python_version()}
-    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "torch-pruning"):
+    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "torch-pruning", "openvino", "mnn"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

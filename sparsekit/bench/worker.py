@@ -65,17 +65,17 @@ def release_and_reset_peak() -> bool:
 
 
 # --------------------------------------------------------------------------------------- runners
-def _ort_runner(spec: dict[str, Any], threads: int) -> tuple[Any, dict[str, Any]]:
-    import onnxruntime as ort
+def _module_runner(spec: dict[str, Any], threads: int) -> tuple[Any, dict[str, Any]]:
+    """An ONNX-file runtime (``runtime_*`` module): its ``load`` or, for the baseline, ``empty``."""
+    import importlib
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(spec["onnx"], so, providers=[spec["provider"]])
-    name = sess.get_inputs()[0].name
-    out = [sess.get_outputs()[0].name]
-    return (lambda x: sess.run(out, {name: x})[0]), {"file_bytes": os.path.getsize(spec["onnx"])}
+    mod = importlib.import_module(spec["module"])
+    if spec.get("empty"):
+        # the runtime's library (and, where it can run one, an Identity model) loaded: no weights
+        return mod.empty(threads, spec["onnx"], **spec.get("options", {})), {"file_bytes": 0}
+    run = mod.load(spec["onnx"], threads, **spec.get("options", {}))
+    # what is deployed: the ONNX file, or the runtime's own converted file (MNN)
+    return run, {"file_bytes": os.path.getsize(spec.get("deployed_file") or spec["onnx"])}
 
 
 def _engine_runner(spec: dict[str, Any], threads: int) -> tuple[Any, dict[str, Any]]:
@@ -123,8 +123,8 @@ def make_runner(spec: dict[str, Any], threads: int, probe: np.ndarray,
     engine = spec["engine"]
     if engine == "torch":
         return _torch_runner(spec, threads, probe, batches)
-    if engine == "ort":
-        return _ort_runner(spec, threads)
+    if spec.get("module"):
+        return _module_runner(spec, threads)
     if engine == "sparse-cpu":
         if spec.get("empty"):  # the engine's baseline: its library and ONNX parser loaded, no model
             import onnx  # noqa: F401

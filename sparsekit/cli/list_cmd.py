@@ -80,10 +80,14 @@ def registries() -> dict:
 def catalog(what: str) -> list[tuple[str, str]]:
     if what not in LISTABLE:
         raise UsageError(f"cannot list {what!r} (valid: {', '.join(LISTABLE)})")
-    if what == "runtimes":  # sparsekit.bench.runtimes imports no torch
+    if what == "runtimes":  # sparsekit.bench.runtimes imports no torch; the status is a find_spec
         from sparsekit.bench.runtimes import RUNTIMES
 
-        return [(n, RUNTIMES.help(n)) for n in RUNTIMES.names()]
+        rows = []
+        for n in RUNTIMES.names():
+            status = RUNTIMES.get(n).install_status()
+            rows.append((n, RUNTIMES.help(n) + (f" [{status}]" if status else "")))
+        return rows
     try:
         return static_catalog(what)
     except _NotStatic:

@@ -35,6 +35,7 @@ from sparsekit.cli import prune as _prune  # noqa: E402,F401
 from sparsekit.cli import report as _report  # noqa: E402,F401
 from sparsekit.cli import run_recipe as _run_recipe  # noqa: E402,F401
 from sparsekit.cli import sanity as _sanity  # noqa: E402,F401
+from sparsekit.cli import sweep as _sweep  # noqa: E402,F401
 
 
 def main() -> None:

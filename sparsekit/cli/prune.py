@@ -69,10 +69,11 @@ def prune_cmd(
     channel_multiple: Annotated[int, typer.Option(help="channel granularity with --layerwise or a --budget: round kept channels per coupling family to a multiple of N (8 suits CPU kernels)")] = 1,
     include: Annotated[list[str] | None, typer.Option(help="FQN pattern of prunable weights (repeatable)")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="FQN pattern left dense (repeatable)")] = None,
-    weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, kaiming-uniform (alias uniform)")] = "default",
+    weight_init: Annotated[str, typer.Option(help="default, kaiming-normal, signed-kaiming-constant, kaiming-uniform (U(+-sqrt(6/fan_in))), uniform (U(-1, 1), unscaled; before 2026-12-03 an alias of kaiming-uniform)")] = "default",
     objective: Annotated[str | None, typer.Option(help="cts objective: kl, ce, fkl, msefeature")] = None,
     balance: Annotated[str | None, typer.Option(help="cts sparsity control: gradbalance or lagrange")] = None,
     relaxation: Annotated[str | None, typer.Option(help="gates relaxation: hard-concrete or gaussian")] = None,
+    weight_scale: Annotated[str | None, typer.Option(help="strong tickets (gates, edge-popup): density (frozen weights x 1/sqrt(layer density)) or none [default: density for gates, none for edge-popup]")] = None,
     opt: Annotated[list[str] | None, typer.Option(help="method option KEY=VALUE (repeatable)")] = None,
     dense: Annotated[bool, typer.Option("--dense/--no-dense", help="also train the dense reference with the same budget")] = True,
     force: Annotated[bool, typer.Option("--force", help="redo completed stages of an existing run")] = False,
@@ -89,7 +90,8 @@ def prune_cmd(
     def go() -> dict:
         set_threads(threads)
         options = parse_kv(opt, "--opt")
-        for key, value in (("objective", objective), ("balance", balance), ("relaxation", relaxation)):
+        for key, value in (("objective", objective), ("balance", balance), ("relaxation", relaxation),
+                           ("weight_scale", weight_scale)):
             if value is not None:
                 options[key] = value
         cfg = PruneConfig(

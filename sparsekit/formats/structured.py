@@ -34,7 +34,9 @@ from sparsekit.masking.channel_groups import (  # noqa: F401  (coupled_channel_g
     _LAYERS,
     _graph,
     _ignored_output_layers,
+    conv_group_constraints,
     coupled_channel_groups,
+    grouped_convs,
     layer_bn_pairs,
 )
 
@@ -98,19 +100,15 @@ def repair_dead_bn(model: nn.Module, mask: Mask, example: torch.Tensor) -> int:
     return repaired
 
 
-def _grouped_conv(mod: nn.Module) -> bool:
-    """A conv with 1 < groups < in_channels (depthwise convs shrink with their channels; these don't)."""
-    return isinstance(mod, nn.modules.conv._ConvNd) and 1 < mod.groups < mod.in_channels
-
-
 def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: int = 1,
                  left_dense: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Decide which root channels can go: ``[{"root": layer name, "remove": [idx, ...]}, ...]``.
 
-    A dependency group that touches a grouped convolution (1 < groups < channels, e.g. RegNet,
-    ResNeXt, ShuffleNet's grouped 1x1s) is left dense: removing channels there must keep every conv
-    group equally wide, which the dependency graph does not guarantee. Such groups, with their
-    removable channels, are appended to ``left_dense`` so the report can say which layers kept them.
+    A dependency group that touches a grouped convolution (groups > 1, not depthwise: RegNet,
+    ResNeXt) removes a channel only with the same local offset in every conv group
+    (``conv_group_constraints``, the rule the channel search follows too), so every conv group stays
+    equally wide; channels kept by that rule are appended to ``left_dense`` so the report can say
+    which layers kept them.
 
     ``round_to`` > 1 keeps some removable channels so every kept width is a multiple of it (SIMD-
     friendly widths; keeping a dead channel never changes the function). Measured on the 2-core
@@ -120,6 +118,7 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     inputs = _layer_inputs(model, example)
+    convs = grouped_convs(model)
     ignored = _ignored_output_layers(model, example)
     dg = _graph(model, example)
     plan = []
@@ -127,12 +126,16 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
         root = group[0].dep.target.module
         n_root = dg.get_pruner_of_module(root).get_out_channels(root)
         removable = np.ones(n_root, dtype=bool)
-        grouped = [names[it.dep.target.module] for it in group.items if _grouped_conv(it.dep.target.module)]
+        touches = []  # grouped convs this group reaches (conv_group_constraints)
         for item in group.items:
             mod, handler = item.dep.target.module, item.dep.handler
             if not isinstance(mod, _LAYERS):
                 continue
             idxs, roots = list(item.idxs), np.asarray(item.root_idxs, dtype=int)
+            fqn = f"{names[mod]}.weight"
+            if fqn in convs:
+                side = "out" if dg.is_out_channel_pruning_fn(handler) else "in"
+                touches.append((fqn, side, [(int(r), int(i)) for r, i in zip(roots, idxs, strict=True)]))
             if dg.is_out_channel_pruning_fn(handler):
                 fqn = f"{names[mod]}.weight"
                 if fqn not in mask.names:
@@ -145,11 +148,20 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
                 removable[roots[_alive(inputs[mod], idxs, isinstance(mod, nn.Linear))]] = False
         if removable.all():  # keep one channel so the layer (and the graph) survives
             removable[0] = False
-        if grouped and removable.any():
-            if left_dense is not None:
-                left_dense.append({"root": names[root], "channels": int(removable.sum()),
-                                   "reason": f"coupled to grouped conv {sorted(set(grouped))[0]}: left dense"})
-            continue
+        if touches:
+            before = int(removable.sum())
+            classes, blocked = conv_group_constraints(n_root, touches, convs)
+            removable[sorted(blocked)] = False
+            for c in classes:  # the same offset of every conv group goes, or none of them
+                if not removable[c].all():
+                    removable[c] = False
+            if left_dense is not None and int(removable.sum()) < before:
+                left_dense.append({"root": names[root], "channels": before - int(removable.sum()),
+                                   "reason": f"grouped conv {touches[0][0].removesuffix('.weight')} keeps them "
+                                             "(conv groups must lose the same channels)"})
+            if removable.any():
+                plan.append({"root": names[root], "remove": np.flatnonzero(removable).tolist()})
+            continue  # no rounding: it could break the per-group symmetry
         extra = -int((~removable).sum()) % round_to
         if extra:
             removable[np.flatnonzero(removable)[: min(extra, int(removable.sum()))]] = False

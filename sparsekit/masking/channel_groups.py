@@ -46,8 +46,10 @@ class ChannelUnits:
         families: per unit, the index of its coupling family (layers linked by any coupling); the
             layerwise budget is applied per family.
         fixed: prunable weights whose output rows are never removed (the classifier).
-        partial: units whose coupling also includes non-prunable layers (kept consistent among the
-            prunable members, but the structured format cannot remove them).
+        partial: channel sets left out of ``units`` because the structured format cannot remove
+            them: coupled to a non-prunable layer, or to a grouped conv in a way that would leave
+            its groups unequal (``conv_group_constraints``). Their rows are never masked, so what a
+            search counts as removed is what the converter removes.
         coupled: True when the dependency graph was available.
     """
 
@@ -75,6 +77,76 @@ class _UnionFind:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[rb] = ra
+
+
+def grouped_convs(model: nn.Module) -> dict[str, tuple[int, int, int]]:
+    """``{weight FQN: (groups, input channels per group, output channels per group)}`` of every conv
+    with groups > 1 that is not depthwise (a depthwise conv's input channel is its own output, which
+    the dependency graph couples already)."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and not m.groups == m.in_channels == m.out_channels:
+            out[f"{name}.weight" if name else "weight"] = (m.groups, m.in_channels // m.groups, m.out_channels // m.groups)
+    return out
+
+
+def conv_group_constraints(
+    n_root: int, touches: list[tuple[str, str, list[tuple[int, int]]]], convs: dict[str, tuple[int, int, int]],
+) -> tuple[list[list[int]], set[int]]:
+    """Which root channels of one dependency group must go together so every grouped conv stays valid.
+
+    A conv with G groups keeps G equally wide groups only if each group loses the same channels: the
+    same local offsets (position % width per group) in every group. Torch-Pruning slices a grouped
+    conv's input by keeping the first kept offsets of group 0 for every group, which is exact for
+    such removals and wrong otherwise. So root channels that touch the same (conv, side, offset)
+    are one removal class, and an offset this group does not reach in every conv group cannot be
+    removed at all (its root channels are ``blocked``).
+
+    Args:
+        n_root: root channels of the dependency group.
+        touches: ``(weight FQN, "out" | "in", [(root index, row or column), ...])`` per grouped conv
+            the group reaches (output rows or input columns).
+        convs: ``grouped_convs(model)``.
+
+    Returns:
+        (classes of root indices removed together, only those with more than one member; blocked
+        root indices).
+    """
+    uf = _UnionFind()
+    blocked: set[int] = set()
+    for fqn, side, pairs in touches:
+        groups, in_pg, out_pg = convs[fqn]
+        width = in_pg if side == "in" else out_pg
+        by_offset: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for root, pos in pairs:
+            by_offset[pos % width].append((root, pos // width))
+        for roots_groups in by_offset.values():
+            roots = sorted({r for r, _ in roots_groups})
+            if len({g for _, g in roots_groups}) < groups:
+                blocked.update(roots)
+            for r in roots[1:]:
+                uf.union(roots[0], r)
+    classes: dict[int, list[int]] = defaultdict(list)
+    for r in range(n_root):
+        if r in uf.parent:
+            classes[uf.find(r)].append(r)
+    merged = [c for c in classes.values() if len(c) > 1]
+    for c in merged:  # a class with one blocked member is blocked whole
+        if blocked.intersection(c):
+            blocked.update(c)
+    return merged, blocked
+
+
+def _group_touches(g: dict[str, Any], convs: dict[str, tuple[int, int, int]]) -> list[tuple[str, str, list[tuple[int, int]]]]:
+    """``conv_group_constraints`` touches of one ``coupled_channel_groups`` entry."""
+    touches = []
+    for m in g["members"]:
+        if m["weight"] in convs:
+            touches.append((m["weight"], "out", [(j, r) for j, r in enumerate(m["rows"]) if r >= 0]))
+    for item in g.get("inputs", []):
+        if item["weight"] in convs:
+            touches.append((item["weight"], "in", [(j, c) for j, cols in enumerate(item["cols"]) for c in cols]))
+    return touches
 
 
 def _example(model: nn.Module, in_shape: tuple[int, ...]) -> torch.Tensor:
@@ -115,28 +187,38 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
     fixed = [n for n in fixed if n in widths]
     prunable = set(widths) - set(fixed)
 
+    convs = grouped_convs(model)
     rows_uf, layers_uf = _UnionFind(), _UnionFind()
-    partial_rows: set[Row] = set()
+    blocked_rows: set[Row] = set()  # rows the structured converter cannot remove: never a unit
     for g in groups:
         members = [m for m in g["members"] if m["weight"] in prunable]
         outside = len(members) < len(g["members"])
-        for j in range(g["channels"]):
-            rows = [(m["weight"], m["rows"][j]) for m in members if m["rows"][j] >= 0]
+        per_root = [[(m["weight"], m["rows"][j]) for m in members if m["rows"][j] >= 0] for j in range(g["channels"])]
+        classes, blocked = conv_group_constraints(g["channels"], _group_touches(g, convs), convs)
+        for c in classes:  # the same offset of every conv group goes together
+            for j in c[1:]:
+                per_root[c[0]] += per_root[j]
+                per_root[j] = []
+        for j, rows in enumerate(per_root):
             for r in rows[1:]:
                 rows_uf.union(rows[0], r)
                 layers_uf.union(rows[0][0], r[0])
-            if outside:
-                partial_rows.update(rows)
+            if outside or j in blocked:
+                blocked_rows.update(rows)
     by_root: dict[Row, list[Row]] = defaultdict(list)
     for n in names:
         if n in prunable:
             for r in range(widths[n]):
                 by_root[rows_uf.find((n, r))].append((n, r))
-    units = list(by_root.values())  # dict order = first row in module order
+    units, left = [], 0
+    for u in by_root.values():  # dict order = first row in module order
+        if any(r in blocked_rows for r in u):
+            left += 1
+        else:
+            units.append(u)
     family_ids: dict[str, int] = {}
     families = [family_ids.setdefault(layers_uf.find(u[0][0]), len(family_ids)) for u in units]
-    partial = sum(1 for u in units if any(r in partial_rows for r in u))
-    return ChannelUnits(units, families, fixed, partial, coupled, groups)
+    return ChannelUnits(units, families, fixed, left, coupled, groups)
 
 
 def normalized_channel_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -44,6 +44,7 @@ from sparsekit.masking.concrete import (
 )
 from sparsekit.masking.gradbalance import GradBalance, LagrangeBalance
 from sparsekit.methods._search_log import SearchLog
+from sparsekit.methods._search_progress import SearchProgress
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
 from sparsekit.methods.base import (
     METHODS,
@@ -198,6 +199,7 @@ class _Search:
             init_density = uniform_keep(self.cost, density, self.space.size)
             self.numel, budget_size = self.space.size, self.cost.dense
             self.params = {n: p.detach() for n, p in ctx.model.named_parameters()}
+        self.density = density  # kept fraction of the weights, or of the dense cost (channel level)
         self.logits = init_logits(self.numel, init_density, self.device)
         self.opt = torch.optim.Adam([self.logits], lr=o.lr)
         if o.balance == "gradbalance":
@@ -237,6 +239,7 @@ class _Search:
         resume_at = self._resume(log_path)
         slog = SearchLog(log_path)  # per-step records, appended in chunks (flushed before checkpoints)
         step, last_r, t0 = 0, float("nan"), time.perf_counter()
+        progress = SearchProgress("cts", total, self.ctx.progress)
         try:
             for epoch in range(epochs):
                 batches = ctx.data.batches(
@@ -255,6 +258,7 @@ class _Search:
                     step += 1
                     if log_path is not None:
                         slog.add(self._record(step, epoch, last_r))
+                    progress.update(step, lambda r=last_r: self._progress_fields(r))
                     if o.checkpoint_every and step % o.checkpoint_every == 0 and step < total:
                         slog.flush()
                         self._checkpoint(step)
@@ -350,6 +354,17 @@ class _Search:
         used = self.cost.expected(torch.sigmoid(a))
         (g,) = torch.autograd.grad(used, a)
         return float(used.detach()), g.to(self.logits)
+
+    def _progress_fields(self, r: float) -> dict[str, Any]:
+        """The budget as the search sees it (expected density, or expected cost of dense), objective, lambda."""
+        a = self.logits.detach()
+        if self.cost is not None:
+            budget = {"expected cost": f"{self._expected_cost()[0] / self.cost.dense:.4f} of dense "
+                                       f"(budget {self.density:.4f})"}
+        else:
+            budget = {"expected density": f"{float(keep_probability(a).mean()):.4%} (target {self.density:.4%})"}
+        lam = self.balance.lam
+        return {**budget, "objective": r, "lambda": 0.0 if lam is None else float(lam)}
 
     def _record(self, step: int, epoch: int, r: float) -> dict[str, Any]:
         a = self.logits.detach()

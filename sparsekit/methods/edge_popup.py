@@ -6,10 +6,13 @@ binary mask straight through to the scores. Weights stay frozen; SGD (lr 0.1, co
 weight decay 1e-4) trains the scores only. Intended with ``--weight-init signed-kaiming-constant``.
 
 Deviations from the reference code: the cosine schedule is per step rather than per epoch (short
-searches still anneal); the model's own BN is used in batch-statistics mode during the search
-(the reference uses non-affine BN) and its running statistics are recomputed for the final mask
-(returned in ``state_updates``), exactly as for ``gates``; the final mask is re-selected with the
-toolkit's exact, deterministic per-layer top-k (``select`` with layerwise forced).
+searches still anneal); BN is non-affine as in the reference (scale 1, shift 0; ``bn_affine=true``
+keeps theta_K's) and normalizes with batch statistics during the search, its running statistics are
+recomputed for the final mask (returned in ``state_updates``), exactly as for ``gates``; the final
+mask is re-selected with the toolkit's exact, deterministic per-layer top-k (``select`` with
+layerwise forced). Options beyond the reference: ``topk=global`` (one top-k over all layers) and
+``weight_scale=density`` (frozen weights x 1 / sqrt(layer density), the reference's scaled init
+applied to whatever init the run has; sparsekit.methods._strong).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.masked_forward import freeze, masked_call
 from sparsekit.masking.topk import budget_keep
+from sparsekit.methods._search_progress import SearchProgress
+from sparsekit.methods._strong import check_weight_scale, prepare_frozen
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
@@ -51,8 +56,14 @@ class Options:
     batch_size: int = field(default=0, metadata={"help": "search batch size (0 = the run's --batch-size)"})
     bn_batches: int = field(default=50, metadata={"help": "batches used to recompute BN statistics"})
     log_every: int = field(default=10, metadata={"help": "steps between search.jsonl records"})
+    weight_scale: str = field(default="none", metadata={"help": "density (frozen weights x 1/sqrt(layer density)) or none"})
+    bn_affine: bool = field(default=False, metadata={"help": "keep theta_K's BN scale/shift (false: non-affine BN, as the reference)"})
+    topk: str = field(default="layer", metadata={"help": "layer (the reference: top-k of |scores| in every layer) or global (one top-k over all layers)"})
 
     def __post_init__(self) -> None:
+        check_weight_scale(self.weight_scale, "--method edge-popup")
+        if self.topk not in ("layer", "global"):
+            raise UsageError(f"edge-popup option topk must be layer or global, got {self.topk!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f"edge-popup option lr must be a positive number, got {self.lr}")
         if self.momentum < 0 or self.weight_decay < 0:
@@ -84,6 +95,19 @@ def _init_scores(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return s
 
 
+def _global_masks(scores: dict[str, nn.Parameter], k: int) -> dict[str, torch.Tensor]:
+    """0/1 masks of the k largest |scores| over all layers, straight-through to every score."""
+    names = list(scores)
+    flat = torch.cat([scores[n].abs().reshape(-1) for n in names])
+    m = _TopKStraightThrough.apply(flat, k)
+    out, pos = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = m[pos:pos + size].view_as(scores[n])
+        pos += size
+    return out
+
+
 @METHODS.register("edge-popup", help="strong tickets: per-layer top-k of learned scores over frozen weights")
 class EdgePopupMethod(SearchMethod):
     """Train scores over frozen weights; the per-layer top-k of |scores| is the mask."""
@@ -100,6 +124,7 @@ class EdgePopupMethod(SearchMethod):
         model = ctx.model.to(device)
         freeze(model)
         set_bn_train(model)
+        frozen = prepare_frozen(model, ctx.names, 1.0 - ctx.sparsity, o.weight_scale, o.bn_affine)
         g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 29)
         params = ctx.params()
         scores = {n: nn.Parameter(_init_scores(w, g).to(device)) for n, w in params.items()}
@@ -115,6 +140,8 @@ class EdgePopupMethod(SearchMethod):
 
         t0 = time.perf_counter()
         step, loss_val = 0, float("nan")
+        progress = SearchProgress("edge-popup", total_steps, ctx.progress)
+        total_keep = sum(keep.values())
         for epoch in range(epochs):
             batches = ctx.data.batches(
                 "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
@@ -123,7 +150,10 @@ class EdgePopupMethod(SearchMethod):
                 if step >= total_steps:
                     break
                 x, y = x.to(device), y.to(device)
-                masks = {n: _TopKStraightThrough.apply(s.abs(), keep[n]) for n, s in scores.items()}
+                if o.topk == "global":
+                    masks = _global_masks(scores, total_keep)
+                else:
+                    masks = {n: _TopKStraightThrough.apply(s.abs(), keep[n]) for n, s in scores.items()}
                 loss = F.cross_entropy(masked_call(model, masks, x), y)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(f"edge-popup search loss became {loss.item()} at step {step}")
@@ -141,20 +171,23 @@ class EdgePopupMethod(SearchMethod):
                 if logfile is not None and (step % o.log_every == 0 or step == total_steps):
                     append_jsonl(logfile, {"step": step, "epoch": epoch + 1, "loss": loss_val,
                                            "lr": sched.get_last_lr()[0]})
-            ctx.progress(f"edge-popup search epoch {epoch + 1}/{epochs}: loss {loss_val:.4f}")
+                progress.update(step, lambda v=loss_val: {"density": f"{1.0 - ctx.sparsity:.4%} (exact top-k)",
+                                                          "loss": v})
         search_s = time.perf_counter() - t0
 
-        # edge-popup is per-layer by definition: force layerwise whatever the run asked
+        # the reference is per-layer: force layerwise whatever the run asked (topk=global: one ranking)
         final = {n: s.detach().abs().cpu() for n, s in scores.items()}
-        mask = select(final, dataclasses.replace(ctx, layerwise=True, granularity="weight"))
-        state_updates = recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)
+        mask = select(final, dataclasses.replace(ctx, layerwise=o.topk == "layer", granularity="weight"))
+        state_updates = {**frozen, **recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)}
         info = {
             "search_epochs": epochs,
             "steps": step,
             "batch_size": bs,
             "search_s": search_s,
             "sparsity": mask.sparsity,
-            "layerwise": True,
+            "layerwise": o.topk == "layer",
+            "weight_scale": o.weight_scale,
+            "bn_affine": o.bn_affine,
             "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
         }
         return SearchResult(mask, info, state_updates=state_updates)

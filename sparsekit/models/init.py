@@ -28,17 +28,27 @@ def signed_kaiming_constant(w: torch.Tensor, g: torch.Generator) -> torch.Tensor
     return sign * math.sqrt(2.0 / _fan_in(w))
 
 
-def uniform(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def kaiming_uniform(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """U(-b, b) with b = sqrt(6 / fan_in) (same variance as Kaiming-normal)."""
     b = math.sqrt(6.0 / _fan_in(w))
     return (torch.rand(w.shape, generator=g) * 2 - 1) * b
 
 
+#: half-width of the unscaled uniform init
+UNIFORM_BOUND = 1.0
+
+
+def uniform(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """U(-1, 1), whatever the fan-in: the CRBG paper's unscaled uniform init ("avoids Kaiming/Xavier
+    heuristics"). Until 2026-12-03 ``uniform`` was an alias of ``kaiming-uniform``."""
+    return (torch.rand(w.shape, generator=g) * 2 - 1) * UNIFORM_BOUND
+
+
 WEIGHT_INITS = {
     "kaiming-normal": kaiming_normal,
     "signed-kaiming-constant": signed_kaiming_constant,
-    "kaiming-uniform": uniform,
-    "uniform": uniform,  # the older name of kaiming-uniform (runs written with it still resume)
+    "kaiming-uniform": kaiming_uniform,
+    "uniform": uniform,
 }
 
 

@@ -42,13 +42,64 @@ class UserNet(nn.Module):
         return self.head(self.mix(x))
 
 
+class NeXtBlock(nn.Module):
+    """ResNeXt's bottleneck: 1x1 -> grouped 3x3 -> 1x1 around a residual add (projection if needed)."""
+
+    def __init__(self, c_in: int, width: int, c_out: int, groups: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.short = (nn.Identity() if stride == 1 and c_in == c_out else
+                      nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.short(x))
+
+
+class TinyNeXt(nn.Module):
+    """Two ResNeXt stages (4 and 8 conv groups) on a 16-channel stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(NeXtBlock(16, 16, 16, 4), NeXtBlock(16, 16, 16, 4),
+                                    NeXtBlock(16, 32, 32, 8, stride=2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+class GroupedBranch(nn.Module):
+    """A grouped conv in one branch of a concat (the other branch is a plain conv)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.plain = nn.Sequential(nn.Conv2d(16, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.grouped = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1, groups=4), nn.BatchNorm2d(24), nn.ReLU(),
+                                     nn.Conv2d(24, 16, 1, groups=2), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(28, 24, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(self.mix(torch.cat([self.plain(x), self.grouped(x)], 1)))
+
+
 IN_SHAPE = (3, 16, 16)
+MODELS = ["resnet20", "usernet", "resnext", "grouped-concat"]
 
 
 def _models():
+    torch.manual_seed(0)
     return {
         "resnet20": (build_model(ModelSpec("resnet20", (1, 28, 28), 10), seed=0), (1, 28, 28)),
         "usernet": (UserNet(), IN_SHAPE),
+        "resnext": (TinyNeXt(), IN_SHAPE),
+        "grouped-concat": (GroupedBranch(), IN_SHAPE),
     }
 
 
@@ -81,7 +132,7 @@ def _marginal(cost, keep: torch.Tensor) -> float:
     return best
 
 
-@pytest.mark.parametrize("name", ["resnet20", "usernet"])
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("fraction", [0.5, 0.25])
 def test_mac_budget_is_exact_and_matches_the_converted_model(spaces, name, fraction):
     model, shape, space = spaces[name]
@@ -98,7 +149,7 @@ def test_mac_budget_is_exact_and_matches_the_converted_model(spaces, name, fract
     assert stats["budget_fraction_achieved"] == pytest.approx(achieved / cost.dense)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "usernet"])
+@pytest.mark.parametrize("name", MODELS)
 def test_coupled_units_are_never_split(spaces, name):
     model, shape, space = spaces[name]
     assert space.units.coupled

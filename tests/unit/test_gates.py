@@ -138,13 +138,18 @@ def test_gates_weights_frozen_and_exact_sparsity(data, relaxation, tmp_path):
     ctx = _ctx(model, data, 0.9, run_dir=tmp_path)
     result = get_method("gates", {"relaxation": relaxation}).search(ctx)
     after = model.state_dict()
+    factor = 1.0 / math.sqrt(0.1)  # default weight_scale=density: frozen weights x 1/sqrt(density)
     for k, v in before.items():
-        assert torch.equal(v, after[k]), k  # bit-identical
+        if k in ctx.names:  # scaled once, never trained; the ticket carries the scaled weights
+            assert torch.allclose(after[k], v * factor, rtol=1e-6, atol=0), k
+            assert torch.equal(result.state_updates[k], after[k]), k
+        else:
+            assert torch.equal(v, after[k]), k  # biases: bit-identical
+    assert set(result.state_updates) == set(ctx.names)  # no BN
     numel = sum(p.numel() for p in ctx.params().values())
     assert result.mask.kept == budget_keep(numel, 0.9)
     assert result.info["sparsity"] == result.mask.sparsity
     assert 0.0 <= result.info["gate_sparsity_before_topk"] <= 1.0
-    assert result.state_updates == {}  # no BN
     records = [json.loads(line) for line in paths.search_log(tmp_path).read_text().splitlines()]
     assert records and all(0 < r["expected_density"] < 1 for r in records)
     assert records[-1]["step"] == result.info["steps"]

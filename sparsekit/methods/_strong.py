@@ -1,0 +1,56 @@
+"""Frozen weights of a strong-ticket search (gates, edge-popup): per-layer scale and non-affine BN.
+
+A strong ticket never trains a weight, so the frozen weights' scale is a hyper-parameter of the
+search. Two settings act on theta_K before the search and are carried into the ticket through
+``SearchResult.state_updates`` (the pipeline loads them after restoring theta_K, so the deployed
+ticket is the network the search saw):
+
+* ``weight_scale="density"``: every prunable weight is multiplied by 1 / sqrt(d), d the layer's
+  kept fraction (the target density; a channel-level search: the starting keep fraction). A layer
+  keeping a fraction d of its inputs then keeps the dense layer's output variance, as in edge-popup's
+  scaled init (Ramanujan et al.'s code: std sqrt(2 / (d * fan_in))). For a network without biases
+  and BN this changes no mask's predictions, only the softmax temperature the search starts from
+  (at 95 % on lenet300 the gated outputs start with std 4e-4 instead of 1.5; ALGORITHMS.md §11).
+* ``bn_affine=False`` (non-affine BN, the edge-popup reference's choice): BN scale 1 and shift 0.
+  The zoo's BN models start with BN scale ~ U(0, 1) (open_lth's init), a random frozen per-channel
+  factor a strong ticket cannot train; non-affine BN removes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from sparsekit.errors import UsageError
+
+WEIGHT_SCALES = ("density", "none")
+
+
+def check_weight_scale(value: str, where: str) -> None:
+    if value not in WEIGHT_SCALES:
+        raise UsageError(f"{where}: --weight-scale must be one of {', '.join(WEIGHT_SCALES)}, got {value!r}")
+
+
+@torch.no_grad()
+def prepare_frozen(model: nn.Module, names: list[str], density: float, weight_scale: str,
+                   bn_affine: bool) -> dict[str, torch.Tensor]:
+    """Scale the prunable weights / reset BN affine of ``model`` in place; returns the changed tensors
+    ({FQN: CPU copy}) for ``SearchResult.state_updates``."""
+    changed: dict[str, torch.Tensor] = {}
+    if weight_scale == "density" and 0.0 < density < 1.0:
+        factor = 1.0 / math.sqrt(density)
+        for n in names:
+            p = model.get_parameter(n)
+            p.mul_(factor)
+            changed[n] = p.detach().cpu().clone()
+    if not bn_affine:
+        for name, m in model.named_modules():
+            if isinstance(m, _BatchNorm) and m.affine:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                changed[f"{name}.weight"] = m.weight.detach().cpu().clone()
+                changed[f"{name}.bias"] = m.bias.detach().cpu().clone()
+    return changed

@@ -1,0 +1,198 @@
+"""sparsekit sweep: frontier, recommendation, the miss, one pretrain, and resuming a killed sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sparsekit._io import load_tensors, read_json
+from sparsekit.errors import UsageError
+from sparsekit.sweep.frontier import mark_frontier, pareto_flags
+from sparsekit.sweep.plan import SweepConfig
+from sparsekit.sweep.recommend import Constraint, recommend
+
+
+def _row(name: str, ms: float, acc: float, runtime: str = "sparse-cpu", batch: int = 1,
+         dense_acc: float = 0.90) -> dict:
+    return {"artifact": name, "runtime": runtime, "batch": batch, "threads": 1, "latency_ms": ms, "accuracy": acc,
+            "accuracy_drop_pts": (dense_acc - acc) * 100, "form": "dense" if name == "dense" else "masked"}
+
+
+def _fixture() -> list[dict]:
+    return [
+        _row("dense", 1.00, 0.90),
+        _row("a", 0.50, 0.89),
+        _row("b", 0.60, 0.88),   # dominated by a (slower and less accurate)
+        _row("c", 0.20, 0.80),
+        _row("d", 0.20, 0.79),   # dominated by c (same speed, less accurate)
+        _row("e", 1.20, 0.90),   # dominated by dense (same accuracy, slower)
+        _row("f", 0.30, 0.70, runtime="ort-cpu"),  # dominated by c across runtimes, frontier within ort-cpu
+    ]
+
+
+def test_frontier_marks_only_undominated_rows():
+    rows = mark_frontier(_fixture())
+    on = {r["artifact"] for r in rows if r["pareto"]}
+    assert on == {"dense", "a", "c"}
+    assert {r["artifact"] for r in rows if r["pareto_in_runtime"]} == {"dense", "a", "c", "f"}
+    assert [r["latency_ms"] for r in rows] == sorted(r["latency_ms"] for r in rows)
+
+
+def test_frontier_is_per_batch():
+    rows = [_row("x", 1.0, 0.9, batch=1), _row("y", 5.0, 0.8, batch=32)]  # y would be dominated by x
+    assert pareto_flags(rows[:1] + rows[1:]) == [True, False]
+    assert all(r["pareto"] for r in mark_frontier(rows))
+
+
+def test_recommendation_is_the_fastest_row_meeting_the_constraint():
+    rows = _fixture()
+    d = recommend(rows, Constraint(max_accuracy_drop=1.5), batch=1)
+    assert d.ok and d.row["artifact"] == "a"  # c and f are faster but drop 10 / 20 pts
+    assert {r["artifact"] for r in rows if r["meets"]} == {"dense", "a", "e"}
+    d = recommend(rows, Constraint(max_accuracy_drop=15.0), batch=1)
+    assert d.ok and d.row["artifact"] == "c"  # d is as fast but drops 11 pts
+    d = recommend(rows, Constraint(max_accuracy_drop=25.0), batch=1)
+    assert d.ok and d.row["artifact"] == "c"  # c and d tie on latency: the more accurate one
+    d = recommend(rows, Constraint(max_latency_ms=1.0), batch=1)
+    assert d.ok and d.row["artifact"] in ("c", "d") and d.row["accuracy"] == 0.80
+
+
+def test_both_limits_must_hold():
+    rows = _fixture()
+    recommend(rows, Constraint(max_accuracy_drop=1.5, max_latency_ms=0.55), batch=1)
+    assert {r["artifact"] for r in rows if r["meets"]} == {"a"}
+
+
+def test_no_row_meets_the_constraint_names_the_best_and_the_miss():
+    rows = _fixture()
+    d = recommend(rows, Constraint(max_accuracy_drop=1.5, max_latency_ms=0.4), batch=1)
+    assert not d.ok and d.row["artifact"] == "a"  # the fastest that keeps the accuracy
+    assert "missing latency by 0.1 ms (25%)" in d.message and "\n" not in d.message
+    d = recommend(rows, Constraint(max_latency_ms=0.1), batch=1)
+    assert not d.ok and d.row["artifact"] == "c" and "latency by 0.1 ms (100%)" in d.message
+    rows = [_row("dense", 1.0, 0.90), _row("a", 0.5, 0.85)]
+    d = recommend(rows, Constraint(max_accuracy_drop=0.0, max_latency_ms=0.6), batch=1)
+    assert not d.ok and d.row["artifact"] == "dense" and "missing latency by 0.4 ms" in d.message
+
+
+def test_config_refuses_a_sweep_without_constraint_or_grid(tmp_path):
+    with pytest.raises(UsageError, match="constraint"):
+        SweepConfig("lenet300", "synthetic", str(tmp_path))
+    with pytest.raises(UsageError, match="empty"):
+        SweepConfig("lenet300", "synthetic", str(tmp_path), methods=("magnitude",), sparsities=(),
+                    max_latency_ms=1.0)
+    with pytest.raises(UsageError, match="did you mean|unknown"):
+        SweepConfig("lenet300", "synthetic", str(tmp_path), methods=("magnitud",), max_latency_ms=1.0)
+
+
+def _tiny(out: Path, **kw) -> SweepConfig:
+    opts = dict(methods=("magnitude", "random-channel"), sparsities=(0.9, 0.95), macs=(0.5,),
+                pretrain_epochs=1, finetune_epochs=1, max_accuracy_drop=100.0, runtimes=("sparse-cpu",),
+                repeats=3, min_time=0.01, warmup=1)
+    opts.update(kw)
+    return SweepConfig("lenet300", "synthetic", str(out), **opts)
+
+
+def test_cells_start_at_the_one_pretrained_theta_k(tmp_path):
+    from sparsekit.pipeline import prune
+    from sparsekit.sweep.run import cell_config, train_all
+
+    cfg = _tiny(tmp_path / "sw", methods=("magnitude",), sparsities=(0.9,))
+    t = train_all(cfg)
+    cell = cfg.cells()[0]
+    meta = read_json(cfg.cell_dir(cell) / "run.json")
+    assert meta["complete"] and meta["timings"]["pretrain_s"] == 0.0  # no second pretrain
+    assert not any(json.loads(line)["stage"] == "pretrain"
+                   for line in (cfg.cell_dir(cell) / "metrics.jsonl").read_text().splitlines())
+    assert t["pretrain_s"] > 0 and set(t["cells"]) == {cell.id}
+    # the same cell pretrained on its own lands on exactly the same theta_K and ticket
+    alone = cell_config(cfg, cell).__class__(**{**cell_config(cfg, cell).__dict__, "out": str(tmp_path / "alone")})
+    prune(alone)
+    for name in ("theta_k.safetensors", "final.safetensors"):
+        a, b = load_tensors(cfg.cell_dir(cell) / name), load_tensors(tmp_path / "alone" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_killed_sweep_resumes_without_redoing_finished_cells(tmp_path, monkeypatch):
+    import sparsekit.pipeline as pipeline
+    from sparsekit.sweep.run import train_all
+
+    cfg = _tiny(tmp_path / "sw")
+    cells = cfg.cells()
+    assert len(cells) == 3
+    real = pipeline.prune
+    calls: list[str] = []
+
+    def killed_at_third_cell(pcfg, **kw):
+        calls.append(Path(pcfg.out).name)
+        if Path(pcfg.out).name == cells[2].id:
+            raise KeyboardInterrupt
+        return real(pcfg, **kw)
+
+    monkeypatch.setattr(pipeline, "prune", killed_at_third_cell)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(cfg)
+    finished = {c.id: read_json(cfg.cell_dir(c) / "run.json")["created"] for c in cells[:2]}
+    mtimes = {c.id: (cfg.cell_dir(c) / "final.safetensors").stat().st_mtime_ns for c in cells[:2]}
+    ref_mtime = (cfg.reference_dir() / "theta_k.safetensors").stat().st_mtime_ns
+    assert not read_json(cfg.cell_dir(cells[2]) / "run.json")["complete"]  # seeded, never run
+
+    monkeypatch.setattr(pipeline, "prune", real)
+    t = train_all(cfg)
+    assert [t["cells"][c.id]["redone"] for c in cells] == [False, False, True]
+    for c in cells[:2]:
+        assert read_json(cfg.cell_dir(c) / "run.json")["created"] == finished[c.id]
+        assert (cfg.cell_dir(c) / "final.safetensors").stat().st_mtime_ns == mtimes[c.id]
+    assert (cfg.reference_dir() / "theta_k.safetensors").stat().st_mtime_ns == ref_mtime
+    assert read_json(cfg.cell_dir(cells[2]) / "run.json")["complete"]
+
+
+def _fake_bench(cfg, items):
+    """A bench report over the real artifacts with made-up timings (the real bench: test_sweep_e2e)."""
+    rows = []
+    for i, it in enumerate(items):
+        ms = 1.0 if it["form"] == "dense" else 0.5 - 0.1 * i
+        acc = 0.9 if it["form"] == "dense" else 0.9 - 0.05 * i
+        rows.append({"source": it["onnx"], "runtime": "sparse-cpu", "batch": 1, "threads": 1,
+                     "latency_ms": {"p50": ms}, "block_medians_ms": [[ms, ms * 1.01]] * 3, "accuracy": acc,
+                     "speedup_vs_best_dense": 1.0 / ms, "speedup_vs_best_dense_ci": [0.9 / ms, 1.1 / ms],
+                     "sparsity": it["sparsity"], "macs": 100})
+    return {"rows": rows, "skipped": [], "environment": {}}
+
+
+def test_cli_exit_1_with_the_miss_and_0_with_best_onnx(tmp_path, monkeypatch):
+    import sparsekit.sweep.run as sweep_run
+    from sparsekit.cli.main import app
+
+    monkeypatch.setattr(sweep_run, "bench_all", _fake_bench)
+    args = ["sweep", "--model", "lenet300", "--data", "synthetic", "--out", str(tmp_path / "sw"),
+            "--methods", "magnitude", "--sparsity", "0.9", "--macs", "", "--pretrain-epochs", "1",
+            "--finetune-epochs", "1", "--runtime", "sparse-cpu"]
+    res = CliRunner().invoke(app, [*args, "--max-latency-ms", "0.2"])
+    assert res.exit_code == 1, res.output
+    err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "magnitude-s0.9.masked on sparse-cpu" in err[0] and "missing latency by" in err[0]
+    assert not (tmp_path / "sw" / "best.onnx").exists()
+    doc = read_json(tmp_path / "sw" / "sweep.json")
+    assert doc["recommendation"]["ok"] is False and (tmp_path / "sw" / "frontier.png").stat().st_size > 0
+
+    res = CliRunner().invoke(app, [*args, "--max-latency-ms", "0.5"])  # resumes: nothing retrained
+    assert res.exit_code == 0, res.output
+    best = read_json(tmp_path / "sw" / "best.json")
+    assert best["artifact"] == "magnitude-s0.9.masked" and best["runtime"] == "sparse-cpu"
+    assert best["latency_ms_p50"] == pytest.approx(0.4, rel=0.02) and best["commit"] is not None
+    assert (tmp_path / "sw" / "best.onnx").read_bytes() == (tmp_path / "sw" / "artifacts" /
+                                                          "magnitude-s0.9.masked.onnx").read_bytes()
+    doc = read_json(tmp_path / "sw" / "sweep.json")
+    assert all(not c["redone"] for c in doc["timings"]["cells"].values())
+
+
+def test_cli_without_constraint_is_a_usage_error(tmp_path):
+    from sparsekit.cli.main import app
+
+    res = CliRunner().invoke(app, ["sweep", "--model", "lenet300", "--data", "synthetic", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "constraint" in res.stderr and "Traceback" not in res.output
