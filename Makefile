@@ -51,3 +51,9 @@ clean:
 # --record writes docs/benchmarks.md (bench-engine section) and README.md (engine-summary)
 bench-engine: $(STAMP)
 	$(PY) benchmarks/bench_engine.py --record $(BENCH_ENGINE_ARGS)
+
+.PHONY: bench-sweep
+# the deployment frontier (sparsekit sweep): cts/magnitude 80-98 % on sparse-cpu, magnitude-channel MACs
+# 0.5/0.25 on ORT, dense on every runtime; BENCH_SWEEP_ARGS="--models lenet300,resnet20" adds resnet20
+bench-sweep: $(STAMP) data
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) benchmarks/bench_sweep.py $(BENCH_SWEEP_ARGS)

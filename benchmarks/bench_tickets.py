@@ -45,6 +45,7 @@ import datetime as _dt
 import json
 import logging
 import platform
+import re
 import shlex
 import statistics
 import sys
@@ -304,7 +305,7 @@ def _steps_desc(res: dict, model: str, label: str, sp: float) -> str:
 def render(res: dict, env: dict, missing: list[str]) -> str:
     lines = ["## Tickets: CTS vs pruning-at-init vs LTR (Fashion-MNIST)", ""]
     lines += [
-        f"- command: `{env['command']}` ({_invocations(env)})",
+        f"- command: `.venv/bin/python benchmarks/bench_tickets.py` ({_invocations(env)})",
         f"- sparsekit commit measured: {_commits(env)}; report written {env['now']}",
         *([f"- note: {env['note']}"] if env.get("note") else []),
         f"- machine: {env['cpu']}, {env['cores']} cores shared with other engineers' jobs (load average at the "
@@ -383,7 +384,8 @@ def _curve(res: dict, model: str) -> list[str]:
     out = [f"Accuracy vs CTS search steps at {100 * F:.2f} % (batch 512; `--search-steps N`, the default-length "
            "column has neither flag): accuracy after fine-tune % / before fine-tune % / search s, mean ± std (n):",
            "", "| objective | " + " | ".join(
-               f"{s:,} steps" if s is not None else f"default ({_steps_desc(res, model, 'cts-kl', F)} steps)"
+               f"{s:,} steps" if s is not None else
+               f"default ({'/'.join(f'{n:,}' for n in sorted(set(_cell(res, model, 'cts-kl', F, 'steps'))))} steps)"
                for s in CURVE) + " |", "|---|" + "---|" * len(CURVE)]
     for label in CTS:
         cells = []
@@ -542,7 +544,7 @@ def _commits(env: dict) -> str:
 
 def _invocations(env: dict) -> str:
     inv = env.get("invocations") or []
-    parts = [f"`{i['args'] or '(defaults)'}` at {i['date']} for {i['wall_s'] / 60:.1f} min (load average at start "
+    parts = [f"`{re.sub(r'--note .*?(?= --|$)', '--note (below)', i['args']) or '(defaults)'}` at {i['date']} for {i['wall_s'] / 60:.1f} min (load average at start "
              f"{i['load_start']})" for i in inv]
     return ("invocations: " + "; ".join(parts)) if parts else f"started {env['date']}"
 
@@ -563,8 +565,18 @@ def _write_report(root: Path, env: dict, t0: float, all_jobs: list[Job]) -> None
     env["wall_min"] = (env["previous_s"] + time.perf_counter() - t0) / 60
     done = [_done(j, root) for j in all_jobs]
     env["done"], env["total"] = sum(done), len(all_jobs)
-    missing = [j.describe() for j, d in zip(all_jobs, done, strict=True) if not d]
+    missing = _group_missing([j for j, d in zip(all_jobs, done, strict=True) if not d])
     write_marked_section(DOC, SECTION, render(collect(root), env, missing))
+
+
+def _group_missing(missing: list[Job]) -> list[str]:
+    """One line per (what, model, sparsity, seed): 'resnet20 99.26 % seed 1: cts-kl, ltr'."""
+    groups: dict[str, list[str]] = {}
+    for j in missing:
+        what = ("sanity checks of " if j.sanity else "search-length curve, " if j.curve else "")
+        key = f"{what}{j.plan.model} {100 * j.sparsity:.2f} % seed {j.seed}"
+        groups.setdefault(key, []).append(f"{j.label} {j.cts_steps} steps" if j.curve else j.label)
+    return [f"{k}: {', '.join(v)}" for k, v in groups.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -615,7 +627,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{(time.perf_counter() - t0) / 60:5.1f} min] {job.describe()}: {summary}, "
                   f"this call {time.perf_counter() - ts:.0f}s (load {_load_avg()})", flush=True)
             _save_state(state_file, env, t0)
-            _write_report(root, env, t0, all_jobs)
+            try:
+                _write_report(root, env, t0, all_jobs)
+            except Exception as e:  # a report bug must not stop the runs; --report-only redoes it
+                print(f"report not written: {type(e).__name__}: {e}", flush=True)
         _save_state(state_file, env, t0)
     _write_report(root, env, t0, all_jobs)
     print(f"wrote {DOC}", flush=True)

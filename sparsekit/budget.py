@@ -21,7 +21,7 @@ from sparsekit.errors import UsageError
 
 KINDS = ("params", "macs", "latency")
 #: runtimes a latency table can be measured on (sparsekit/bench/latency_table.py)
-LATENCY_RUNTIMES = ("ort-cpu", "torch-cpu")
+LATENCY_RUNTIMES = ("ort-cpu", "torch-cpu", "openvino-cpu")
 
 
 @dataclass(frozen=True)

@@ -134,19 +134,39 @@ def _ort_session(proto: bytes, threads: int) -> Any:
     return ort.InferenceSession(proto, opts, providers=["CPUExecutionProvider"])
 
 
+def _onnx_runner(proto: bytes, runtime: str, threads: int):
+    """``fn(x)`` running an ONNX graph on ``runtime`` (ORT straight from bytes, others from a temp file)."""
+    if runtime == "ort-cpu":
+        sess = _ort_session(proto, threads)
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})
+    import tempfile
+
+    from sparsekit.bench.runtimes import RUNTIMES
+
+    rt = RUNTIMES.get(runtime)
+    reason = rt.unavailable_reason()
+    if reason:
+        raise UsageError(f"--budget-runtime {runtime}: {reason}")
+    with tempfile.TemporaryDirectory(prefix="sparsekit-latency-") as tmp:
+        path = Path(tmp) / "layer.onnx"
+        path.write_bytes(proto)
+        return rt.load(str(path), threads)
+
+
 def time_layer(g: LayerGeometry, cin: int, cout: int, runtime: str, batch: int, threads: int) -> float:
     """Measured ms of one forward of the layer alone at widths (cin, cout)."""
     if g.kind == "linear":
         x = np.random.default_rng(1).standard_normal((batch, *g.config["in_size"], cin)).astype(np.float32)
     else:
         x = np.random.default_rng(1).standard_normal((batch, cin, *g.config["in_size"])).astype(np.float32)
-    if runtime == "ort-cpu":
-        # a standalone session.run costs a fixed ~tens of microseconds that the layer does not cost
+    if runtime != "torch-cpu":
+        # a standalone call costs a fixed ~tens of microseconds that the layer does not cost
         # inside the whole graph: measured with an Identity graph on the same input and subtracted
-        sess = _ort_session(_onnx_layer(g, cin, cout, batch), threads)
-        empty = _ort_session(_onnx_layer(g, cin, cout, batch, identity=True), threads)
-        call = _median_ms(lambda: empty.run(None, {"x": x}))
-        return max(0.0, _median_ms(lambda: sess.run(None, {"x": x})) - call)
+        run = _onnx_runner(_onnx_layer(g, cin, cout, batch), runtime, threads)
+        empty = _onnx_runner(_onnx_layer(g, cin, cout, batch, identity=True), runtime, threads)
+        call = _median_ms(lambda: empty(x))
+        return max(0.0, _median_ms(lambda: run(x)) - call)
     return _torch_ms(_torch_layer(g, cin, cout).eval(), torch.from_numpy(x), threads)
 
 
@@ -161,17 +181,16 @@ def _torch_ms(module: nn.Module, x: torch.Tensor, threads: int) -> float:
 
 
 def time_model(model: nn.Module, in_shape: tuple[int, ...], runtime: str, batch: int, threads: int) -> float:
-    """Measured ms of one forward of a whole model (ONNX export for ort-cpu)."""
+    """Measured ms of one forward of a whole model (ONNX export for the ONNX runtimes)."""
     model = model.eval()
-    if runtime == "ort-cpu":
+    if runtime != "torch-cpu":
         from sparsekit.export.onnx_export import to_onnx_proto
 
         proto, _ = to_onnx_proto(model, tuple(in_shape), static_batch=batch)
         proto.ir_version = 8
-        sess = _ort_session(proto.SerializeToString(), threads)
-        name = sess.get_inputs()[0].name
+        run = _onnx_runner(proto.SerializeToString(), runtime, threads)
         x = np.random.default_rng(1).standard_normal((batch, *in_shape)).astype(np.float32)
-        return _median_ms(lambda: sess.run(None, {name: x}))
+        return _median_ms(lambda: run(x))
     return _torch_ms(model, torch.randn(batch, *in_shape), threads)
 
 
@@ -186,6 +205,10 @@ def _cache_key(runtime: str, batch: int, threads: int) -> dict[str, Any]:
         import onnxruntime
 
         version = onnxruntime.__version__
+    elif runtime != "torch-cpu":
+        from sparsekit.bench.runtimes import RUNTIMES
+
+        version = RUNTIMES.get(runtime).version()
     return {"runtime": runtime, "runtime_version": version, "batch": batch, "threads": threads,
             "cpu": cpu_model(), "grid": list(GRID)}
 

@@ -61,8 +61,13 @@ def model_layers(model: nn.Module, names: list[str], in_shape: tuple[int, ...]) 
     """The Conv2d/Linear layers whose weights are in ``names``, with their input sizes (one probe forward)."""
     wanted = {n.rsplit(".", 1)[0]: n for n in names if n.endswith("weight")}
     sizes: dict[str, tuple[int, ...]] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sizes.__setitem__(name, tuple(inp[0].shape[1:])))
-             for name, m in model.named_modules() if name in wanted and isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out, name=name: sizes.__setitem__(name, tuple(inp[0].shape[1:]))
+        )
+        for name, m in model.named_modules()
+        if name in wanted and isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *in_shape))
@@ -80,9 +85,17 @@ def model_layers(model: nn.Module, names: list[str], in_shape: tuple[int, ...]) 
         else:
             if not isinstance(m.padding, tuple):
                 continue  # padding="same"/"valid" strings: not timed (left to the overhead)
-            spec = {"kind": "conv", "in": m.in_channels, "out": m.out_channels, "kernel": list(m.kernel_size),
-                    "stride": list(m.stride), "padding": list(m.padding), "dilation": list(m.dilation),
-                    "groups": m.groups, "in_size": list(sizes[name][1:])}
+            spec = {
+                "kind": "conv",
+                "in": m.in_channels,
+                "out": m.out_channels,
+                "kernel": list(m.kernel_size),
+                "stride": list(m.stride),
+                "padding": list(m.padding),
+                "dilation": list(m.dilation),
+                "groups": m.groups,
+                "in_size": list(sizes[name][1:]),
+            }
         out.append(Layer(wanted[name], json.dumps(spec, sort_keys=True), m.weight.numel(), spec))
     return out
 
@@ -106,21 +119,39 @@ def _layer_onnx(spec: dict[str, Any], density: float, batch: int, path: Path) ->
     flat = w.reshape(-1)
     keep = max(1, round(density * flat.size))
     flat[rng.permutation(flat.size)[keep:]] = 0.0
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.standard_normal(spec["out"]).astype(np.float32), "b")]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(rng.standard_normal(spec["out"]).astype(np.float32), "b"),
+    ]
     if spec["kind"] == "linear":
         node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
     else:
-        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=spec["kernel"], strides=spec["stride"],
-                                dilations=spec["dilation"], group=spec["groups"], pads=spec["padding"] * 2)
-    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        node = helper.make_node(
+            "Conv",
+            ["x", "w", "b"],
+            ["y"],
+            kernel_shape=spec["kernel"],
+            strides=spec["stride"],
+            dilations=spec["dilation"],
+            group=spec["groups"],
+            pads=spec["padding"] * 2,
+        )
+    graph = helper.make_graph(
+        [node],
+        "layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return rng.standard_normal(x_shape).astype(np.float32)
 
 
-def median_ms(fn: Callable[[], Any], warmup: int = WARMUP, blocks: int = BLOCKS, block_s: float = BLOCK_S) -> float:
+def median_ms(
+    fn: Callable[[], Any], warmup: int = WARMUP, blocks: int = BLOCKS, block_s: float = BLOCK_S
+) -> float:
     """Median per-call milliseconds over ``blocks`` blocks of at least ``block_s`` seconds."""
     for _ in range(warmup):
         fn()
@@ -137,7 +168,9 @@ def median_ms(fn: Callable[[], Any], warmup: int = WARMUP, blocks: int = BLOCKS,
     return statistics.median(out)
 
 
-def time_layer(spec: dict[str, Any], density: float, kernels: str, batch: int, threads: int) -> float:
+def time_layer(
+    spec: dict[str, Any], density: float, kernels: str, batch: int, threads: int
+) -> float:
     """Measured ms of the layer alone on sparse-cpu with the ``kernels`` ("sparse" or "dense") forced."""
     from sparsekit import engine
 
@@ -153,8 +186,7 @@ def time_onnx(path: str | Path, batch: int, threads: int) -> float:
     from sparsekit import engine
 
     sess = engine.load(path, threads=threads, verify=False)
-    shape = sess.input_shape if hasattr(sess, "input_shape") else None
-    x = np.random.default_rng(1).standard_normal((batch, *(shape or ()))).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((batch, *sess.input_shape)).astype(np.float32)
     return median_ms(lambda: sess.run(x))
 
 
@@ -171,8 +203,14 @@ def cache_key(batch: int, threads: int, densities: tuple[float, ...] = DENSITIES
     from sparsekit.bench.env import cpu_model
 
     isa = os.environ.get("SPARSEKIT_ENGINE_ISA") or (engine.available_isas() or ["?"])[0]
-    return {"runtime": RUNTIME, "cpu": cpu_model(), "isa": isa, "batch": batch, "threads": threads,
-            "densities": list(densities)}
+    return {
+        "runtime": RUNTIME,
+        "cpu": cpu_model(),
+        "isa": isa,
+        "batch": batch,
+        "threads": threads,
+        "densities": list(densities),
+    }
 
 
 def cache_path(key: dict[str, Any], cache_dir: str | Path | None = None) -> Path:
@@ -180,17 +218,26 @@ def cache_path(key: dict[str, Any], cache_dir: str | Path | None = None) -> Path
     return Path(cache_dir or default_cache_dir()) / f"{digest}.json"
 
 
-def build_table(layers: list[Layer], batch: int = 1, threads: int = 1, cache_dir: str | Path | None = None,
-                densities: tuple[float, ...] = DENSITIES,
-                timer: Callable[[dict[str, Any], float, str, int, int], float] = time_layer) -> dict[str, Any]:
+def build_table(
+    layers: list[Layer],
+    batch: int = 1,
+    threads: int = 1,
+    cache_dir: str | Path | None = None,
+    densities: tuple[float, ...] = DENSITIES,
+    timer: Callable[[dict[str, Any], float, str, int, int], float] = time_layer,
+) -> dict[str, Any]:
     """``{layer key: {"density": [...], "sparse_ms": [...], "dense_ms": float}}``, cached and reused."""
     if batch < 1 or threads < 1:
         raise UsageError(f"batch and threads must be >= 1, got batch {batch}, threads {threads}")
     if threads > (os.cpu_count() or 1):
-        raise UsageError(f"--budget-threads {threads} exceeds the {os.cpu_count()} CPU cores of this machine")
+        raise UsageError(
+            f"--budget-threads {threads} exceeds the {os.cpu_count()} CPU cores of this machine"
+        )
     grid = tuple(sorted(set(densities)))
     if not grid or grid[0] <= 0 or grid[-1] != 1.0:
-        raise UsageError(f"the density grid must be in (0, 1] and end at 1.0, got {list(densities)}")
+        raise UsageError(
+            f"the density grid must be in (0, 1] and end at 1.0, got {list(densities)}"
+        )
     key = cache_key(batch, threads, grid)
     path = cache_path(key, cache_dir)
     table: dict[str, Any] = {}
@@ -207,8 +254,15 @@ def build_table(layers: list[Layer], batch: int = 1, threads: int = 1, cache_dir
         table[layer.key] = {"density": list(grid), "sparse_ms": sparse, "dense_ms": dense}
         measured += len(grid) + 1
     if measured:
-        log.info("engine latency table: %d layer shapes, %d points measured in %.1fs (batch %d, %d thread(s)) -> %s",
-                 len(table), measured, time.perf_counter() - t0, batch, threads, path)
+        log.info(
+            "engine latency table: %d layer shapes, %d points measured in %.1fs (batch %d, %d thread(s)) -> %s",
+            len(table),
+            measured,
+            time.perf_counter() - t0,
+            batch,
+            threads,
+            path,
+        )
         write_json(path, {"key": key, "layers": table})
     return table
 
@@ -221,7 +275,9 @@ def layer_ms(entry: dict[str, Any], density: torch.Tensor) -> torch.Tensor:
     if len(grid) == 1:
         sparse = ms[0] * d / grid[0]
     else:
-        i = torch.clamp(torch.searchsorted(grid, d.detach().reshape(1)).reshape(()) - 1, 0, len(grid) - 2)
+        i = torch.clamp(
+            torch.searchsorted(grid, d.detach().reshape(1)).reshape(()) - 1, 0, len(grid) - 2
+        )
         t = (d - grid[i]) / (grid[i + 1] - grid[i])
         sparse = ms[i] + t * (ms[i + 1] - ms[i])
     return torch.minimum(sparse, torch.tensor(float(entry["dense_ms"]), dtype=torch.float64))
@@ -249,34 +305,48 @@ class EngineLatency:
 
     def floor_ms(self) -> float:
         """The fastest the table allows: every layer at its fastest grid density."""
-        return float(self.of_densities({layer.name: self.table[layer.key]["density"][0] for layer in self.layers}))
+        return float(
+            self.of_densities(
+                {layer.name: self.table[layer.key]["density"][0] for layer in self.layers}
+            )
+        )
 
     def allocate(self, scores: dict[str, torch.Tensor], budget_ms: float) -> dict[str, int]:
         """Per-layer kept-weight counts within ``budget_ms`` that keep the most score (greedy).
 
         Starting dense, repeatedly move ONE layer down to a lower grid density, choosing the move that
-        loses the least score (sum of the highest-scored weights given up) per millisecond saved, until
+        loses the least score (sum of the lowest-scored weights given up) per millisecond saved, until
         the expected latency fits. A move that saves no time (the dense kernel's flat region) is only
         taken as part of a deeper move that does. Refuses budgets the engine cannot reach or the dense
         model already meets, with one line.
         """
         dense, floor = self.dense_ms(), self.floor_ms()
         if budget_ms >= dense:
-            raise UsageError(f"--budget latency={budget_ms:g} ms: the dense model already runs in {dense:.4g} ms "
-                             f"on {RUNTIME} (table); ask for less")
+            raise UsageError(
+                f"--budget latency={budget_ms:g} ms: the dense model already runs in {dense:.4g} ms "
+                f"on {RUNTIME} (table); ask for less"
+            )
         if budget_ms < floor:
             lowest = self.table[self.layers[0].key]["density"][0] if self.layers else 0.0
-            raise UsageError(f"--budget latency={budget_ms:g} ms: {RUNTIME} cannot run this model below "
-                             f"{floor:.4g} ms (every layer at density {lowest:g}); ask for at least that")
-        ranked = {layer.name: torch.sort(scores[layer.name].detach().reshape(-1).abs().to(torch.float64),
-                                         descending=True).values.cumsum(0) for layer in self.layers}
+            raise UsageError(
+                f"--budget latency={budget_ms:g} ms: {RUNTIME} cannot run this model below "
+                f"{floor:.4g} ms (every layer at density {lowest:g}); ask for at least that"
+            )
+        ranked = {
+            layer.name: torch.sort(
+                scores[layer.name].detach().reshape(-1).abs().to(torch.float64), descending=True
+            ).values.cumsum(0)
+            for layer in self.layers
+        }
         level = {layer.name: len(self.table[layer.key]["density"]) - 1 for layer in self.layers}
 
         def kept(layer: Layer, lvl: int) -> int:
             return max(1, round(self.table[layer.key]["density"][lvl] * layer.numel))
 
         def t(layer: Layer, lvl: int) -> float:
-            return float(layer_ms(self.table[layer.key], torch.tensor(self.table[layer.key]["density"][lvl])))
+            return float(
+                layer_ms(self.table[layer.key], torch.tensor(self.table[layer.key]["density"][lvl]))
+            )
 
         current = dense
         while current > budget_ms:
@@ -299,9 +369,16 @@ class EngineLatency:
         return {layer.name: kept(layer, level[layer.name]) for layer in self.layers}
 
 
-def engine_latency(model: nn.Module, names: list[str], in_shape: tuple[int, ...], batch: int = 1, threads: int = 1,
-                   cache_dir: str | Path | None = None, dense_onnx: str | Path | None = None,
-                   densities: tuple[float, ...] = DENSITIES) -> EngineLatency:
+def engine_latency(
+    model: nn.Module,
+    names: list[str],
+    in_shape: tuple[int, ...],
+    batch: int = 1,
+    threads: int = 1,
+    cache_dir: str | Path | None = None,
+    dense_onnx: str | Path | None = None,
+    densities: tuple[float, ...] = DENSITIES,
+) -> EngineLatency:
     """The EngineLatency of ``model``; with ``dense_onnx`` (the dense model exported) the overhead is
     its measured time minus the table's dense sum, else 0."""
     layers = model_layers(model, names, in_shape)

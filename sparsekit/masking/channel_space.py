@@ -227,6 +227,8 @@ class CostModel:
 
     kind = ""
     unit = ""
+    #: each unit's keep enters the cost affinely (``_put_back`` prices candidates by the gradient)
+    multilinear = False
 
     def __init__(self, space: UnitSpace) -> None:
         self.space = space
@@ -247,6 +249,7 @@ class ChannelCost(CostModel):
     """Candidate channels kept (``--sparsity`` at channel granularity: a fraction of channels)."""
 
     kind, unit = "channels", "channels"
+    multilinear = True
 
     def expected(self, p: torch.Tensor) -> torch.Tensor:
         return (self.space.unit_sizes.to(p) * p).sum()
@@ -256,6 +259,7 @@ class ParamCost(CostModel):
     """Weights of the prunable layers left after structured removal (rows and input columns)."""
 
     kind, unit = "params", "weights"
+    multilinear = True
 
     def __init__(self, space: UnitSpace) -> None:
         self._layers = [g for g in space.layers if g.weight in space.row_units]
@@ -270,6 +274,7 @@ class MacCost(CostModel):
     """Multiply-accumulates per sample of the whole model (non-Conv/Linear MACs: ``constant``)."""
 
     kind, unit = "macs", "MACs"
+    multilinear = True
 
     def __init__(self, space: UnitSpace, constant: float = 0.0) -> None:
         self.constant = constant
@@ -376,13 +381,9 @@ def select_by_cost(
     keep = keep_after(hi)
     # chunks are coarse with --channel-multiple (8 channels of a residual stream is a lot of MACs):
     # put back removed chunks, best score first, while the budget still holds
-    for members in sorted(sequence[:hi], key=lambda mem: -float(scores[mem].mean())):
-        if multiple > 1 and len(members) != multiple:
-            continue  # a family's partial first chunk: putting it back alone breaks the multiple
-        trial = keep.clone()
-        trial[members] = True
-        if cost.exact(trial) <= budget * (1 + 1e-12):
-            keep = trial
+    back = [mem for mem in sorted(sequence[:hi], key=lambda mem: -float(scores[mem].mean()))
+            if multiple <= 1 or len(mem) == multiple]  # a family's partial first chunk breaks the multiple
+    keep = _put_back(keep, back, cost, budget * (1 + 1e-12))
     achieved = cost.exact(keep)
     stats = {
         "budget_kind": cost.kind,
@@ -395,6 +396,43 @@ def select_by_cost(
         "units": space.size,
     }
     return keep, stats
+
+
+def _put_back(keep: torch.Tensor, chunks: list[list[int]], cost: CostModel, limit: float) -> torch.Tensor:
+    """Put back each chunk, in order, whose return keeps the cost within ``limit``.
+
+    A ``multilinear`` cost (channels, params, MACs: each unit enters affinely) has its gradient at a
+    0/1 keep equal to the exact cost of putting back each single unit, and the gradient sum is a lower
+    bound for a chunk (cross terms are products of kept widths, never negative). So one backward
+    pass prices every candidate, only candidates that may fit are costed exactly, and the gradient is
+    recomputed after each accepted chunk: a few passes instead of one full evaluation per removed
+    unit (19,000 units of ResNeXt-50 took minutes that way).
+    """
+    if not getattr(cost, "multilinear", False):
+        for members in chunks:
+            trial = keep.clone()
+            trial[members] = True
+            if cost.exact(trial) <= limit:
+                keep = trial
+        return keep
+
+    def price(k: torch.Tensor) -> tuple[float, torch.Tensor]:
+        p = k.to(torch.float64).requires_grad_(True)
+        with torch.enable_grad():
+            total = cost.expected(p)
+            (grad,) = torch.autograd.grad(total, p)
+        return float(total.detach()), grad
+
+    current, grad = price(keep)
+    for members in chunks:
+        if current + float(grad[members].sum()) > limit + 1e-9 * abs(limit):
+            continue  # even the lower bound does not fit
+        trial = keep.clone()
+        trial[members] = True
+        if cost.exact(trial) <= limit:
+            keep = trial
+            current, grad = price(keep)
+    return keep
 
 
 def _fmt(value: float, cost: CostModel) -> str:

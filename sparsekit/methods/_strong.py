@@ -18,6 +18,7 @@ ticket is the network the search saw):
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -36,21 +37,26 @@ def check_weight_scale(value: str, where: str) -> None:
 
 @torch.no_grad()
 def prepare_frozen(model: nn.Module, names: list[str], density: float, weight_scale: str,
-                   bn_affine: bool) -> dict[str, torch.Tensor]:
-    """Scale the prunable weights / reset BN affine of ``model`` in place; returns the changed tensors
-    ({FQN: CPU copy}) for ``SearchResult.state_updates``."""
+                   bn_affine: bool) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """(the network the search runs on, the tensors it changed as {FQN: CPU copy} for
+    ``SearchResult.state_updates``). ``model`` itself is never modified: when the weights are scaled
+    or BN made non-affine, the search runs on a copy."""
+    scale = weight_scale == "density" and 0.0 < density < 1.0
+    bns = [] if bn_affine else [(n, m) for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.affine]
+    if not scale and not bns:
+        return model, {}
+    model = copy.deepcopy(model)
     changed: dict[str, torch.Tensor] = {}
-    if weight_scale == "density" and 0.0 < density < 1.0:
+    if scale:
         factor = 1.0 / math.sqrt(density)
         for n in names:
             p = model.get_parameter(n)
             p.mul_(factor)
             changed[n] = p.detach().cpu().clone()
-    if not bn_affine:
-        for name, m in model.named_modules():
-            if isinstance(m, _BatchNorm) and m.affine:
-                m.weight.fill_(1.0)
-                m.bias.zero_()
-                changed[f"{name}.weight"] = m.weight.detach().cpu().clone()
-                changed[f"{name}.bias"] = m.bias.detach().cpu().clone()
-    return changed
+    for name, _ in bns:
+        m = model.get_submodule(name)
+        m.weight.fill_(1.0)
+        m.bias.zero_()
+        changed[f"{name}.weight"] = m.weight.detach().cpu().clone()
+        changed[f"{name}.bias"] = m.bias.detach().cpu().clone()
+    return model, changed

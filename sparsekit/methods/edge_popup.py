@@ -124,7 +124,7 @@ class EdgePopupMethod(SearchMethod):
         model = ctx.model.to(device)
         freeze(model)
         set_bn_train(model)
-        frozen = prepare_frozen(model, ctx.names, 1.0 - ctx.sparsity, o.weight_scale, o.bn_affine)
+        model, frozen = prepare_frozen(model, ctx.names, 1.0 - ctx.sparsity, o.weight_scale, o.bn_affine)
         g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 29)
         params = ctx.params()
         scores = {n: nn.Parameter(_init_scores(w, g).to(device)) for n, w in params.items()}

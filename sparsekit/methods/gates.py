@@ -299,7 +299,7 @@ class GatesMethod(SearchMethod):
             budget_size = cost.dense
             views = space.multipliers
         n_gates = layout.total if space is None else space.size
-        frozen = prepare_frozen(model, ctx.names, init_density, o.weight_scale, o.bn_affine)
+        model, frozen = prepare_frozen(model, ctx.names, init_density, o.weight_scale, o.bn_affine)
         headroom = o.resolved_headroom()
 
         # every gate starts at the target expected density (ALGORITHMS.md §10 pitfall)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -25,6 +27,28 @@ class _Wrapped(nn.Module):
         return self.net(self.to_rgb(x))
 
 
+#: torchvision classifiers with training-only auxiliary heads (built without them)
+_AUX_HEADS = ("googlenet", "inception_v3")
+
+
+@functools.cache
+def _versioned_mnasnet() -> type:
+    """MNASNet that loads a state dict without torch's ``_metadata`` (safetensors files have none).
+
+    torchvision's MNASNet refuses such a dict ("version should be set to 1 or 2 instead of None");
+    sparsekit only loads state dicts of models it built, which are the current layout, version 2.
+    """
+    from torchvision.models import MNASNet
+
+    class VersionedMNASNet(MNASNet):
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs) -> None:  # noqa: ANN001
+            if local_metadata.get("version") is None:
+                local_metadata = {**local_metadata, "version": 2}
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+    return VersionedMNASNet
+
+
 def build_torchvision(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     import torchvision
 
@@ -38,7 +62,15 @@ def build_torchvision(name: str, in_shape: tuple[int, int, int], num_classes: in
     kwargs: dict = {}
     if name.startswith("vit_"):  # a ViT fixes its image size at build time: build it for the data's
         kwargs["image_size"] = in_shape[-1]
+    if name in _AUX_HEADS:
+        # training-only auxiliary classifiers: absent from the eval-mode graph that is converted and
+        # exported (their masked weights would be counted but never run), and their train-mode tuple
+        # output is not one logits tensor; built without them (init_weights: torchvision's default,
+        # stated so it does not warn)
+        kwargs.update(aux_logits=False, init_weights=True)
     net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    if isinstance(net, torchvision.models.MNASNet):
+        net.__class__ = _versioned_mnasnet()
     if in_shape[0] == 1:
         return _Wrapped(net)
     if in_shape[0] != 3:

@@ -9,4 +9,12 @@ from sparsekit.sweep.frontier import mark_frontier, pareto_flags
 from sparsekit.sweep.plan import Cell, SweepConfig
 from sparsekit.sweep.recommend import Constraint, Decision, recommend
 
-__all__ = ["Cell", "Constraint", "Decision", "SweepConfig", "mark_frontier", "pareto_flags", "recommend"]
+__all__ = [
+    "Cell",
+    "Constraint",
+    "Decision",
+    "SweepConfig",
+    "mark_frontier",
+    "pareto_flags",
+    "recommend",
+]

@@ -24,7 +24,9 @@ def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def pareto_flags(rows: list[dict[str, Any]]) -> list[bool]:
     """For each row: is it on the frontier of the rows given (one batch/threads group)?"""
-    return [not any(dominates(o, r) for j, o in enumerate(rows) if j != i) for i, r in enumerate(rows)]
+    return [
+        not any(dominates(o, r) for j, o in enumerate(rows) if j != i) for i, r in enumerate(rows)
+    ]
 
 
 def mark_frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,26 +35,38 @@ def mark_frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         groups.setdefault(_group(r), []).append(r)
     for members in groups.values():
-        for r, flag in zip(members, pareto_flags(members)):
+        for r, flag in zip(members, pareto_flags(members), strict=True):
             r["pareto"] = flag
         by_rt: dict[str, list[dict[str, Any]]] = {}
         for r in members:
             by_rt.setdefault(r["runtime"], []).append(r)
         for rt_rows in by_rt.values():
-            for r, flag in zip(rt_rows, pareto_flags(rt_rows)):
+            for r, flag in zip(rt_rows, pareto_flags(rt_rows), strict=True):
                 r["pareto_in_runtime"] = flag
     return sorted(rows, key=lambda r: (_group(r), r["latency_ms"]))
 
 
 def frontier(rows: list[dict[str, Any]], batch: int) -> list[dict[str, Any]]:
     """The Pareto-optimal rows at ``batch``, fastest first."""
-    return sorted((r for r in rows if r["batch"] == batch and r.get("pareto")), key=lambda r: r["latency_ms"])
+    return sorted(
+        (r for r in rows if r["batch"] == batch and r.get("pareto")), key=lambda r: r["latency_ms"]
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of the rows (``*`` marks the cross-runtime frontier)."""
-    head = ["", "artifact", "runtime", "batch", "p50 ms", "95% CI ms", "speed-up vs best dense", "accuracy",
-            "drop pts", "meets"]
+    head = [
+        "",
+        "artifact",
+        "runtime",
+        "batch",
+        "p50 ms",
+        "95% CI ms",
+        "speed-up vs best dense",
+        "accuracy",
+        "drop pts",
+        "meets",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ci = r.get("latency_ci_ms") or [None, None]

@@ -35,8 +35,11 @@ class Cell:
     def id(self) -> str:
         if self.granularity == "weight":
             return f"{self.method}-s{self.sparsity:g}"
-        return f"{self.method}-channel-macs{self.macs:g}" if not self.method.endswith("channel") \
+        return (
+            f"{self.method}-channel-macs{self.macs:g}"
+            if not self.method.endswith("channel")
             else f"{self.method}-macs{self.macs:g}"
+        )
 
     @property
     def form(self) -> str:
@@ -44,12 +47,20 @@ class Cell:
         return "masked" if self.granularity == "weight" else "structured"
 
     def describe(self) -> str:
-        what = f"sparsity {self.sparsity:g}" if self.granularity == "weight" else f"MACs {self.macs:g}"
+        what = (
+            f"sparsity {self.sparsity:g}" if self.granularity == "weight" else f"MACs {self.macs:g}"
+        )
         return f"{self.method} ({self.granularity}) at {what}"
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "method": self.method, "granularity": self.granularity,
-                "sparsity": self.sparsity, "macs": self.macs, "form": self.form}
+        return {
+            "id": self.id,
+            "method": self.method,
+            "granularity": self.granularity,
+            "sparsity": self.sparsity,
+            "macs": self.macs,
+            "form": self.form,
+        }
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,9 @@ class SweepConfig:
     runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
     batches: tuple[int, ...] = (1,)
     threads: int = 1
-    max_accuracy_drop: float | None = field(default=None, metadata={"help": "percentage points vs dense"})
+    max_accuracy_drop: float | None = field(
+        default=None, metadata={"help": "percentage points vs dense"}
+    )
     max_latency_ms: float | None = None
     seed: int = 0
     pretrain_epochs: int = 1
@@ -84,11 +97,18 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if self.max_accuracy_drop is None and self.max_latency_ms is None:
-            raise UsageError("give a constraint: --max-accuracy-drop PTS and/or --max-latency-ms MS")
-        if self.max_accuracy_drop is not None and not (math.isfinite(self.max_accuracy_drop)
-                                                       and self.max_accuracy_drop >= 0):
-            raise UsageError(f"--max-accuracy-drop must be >= 0 points, got {self.max_accuracy_drop}")
-        if self.max_latency_ms is not None and not (math.isfinite(self.max_latency_ms) and self.max_latency_ms > 0):
+            raise UsageError(
+                "give a constraint: --max-accuracy-drop PTS and/or --max-latency-ms MS"
+            )
+        if self.max_accuracy_drop is not None and not (
+            math.isfinite(self.max_accuracy_drop) and self.max_accuracy_drop >= 0
+        ):
+            raise UsageError(
+                f"--max-accuracy-drop must be >= 0 points, got {self.max_accuracy_drop}"
+            )
+        if self.max_latency_ms is not None and not (
+            math.isfinite(self.max_latency_ms) and self.max_latency_ms > 0
+        ):
             raise UsageError(f"--max-latency-ms must be > 0, got {self.max_latency_ms}")
         for s in self.sparsities:
             if not (math.isfinite(s) and 0 < s < 1):
@@ -107,7 +127,9 @@ class SweepConfig:
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise UsageError("--pretrain-epochs and --finetune-epochs must be >= 0")
         if not self.cells():
-            raise UsageError("the grid is empty: weight methods need --sparsity values, channel methods --macs budgets")
+            raise UsageError(
+                "the grid is empty: weight methods need --sparsity values, channel methods --macs budgets"
+            )
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in the order they run (each method's cells from sparse to dense)."""
@@ -119,12 +141,16 @@ class SweepConfig:
             method = METHODS.get(name)  # unknown -> UsageError with "did you mean"
             gran = gran or method.granularities[0]
             if gran not in method.granularities:
-                raise UsageError(f"--methods {spec}: {name} supports {'/'.join(method.granularities)} granularity")
+                raise UsageError(
+                    f"--methods {spec}: {name} supports {'/'.join(method.granularities)} granularity"
+                )
             if gran == "weight":
                 out += [Cell(name, "weight", sparsity=s) for s in sorted(set(self.sparsities))]
             else:
                 if not getattr(method, "cost_budgets", False):
-                    raise UsageError(f"--methods {spec}: {name} takes no MAC budget at channel granularity")
+                    raise UsageError(
+                        f"--methods {spec}: {name} takes no MAC budget at channel granularity"
+                    )
                 out += [Cell(name, "channel", macs=m) for m in sorted(set(self.macs), reverse=True)]
         ids = [c.id for c in out]
         if len(set(ids)) != len(ids):

@@ -10,8 +10,13 @@ from sparsekit.sweep.recommend import Constraint, Decision
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def plot(rows: list[dict[str, Any]], path: str | Path, batch: int, constraint: Constraint,
-         decision: Decision | None = None) -> None:
+def plot(
+    rows: list[dict[str, Any]],
+    path: str | Path,
+    batch: int,
+    constraint: Constraint,
+    decision: Decision | None = None,
+) -> None:
     """Write the PNG (atomically) for the rows of ``batch``."""
     import matplotlib
 
@@ -21,33 +26,62 @@ def plot(rows: list[dict[str, Any]], path: str | Path, batch: int, constraint: C
     from sparsekit._io import atomic_write
 
     pts = [r for r in rows if r["batch"] == batch and r.get("speedup_vs_best_dense")]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     kinds = sorted({(r["runtime"], r["form"]) for r in pts})
     for i, (rt, form) in enumerate(kinds):
         sel = [r for r in pts if (r["runtime"], r["form"]) == (rt, form)]
-        ax.scatter([r["speedup_vs_best_dense"] for r in sel], [r["accuracy"] for r in sel],
-                   marker=MARKERS[i % len(MARKERS)], s=40, label=f"{rt} / {form}", zorder=3)
+        ax.scatter(
+            [r["speedup_vs_best_dense"] for r in sel],
+            [r["accuracy"] for r in sel],
+            marker=MARKERS[i % len(MARKERS)],
+            s=40,
+            label=f"{rt} / {form}",
+            zorder=3,
+        )
     front = sorted((r for r in pts if r.get("pareto")), key=lambda r: r["speedup_vs_best_dense"])
     if front:
-        ax.step([r["speedup_vs_best_dense"] for r in front], [r["accuracy"] for r in front], where="post",
-                color="black", lw=1, alpha=0.6, label="frontier", zorder=2)
+        ax.step(
+            [r["speedup_vs_best_dense"] for r in front],
+            [r["accuracy"] for r in front],
+            where="pre",
+            color="black",
+            lw=1,
+            alpha=0.6,
+            label="frontier",
+            zorder=2,
+        )
     dense = [r for r in pts if r["form"] == "dense"]
     if constraint.max_accuracy_drop is not None and dense:
         y = max(r["accuracy"] for r in dense) - constraint.max_accuracy_drop / 100.0
-        ax.axhline(y, color="red", ls="--", lw=1, label=f"max drop {constraint.max_accuracy_drop:g} pts")
+        ax.axhline(
+            y, color="red", ls="--", lw=1, label=f"max drop {constraint.max_accuracy_drop:g} pts"
+        )
     if constraint.max_latency_ms is not None and dense:
         best_dense = min(r["latency_ms"] for r in dense)
-        ax.axvline(best_dense / constraint.max_latency_ms, color="red", ls=":", lw=1,
-                   label=f"max latency {constraint.max_latency_ms:g} ms")
+        ax.axvline(
+            best_dense / constraint.max_latency_ms,
+            color="red",
+            ls=":",
+            lw=1,
+            label=f"max latency {constraint.max_latency_ms:g} ms",
+        )
     if decision is not None and decision.ok and decision.row.get("speedup_vs_best_dense"):
-        ax.scatter([decision.row["speedup_vs_best_dense"]], [decision.row["accuracy"]], s=220, facecolors="none",
-                   edgecolors="red", lw=1.5, label="recommended", zorder=4)
+        ax.scatter(
+            [decision.row["speedup_vs_best_dense"]],
+            [decision.row["accuracy"]],
+            s=220,
+            facecolors="none",
+            edgecolors="red",
+            lw=1.5,
+            label="recommended",
+            zorder=4,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("speed-up vs the best dense runtime (p50, measured)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"accuracy vs measured speed-up, batch {batch}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)

@@ -22,7 +22,10 @@ class Constraint:
         return self._acc_ok(row) and self._lat_ok(row)
 
     def _acc_ok(self, row: dict[str, Any]) -> bool:
-        return self.max_accuracy_drop is None or row["accuracy_drop_pts"] <= self.max_accuracy_drop + 1e-9
+        return (
+            self.max_accuracy_drop is None
+            or row["accuracy_drop_pts"] <= self.max_accuracy_drop + 1e-9
+        )
 
     def _lat_ok(self, row: dict[str, Any]) -> bool:
         return self.max_latency_ms is None or row["latency_ms"] <= self.max_latency_ms
@@ -45,13 +48,19 @@ class Decision:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "artifact": self.row and self.row["artifact"],
-                "runtime": self.row and self.row["runtime"], "message": self.message}
+        return {
+            "ok": self.ok,
+            "artifact": self.row and self.row["artifact"],
+            "runtime": self.row and self.row["runtime"],
+            "message": self.message,
+        }
 
 
 def _name(r: dict[str, Any]) -> str:
-    return (f"{r['artifact']} on {r['runtime']} ({r['latency_ms']:.4g} ms p50 at batch {r['batch']}, "
-            f"accuracy {r['accuracy']:.4f}, drop {r['accuracy_drop_pts']:+.2f} pts)")
+    return (
+        f"{r['artifact']} on {r['runtime']} ({r['latency_ms']:.4g} ms p50 at batch {r['batch']}, "
+        f"accuracy {r['accuracy']:.4f}, drop {r['accuracy_drop_pts']:+.2f} pts)"
+    )
 
 
 def recommend(rows: list[dict[str, Any]], constraint: Constraint, batch: int) -> Decision:
@@ -74,9 +83,15 @@ def recommend(rows: list[dict[str, Any]], constraint: Constraint, batch: int) ->
         near = min(pool, key=lambda r: r["latency_ms"])
     misses = []
     if not constraint._acc_ok(near):
-        misses.append(f"accuracy by {near['accuracy_drop_pts'] - constraint.max_accuracy_drop:.2f} pts")
+        misses.append(
+            f"accuracy by {near['accuracy_drop_pts'] - constraint.max_accuracy_drop:.2f} pts"
+        )
     if not constraint._lat_ok(near):
         over = near["latency_ms"] - constraint.max_latency_ms
         misses.append(f"latency by {over:.4g} ms ({over / constraint.max_latency_ms:.0%})")
-    return Decision(False, near, f"nothing meets {constraint.describe()}; the best found is {_name(near)}, "
-                                 f"missing {' and '.join(misses)}")
+    return Decision(
+        False,
+        near,
+        f"nothing meets {constraint.describe()}; the best found is {_name(near)}, "
+        f"missing {' and '.join(misses)}",
+    )

@@ -25,7 +25,7 @@ from typing import Any
 
 from sparsekit import paths
 from sparsekit._io import atomic_write, read_json, write_json
-from sparsekit.errors import SparsekitError
+from sparsekit.errors import SparsekitError, UsageError
 from sparsekit.sweep.frontier import mark_frontier, table
 from sparsekit.sweep.plan import Cell, SweepConfig
 from sparsekit.sweep.recommend import Constraint, Decision, recommend
@@ -37,26 +37,42 @@ SWEEP_SCHEMA_VERSION = 1
 REFERENCE_METHOD = "magnitude"
 
 
-def prune_config(cfg: SweepConfig, method: str, granularity: str, sparsity: float, budget: str | None,
-                 out: Path) -> Any:
+def prune_config(
+    cfg: SweepConfig, method: str, granularity: str, sparsity: float, budget: str | None, out: Path
+) -> Any:
     """The PruneConfig of one cell (or of the reference run): one recipe shared by all of them."""
     from sparsekit.methods import METHODS
     from sparsekit.pipeline import PruneConfig
 
     learned = getattr(METHODS.get(method), "learned_search", False)
     return PruneConfig(
-        model=cfg.model, data=cfg.data, method=method, sparsity=sparsity, out=str(out), seed=cfg.seed,
-        device=cfg.device, pretrain_epochs=cfg.pretrain_epochs, finetune_epochs=cfg.finetune_epochs,
-        search_epochs=cfg.search_epochs if learned else None, search_steps=cfg.search_steps if learned else None,
-        batch_size=cfg.batch_size, lr=cfg.lr, data_dir=cfg.data_dir, granularity=granularity, budget=budget,
-        eval_limit=cfg.eval_limit, dense_reference=False,
+        model=cfg.model,
+        data=cfg.data,
+        method=method,
+        sparsity=sparsity,
+        out=str(out),
+        seed=cfg.seed,
+        device=cfg.device,
+        pretrain_epochs=cfg.pretrain_epochs,
+        finetune_epochs=cfg.finetune_epochs,
+        search_epochs=cfg.search_epochs if learned else None,
+        search_steps=cfg.search_steps if learned else None,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        data_dir=cfg.data_dir,
+        granularity=granularity,
+        budget=budget,
+        eval_limit=cfg.eval_limit,
+        dense_reference=False,
     )
 
 
 def cell_config(cfg: SweepConfig, cell: Cell) -> Any:
     if cell.granularity == "weight":
         return prune_config(cfg, cell.method, "weight", cell.sparsity, None, cfg.cell_dir(cell))
-    return prune_config(cfg, cell.method, "channel", 1.0 - cell.macs, f"macs={cell.macs:g}", cfg.cell_dir(cell))
+    return prune_config(
+        cfg, cell.method, "channel", 1.0 - cell.macs, f"macs={cell.macs:g}", cfg.cell_dir(cell)
+    )
 
 
 def seed_from_reference(ref_dir: Path, pcfg: Any) -> bool:
@@ -106,8 +122,12 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
     log.info("sweep: dense pretrain + dense reference -> %s", cfg.reference_dir())
     ref = prune(ref_cfg, data=data)
     rt = ref["timings"]
-    timings: dict[str, Any] = {"pretrain_s": rt.get("pretrain_s", 0.0), "dense_reference_s": rt.get("finetune_s", 0.0),
-                               "reference_wall_s": time.perf_counter() - t_start, "cells": {}}
+    timings: dict[str, Any] = {
+        "pretrain_s": rt.get("pretrain_s", 0.0),
+        "dense_reference_s": rt.get("finetune_s", 0.0),
+        "reference_wall_s": time.perf_counter() - t_start,
+        "cells": {},
+    }
     done_before = [c for c in cells if _complete(cfg.cell_dir(c))]
     if done_before:
         log.info("sweep: %d of %d cells already finished (kept)", len(done_before), len(cells))
@@ -120,19 +140,36 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
         res = prune(pcfg, data=data)
         wall = time.perf_counter() - t0
         ct = res["timings"]
-        timings["cells"][cell.id] = {"search_s": ct.get("search_s", 0.0), "finetune_s": ct.get("finetune_s", 0.0),
-                                     "wall_s": None if resumed else wall, "redone": not resumed}
+        timings["cells"][cell.id] = {
+            "search_s": ct.get("search_s", 0.0),
+            "finetune_s": ct.get("finetune_s", 0.0),
+            "wall_s": None if resumed else wall,
+            "redone": not resumed,
+        }
         left = len(cells) - i
         if not resumed:
             todo_secs.append(wall)
         eta = ""
         if todo_secs and left:
-            eta = f"; about {_fmt_s(sum(todo_secs) / len(todo_secs) * left)} left for {left} cell(s)"
-        log.info("sweep cell %d/%d %s: accuracy %.4f, %s%s", i, len(cells), cell.describe(), res["accuracy"],
-                 "finished before" if resumed else f"{wall:.1f} s", eta)
+            eta = (
+                f"; about {_fmt_s(sum(todo_secs) / len(todo_secs) * left)} left for {left} cell(s)"
+            )
+        log.info(
+            "sweep cell %d/%d %s: accuracy %.4f, %s%s",
+            i,
+            len(cells),
+            cell.describe(),
+            res["accuracy"],
+            "finished before" if resumed else f"{wall:.1f} s",
+            eta,
+        )
     timings["train_wall_s"] = time.perf_counter() - t_start
-    timings["cells_search_finetune_s"] = sum(c["search_s"] + c["finetune_s"] for c in timings["cells"].values())
-    timings["budget_s"] = timings["pretrain_s"] + timings["dense_reference_s"] + timings["cells_search_finetune_s"]
+    timings["cells_search_finetune_s"] = sum(
+        c["search_s"] + c["finetune_s"] for c in timings["cells"].values()
+    )
+    timings["budget_s"] = (
+        timings["pretrain_s"] + timings["dense_reference_s"] + timings["cells_search_finetune_s"]
+    )
     return timings
 
 
@@ -148,11 +185,31 @@ def export_all(cfg: SweepConfig) -> list[dict[str, Any]]:
     from sparsekit.export import export_run
 
     ref_key = str(cfg.reference_dir().resolve())
-    items = [{"artifact": "dense", "cell": None, "run": str(cfg.reference_dir()), "form": "dense",
-              "method": None, "granularity": None, "sparsity": 0.0, "macs": None}]
-    items += [{"artifact": f"{c.id}.{c.form}", "cell": c.id, "run": str(cfg.cell_dir(c)), "form": c.form,
-               "method": c.method, "granularity": c.granularity, "sparsity": c.sparsity, "macs": c.macs}
-              for c in cfg.cells()]
+    items = [
+        {
+            "artifact": "dense",
+            "cell": None,
+            "run": str(cfg.reference_dir()),
+            "form": "dense",
+            "method": None,
+            "granularity": None,
+            "sparsity": 0.0,
+            "macs": None,
+        }
+    ]
+    items += [
+        {
+            "artifact": f"{c.id}.{c.form}",
+            "cell": c.id,
+            "run": str(cfg.cell_dir(c)),
+            "form": c.form,
+            "method": c.method,
+            "granularity": c.granularity,
+            "sparsity": c.sparsity,
+            "macs": c.macs,
+        }
+        for c in cfg.cells()
+    ]
     cfg.artifact("dense").parent.mkdir(parents=True, exist_ok=True)
     for it in items:
         path = cfg.artifact(it["artifact"])
@@ -192,14 +249,25 @@ def bench_all(cfg: SweepConfig, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Every artifact and the dense model on every runtime, interleaved in ONE bench session."""
     from sparsekit.bench.core import BenchConfig, bench
 
-    bcfg = BenchConfig(inputs=tuple(it["onnx"] for it in items), runtimes=tuple(cfg.runtimes),
-                       batches=tuple(cfg.batches), threads=cfg.threads, warmup=cfg.warmup, min_time=cfg.min_time,
-                       repeats=cfg.repeats, data=cfg.data, data_dir=cfg.data_dir,
-                       accuracy_limit=cfg.accuracy_limit, seed=cfg.seed)
+    bcfg = BenchConfig(
+        inputs=tuple(it["onnx"] for it in items),
+        runtimes=tuple(cfg.runtimes),
+        batches=tuple(cfg.batches),
+        threads=cfg.threads,
+        warmup=cfg.warmup,
+        min_time=cfg.min_time,
+        repeats=cfg.repeats,
+        data=cfg.data,
+        data_dir=cfg.data_dir,
+        accuracy_limit=cfg.accuracy_limit,
+        seed=cfg.seed,
+    )
     return bench(bcfg, workdir=str(Path(cfg.out)))
 
 
-def frontier_rows(items: list[dict[str, Any]], report: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
+def frontier_rows(
+    items: list[dict[str, Any]], report: dict[str, Any], seed: int = 0
+) -> list[dict[str, Any]]:
     """One row per measured (artifact, runtime, batch): latency with its 95 % CI, speed-up, accuracy, drop."""
     from sparsekit.bench.stats import ratio_interval
 
@@ -212,17 +280,30 @@ def frontier_rows(items: list[dict[str, Any]], report: dict[str, Any], seed: int
         blocks = r.get("block_medians_ms") or [[r["latency_ms"]["p50"]]]
         # the p50's own interval: the same two-level bootstrap as the speed-ups, over a constant reference
         p50, lo, hi = ratio_interval(blocks, [[1.0]] * len(blocks), seed=seed)
-        rows.append({
-            "artifact": it["artifact"], "cell": it["cell"], "run": it["run"], "onnx": it["onnx"],
-            "method": it["method"], "granularity": it["granularity"], "form": it["form"],
-            "sparsity": r.get("sparsity") if it["form"] != "structured" else it["sparsity"],
-            "macs_budget": it["macs"], "runtime": r["runtime"], "batch": r["batch"], "threads": r["threads"],
-            "latency_ms": p50, "latency_ci_ms": [lo, hi],
-            "speedup_vs_best_dense": r.get("speedup_vs_best_dense"),
-            "speedup_vs_best_dense_ci": r.get("speedup_vs_best_dense_ci"),
-            "best_dense_runtime": r.get("best_dense_runtime"), "accuracy": r["accuracy"], "macs": r.get("macs"),
-            "file_bytes": r.get("file_bytes"),
-        })
+        rows.append(
+            {
+                "artifact": it["artifact"],
+                "cell": it["cell"],
+                "run": it["run"],
+                "onnx": it["onnx"],
+                "method": it["method"],
+                "granularity": it["granularity"],
+                "form": it["form"],
+                "sparsity": r.get("sparsity") if it["form"] != "structured" else it["sparsity"],
+                "macs_budget": it["macs"],
+                "runtime": r["runtime"],
+                "batch": r["batch"],
+                "threads": r["threads"],
+                "latency_ms": p50,
+                "latency_ci_ms": [lo, hi],
+                "speedup_vs_best_dense": r.get("speedup_vs_best_dense"),
+                "speedup_vs_best_dense_ci": r.get("speedup_vs_best_dense_ci"),
+                "best_dense_runtime": r.get("best_dense_runtime"),
+                "accuracy": r["accuracy"],
+                "macs": r.get("macs"),
+                "file_bytes": r.get("file_bytes"),
+            }
+        )
     dense_acc = {(r["batch"], r["runtime"]): r["accuracy"] for r in rows if r["form"] == "dense"}
     for r in rows:
         ref = dense_acc.get((r["batch"], r["runtime"]))
@@ -235,8 +316,13 @@ def frontier_rows(items: list[dict[str, Any]], report: dict[str, Any], seed: int
 
 def _commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -246,19 +332,78 @@ def write_best(cfg: SweepConfig, row: dict[str, Any], commit: str | None) -> dic
     """Copy the recommended artifact to OUT/best.onnx and write its manifest OUT/best.json."""
     out = Path(cfg.out)
     manifest = {
-        "artifact": row["artifact"], "onnx": "best.onnx", "source_onnx": row["onnx"], "run": row["run"],
-        "method": row["method"], "granularity": row["granularity"], "form": row["form"],
-        "sparsity": row["sparsity"], "macs_budget": row["macs_budget"], "runtime": row["runtime"],
-        "batch": row["batch"], "threads": row["threads"], "latency_ms_p50": row["latency_ms"],
-        "latency_ci95_ms": row["latency_ci_ms"], "speedup_vs_best_dense": row["speedup_vs_best_dense"],
-        "speedup_vs_best_dense_ci95": row["speedup_vs_best_dense_ci"], "accuracy": row["accuracy"],
-        "dense_accuracy": row["dense_accuracy"], "accuracy_drop_pts": row["accuracy_drop_pts"],
-        "constraint": {"max_accuracy_drop_pts": cfg.max_accuracy_drop, "max_latency_ms": cfg.max_latency_ms},
+        "artifact": row["artifact"],
+        "onnx": "best.onnx",
+        "source_onnx": row["onnx"],
+        "run": row["run"],
+        "method": row["method"],
+        "granularity": row["granularity"],
+        "form": row["form"],
+        "sparsity": row["sparsity"],
+        "macs_budget": row["macs_budget"],
+        "runtime": row["runtime"],
+        "batch": row["batch"],
+        "threads": row["threads"],
+        "latency_ms_p50": row["latency_ms"],
+        "latency_ci95_ms": row["latency_ci_ms"],
+        "speedup_vs_best_dense": row["speedup_vs_best_dense"],
+        "speedup_vs_best_dense_ci95": row["speedup_vs_best_dense_ci"],
+        "accuracy": row["accuracy"],
+        "dense_accuracy": row["dense_accuracy"],
+        "accuracy_drop_pts": row["accuracy_drop_pts"],
+        "constraint": {
+            "max_accuracy_drop_pts": cfg.max_accuracy_drop,
+            "max_latency_ms": cfg.max_latency_ms,
+        },
         "commit": commit,
     }
     atomic_write(out / "best.onnx", lambda p: shutil.copyfile(row["onnx"], p))
     write_json(out / "best.json", manifest)
     return manifest
+
+
+#: the options every cell's training depends on: a sweep directory holds one setting of them
+TRAINING_KEYS = (
+    "model",
+    "data",
+    "seed",
+    "pretrain_epochs",
+    "finetune_epochs",
+    "search_epochs",
+    "search_steps",
+    "batch_size",
+    "lr",
+    "eval_limit",
+)
+PLAN_FILE = "plan.json"
+
+
+def claim_out(cfg: SweepConfig) -> None:
+    """Refuse an --out that holds something else; record the training settings of a new sweep."""
+    out = Path(cfg.out)
+    plan = {k: getattr(cfg, k) for k in TRAINING_KEYS}
+    if (out / PLAN_FILE).is_file():
+        stored = read_json(out / PLAN_FILE)
+        diffs = [
+            f"{k} {stored.get(k)!r} -> {plan[k]!r}"
+            for k in TRAINING_KEYS
+            if stored.get(k) != plan[k]
+        ]
+        if diffs:
+            raise UsageError(
+                f"--out {out} holds a sweep trained with other settings ({', '.join(diffs)}); "
+                "give another --out (tickets are only comparable with one recipe)"
+            )
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(
+            f"--out {out} exists and is not a sparsekit sweep; choose an empty directory"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / PLAN_FILE, plan)
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
 
 
 def run_sweep(cfg: SweepConfig) -> tuple[dict[str, Any], Decision]:
@@ -267,7 +412,7 @@ def run_sweep(cfg: SweepConfig) -> tuple[dict[str, Any], Decision]:
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out(cfg)
     (out / "best.onnx").unlink(missing_ok=True)  # a previous recommendation is not this run's
     (out / "best.json").unlink(missing_ok=True)
     timings = train_all(cfg)
@@ -276,7 +421,10 @@ def run_sweep(cfg: SweepConfig) -> tuple[dict[str, Any], Decision]:
     items = export_all(cfg)
     timings["export_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    log.info("sweep: benching every artifact and the dense model in one session (%s)", ", ".join(cfg.runtimes))
+    log.info(
+        "sweep: benching every artifact and the dense model in one session (%s)",
+        ", ".join(cfg.runtimes),
+    )
     report = bench_all(cfg, items)
     timings["bench_s"] = time.perf_counter() - t2
     rows = frontier_rows(items, report, cfg.seed)
@@ -285,11 +433,17 @@ def run_sweep(cfg: SweepConfig) -> tuple[dict[str, Any], Decision]:
     commit = _commit()
     timings["wall_s"] = time.perf_counter() - t0
     doc = {
-        "schema_version": SWEEP_SCHEMA_VERSION, "kind": "sparsekit-sweep", "commit": commit,
+        "schema_version": SWEEP_SCHEMA_VERSION,
+        "kind": "sparsekit-sweep",
+        "commit": commit,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-        "cells": [c.to_dict() for c in cfg.cells()], "timings": timings,
-        "environment": report.get("environment"), "skipped": report.get("skipped", []),
-        "decision_batch": cfg.batches[0], "rows": rows, "recommendation": decision.to_dict(),
+        "cells": [c.to_dict() for c in cfg.cells()],
+        "timings": timings,
+        "environment": report.get("environment"),
+        "skipped": report.get("skipped", []),
+        "decision_batch": cfg.batches[0],
+        "rows": rows,
+        "recommendation": decision.to_dict(),
     }
     if decision.ok:
         doc["best"] = write_best(cfg, decision.row, commit)

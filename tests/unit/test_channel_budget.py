@@ -13,7 +13,7 @@ from sparsekit.data.synthetic import make_synthetic
 from sparsekit.errors import UsageError
 from sparsekit.formats.structured import Structured
 from sparsekit.masking.channel_groups import training_mask
-from sparsekit.masking.channel_space import ParamCost, UnitSpace, mac_cost, select_by_cost
+from sparsekit.masking.channel_space import MacCost, ParamCost, UnitSpace, mac_cost, select_by_cost
 from sparsekit.masking.masked_forward import freeze
 from sparsekit.masking.prunable import prunable_tensors
 from sparsekit.methods import METHODS, SearchContext, get_method
@@ -310,3 +310,64 @@ def test_cli_budget_usage_errors(tmp_path):
         assert r.exit_code == 2, (extra, r.output)
         assert needle in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+@pytest.mark.parametrize("name", ["resnext", "grouped-concat"])
+@pytest.mark.parametrize("method", ["magnitude-channel", "cts"])
+def test_recorded_macs_are_the_converted_models_with_grouped_convs(name, method):
+    """What a search records as achieved MACs is what the structured converter leaves: channels that
+    touch a grouped conv go in the same offsets of every conv group, and the converter removes them."""
+    model, shape = _models()[name]
+    data = make_synthetic(shape, n_train=128, n_test=32)
+    names = list(prunable_tensors(model))
+    ctx = SearchContext(model=model, data=data, names=names, sparsity=0.5, granularity="channel", seed=0,
+                        train_cfg=TrainConfig(batch_size=32), search_steps=3, budget=Budget("macs", 0.4),
+                        theta_k=copy.deepcopy(model.state_dict()))
+    result = get_method(method, {"batch_size": 32} if method == "cts" else None).search(ctx)
+    ticket = copy.deepcopy(model)
+    training_mask(ticket, result.mask, shape).apply(ticket)
+    converted = Structured().convert(ticket, result.mask, torch.randn(4, *shape))
+    rep = converted.report
+    assert rep["channels_not_removed"] == 0
+    assert rep["macs_before"] == result.info["budget_dense"]
+    assert rep["macs_after"] == result.info["budget_achieved"] <= 0.4 * rep["macs_before"]
+    grouped = {lay["name"]: lay for lay in rep["layers"]}
+    inner = "blocks.2.body.3" if name == "resnext" else "grouped.0"
+    assert grouped[inner]["out_after"] < grouped[inner]["out_before"]  # grouped convs shrink too
+    conv = converted.module.get_submodule(inner)
+    assert conv.groups == model.get_submodule(inner).groups and conv.out_channels % conv.groups == 0
+
+
+def test_channels_coupled_to_an_excluded_layer_are_not_counted_as_removable():
+    model, shape = _models()["usernet"]
+    names = [n for n in prunable_tensors(model) if n != "stem.0.weight"]  # the residual stream stays
+    space = UnitSpace(model, names, shape)
+    assert space.units.partial > 0
+    assert all(n != "pw.0.weight" for u in space.units.units for n, _ in u)  # stream rows are no unit
+    cost = mac_cost(space, model)
+    scores = torch.rand(space.size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    keep, _ = select_by_cost(scores, space, cost, 0.6 * cost.dense)
+    ticket = copy.deepcopy(model)
+    mask = space.mask(keep)
+    training_mask(ticket, mask, shape).apply(ticket)
+    converted = Structured().convert(ticket, mask, torch.randn(4, *shape))
+    assert converted.report["macs_after"] == cost.exact(keep)
+
+
+@pytest.mark.parametrize("multiple", [1, 4])
+def test_gradient_priced_put_back_selects_what_the_exhaustive_one_does(spaces, multiple):
+    """select_by_cost prices put-back candidates by the cost's gradient; a cost model without that
+    shortcut (every candidate costed exactly) must select the same units."""
+
+    class Exhaustive(MacCost):
+        multilinear = False
+
+    for name in ("resnet20", "resnext"):
+        model, shape, space = spaces[name]
+        fast = mac_cost(space, model)
+        slow = Exhaustive(space, fast.constant)
+        scores = torch.rand(space.size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        for fraction in (0.6, 0.8) if multiple > 1 else (0.3, 0.6):
+            a, _ = select_by_cost(scores, space, fast, fraction * fast.dense, multiple)
+            b, _ = select_by_cost(scores, space, slow, fraction * fast.dense, multiple)
+            assert torch.equal(a, b), (name, fraction)

@@ -42,7 +42,7 @@ def test_all_gates_hold(report):
 def test_failed_gate_lists_measured_vs_required(report):
     r = CliRunner().invoke(app, ["check", str(report), "--min-speedup", "1.5", "--max-accuracy-drop", "0.5"])
     assert r.exit_code == 1
-    assert "speedup 1.20x vs best-dense (95% CI 1.19-1.21), required >= 1.5x vs best-dense" in r.stderr
+    assert "speedup 1.20x vs best-dense ort-cpu (95% CI 1.19-1.21), required >= 1.5x vs best-dense" in r.stderr
     assert "accuracy drop 1.00 points, required <= 0.5 points" in r.stderr
     assert r.stderr.count("FAIL") == 3  # batch-32 speedup + two accuracy drops
 
@@ -143,3 +143,44 @@ def test_ci_example_uses_only_real_commands_and_options(example):
         help_text = CliRunner().invoke(app, [cmd, "--help"]).stdout
         for opt in re.findall(r"(--[a-z][a-z-]*)", rest):
             assert opt in help_text, f"{example}: sparsekit {cmd} has no {opt}"
+
+
+def _many_dense_rows():
+    """Dense rows of four runtimes whose fastest differs by batch, a mnn-sparse ticket (dense: mnn-cpu)."""
+    rows = [_row("dense", rt, b, p50, 0.9, 400) for b, lat in ((1, {"torch-cpu": 3.0, "ort-cpu": 2.0,
+                                                                       "openvino-cpu": 1.6, "mnn-cpu": 1.2}),
+                                                                   (64, {"torch-cpu": 30.0, "ort-cpu": 20.0,
+                                                                         "openvino-cpu": 11.0, "mnn-cpu": 14.0}))
+            for rt, p50 in lat.items()]
+    for b, p50 in ((1, 0.8), (64, 10.0)):
+        t = _row("ticket", "mnn-sparse", b, p50, 0.89, 100)
+        t["dense_runtime"] = "mnn-cpu"
+        rows.append(t)
+    return finalize_rows(rows)
+
+
+def test_best_dense_is_the_fastest_of_every_dense_runtime_per_batch():
+    from sparsekit.bench.report import best_dense_summary
+
+    rows = _many_dense_rows()
+    t1, t64 = (next(r for r in rows if r["variant"] == "ticket" and r["batch"] == b) for b in (1, 64))
+    assert t1["best_dense_runtime"] == "mnn-cpu" and t64["best_dense_runtime"] == "openvino-cpu"
+    assert t1["speedup_vs_best_dense"] == pytest.approx(1.2 / 0.8)
+    assert t64["speedup_vs_best_dense"] == pytest.approx(11.0 / 10.0)
+    # its own runtime's dense is mnn-cpu's dense (measured once under that name)
+    assert t64["speedup_vs_same_runtime_dense"] == pytest.approx(14.0 / 10.0)
+    summary = {s["batch"]: s for s in best_dense_summary(rows)}
+    assert summary[1]["runtime"] == "mnn-cpu" and summary[64]["runtime"] == "openvino-cpu"
+    assert set(summary[1]["dense_p50_ms"]) == {"torch-cpu", "ort-cpu", "openvino-cpu", "mnn-cpu"}
+    assert summary[64]["p50_ms"] == pytest.approx(11.0)
+
+
+def test_check_against_best_dense_names_the_fastest_dense_runtime(tmp_path):
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps({"schema_version": 2, "rows": _many_dense_rows()}))
+    r = CliRunner().invoke(app, ["check", str(path), "--min-speedup", "1.3", "--max-accuracy-drop", "2"])
+    assert r.exit_code == 1  # batch 64: 1.10x vs openvino-cpu, though 1.40x vs its own mnn-cpu dense
+    assert "mnn-sparse batch 64: speedup 1.10x vs best-dense openvino-cpu" in r.stderr
+    assert r.stderr.count("FAIL") == 1  # the accuracy gate found mnn-cpu's dense row for mnn-sparse
+    r = CliRunner().invoke(app, ["check", str(path), "--min-speedup", "1.3", "--against", "same-runtime"])
+    assert r.exit_code == 0, r.output

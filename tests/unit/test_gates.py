@@ -138,14 +138,12 @@ def test_gates_weights_frozen_and_exact_sparsity(data, relaxation, tmp_path):
     ctx = _ctx(model, data, 0.9, run_dir=tmp_path)
     result = get_method("gates", {"relaxation": relaxation}).search(ctx)
     after = model.state_dict()
-    factor = 1.0 / math.sqrt(0.1)  # default weight_scale=density: frozen weights x 1/sqrt(density)
     for k, v in before.items():
-        if k in ctx.names:  # scaled once, never trained; the ticket carries the scaled weights
-            assert torch.allclose(after[k], v * factor, rtol=1e-6, atol=0), k
-            assert torch.equal(result.state_updates[k], after[k]), k
-        else:
-            assert torch.equal(v, after[k]), k  # biases: bit-identical
-    assert set(result.state_updates) == set(ctx.names)  # no BN
+        assert torch.equal(v, after[k]), k  # bit-identical: the search never changes the model
+    factor = 1.0 / math.sqrt(0.1)  # default weight_scale=density: frozen weights x 1/sqrt(density)
+    assert set(result.state_updates) == set(ctx.names)  # the scaled weights the ticket carries; no BN
+    for k in ctx.names:
+        assert torch.allclose(result.state_updates[k], before[k] * factor, rtol=1e-6, atol=0), k
     numel = sum(p.numel() for p in ctx.params().values())
     assert result.mask.kept == budget_keep(numel, 0.9)
     assert result.info["sparsity"] == result.mask.sparsity
@@ -173,10 +171,10 @@ def test_gates_layerwise_exact_per_layer(data):
 
 @pytest.mark.parametrize("relaxation", ["hard-concrete", "gaussian"])
 def test_gates_learn_better_than_chance(relaxation):
-    # gates start nearly closed (expected density = target), so they need ~100-200 steps
+    # gates start nearly closed (expected density = target); GradBalance settles in 4 / ema = 400 steps
     data = make_synthetic(n_train=2048, n_test=256)
     model = _lenet(data)
-    ctx = _ctx(model, data, 0.8, search_epochs=3, train_cfg=TrainConfig(batch_size=32))
+    ctx = _ctx(model, data, 0.8, search_epochs=7, train_cfg=TrainConfig(batch_size=32))  # 448 >= 400 steps
     mask = get_method("gates", {"relaxation": relaxation}).search(ctx).mask
     mask.apply(model)
     x, y = data.test.tensors
@@ -207,10 +205,16 @@ def test_bn_statistics_recalibrated_for_the_mask(data):
     ctx = _ctx(model, data, 0.7, train_cfg=TrainConfig(batch_size=64))
     # 8 batches of 64 = the whole synthetic train split, so the statistics are exact averages
     result = get_method("gates", {"bn_batches": 8}).search(ctx)
-    assert set(result.state_updates) == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+    # BN statistics of the masked network, plus what the search ran on: weights x 1/sqrt(0.3) and
+    # non-affine BN (scale 1, shift 0)
+    assert set(result.state_updates) == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked",
+                                         "bn.weight", "bn.bias", "conv.weight", "fc.weight"}
+    assert torch.equal(result.state_updates["bn.weight"], torch.ones(8))
+    assert torch.equal(result.state_updates["bn.bias"], torch.zeros(8))
     x, _ = data.train.tensors
     with torch.no_grad():
-        w = model.conv.weight * result.mask["conv.weight"]
+        w = result.state_updates["conv.weight"] * result.mask["conv.weight"]
+        torch.testing.assert_close(result.state_updates["conv.weight"], model.conv.weight / math.sqrt(0.3))
         h = nn.functional.conv2d(x, w, padding=1)  # (N, 8, 16, 16)
     batch_means = torch.stack([h[i : i + 64].mean((0, 2, 3)) for i in range(0, 512, 64)])
     torch.testing.assert_close(result.state_updates["bn.running_mean"], batch_means.mean(0), rtol=1e-4, atol=1e-5)
@@ -257,8 +261,15 @@ def test_pipeline_loads_recalibrated_bn_statistics(method, tmp_path):
     assert result["sparsity"] == pytest.approx(0.8, abs=1e-3)
     theta_k, final = load_tensors(paths.theta_k(tmp_path)), load_tensors(paths.final_weights(tmp_path))
     mask = load_tensors(paths.mask(tmp_path))
-    for name, keep in mask.items():  # no weight training: the ticket is theta_K under the mask
-        assert torch.equal(final[name], theta_k[name] * keep), name
+    searched = load_tensors(paths.search_state(tmp_path))
+    # gates scale the frozen weights by 1/sqrt(density) by default, edge-popup does not
+    factor = 1.0 / math.sqrt(0.2) if method == "gates" else 1.0
+    for name, keep in mask.items():  # no weight training: the ticket is (scaled) theta_K under the mask
+        start = searched.get(name, theta_k[name])
+        torch.testing.assert_close(start, theta_k[name] * factor)
+        assert torch.equal(final[name], start * keep), name
+    for name in [k for k in final if k.endswith(".weight") and k.replace(".weight", ".running_mean") in final]:
+        assert torch.equal(final[name], torch.ones_like(final[name])), name  # non-affine BN
     assert "bn1" in result["search_info"]["bn_recalibrated"]
     assert not torch.equal(final["bn1.running_var"], theta_k["bn1.running_var"])
     assert int(final["bn1.num_batches_tracked"]) == 2

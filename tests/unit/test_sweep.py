@@ -16,21 +16,37 @@ from sparsekit.sweep.plan import SweepConfig
 from sparsekit.sweep.recommend import Constraint, recommend
 
 
-def _row(name: str, ms: float, acc: float, runtime: str = "sparse-cpu", batch: int = 1,
-         dense_acc: float = 0.90) -> dict:
-    return {"artifact": name, "runtime": runtime, "batch": batch, "threads": 1, "latency_ms": ms, "accuracy": acc,
-            "accuracy_drop_pts": (dense_acc - acc) * 100, "form": "dense" if name == "dense" else "masked"}
+def _row(
+    name: str,
+    ms: float,
+    acc: float,
+    runtime: str = "sparse-cpu",
+    batch: int = 1,
+    dense_acc: float = 0.90,
+) -> dict:
+    return {
+        "artifact": name,
+        "runtime": runtime,
+        "batch": batch,
+        "threads": 1,
+        "latency_ms": ms,
+        "accuracy": acc,
+        "accuracy_drop_pts": (dense_acc - acc) * 100,
+        "form": "dense" if name == "dense" else "masked",
+    }
 
 
 def _fixture() -> list[dict]:
     return [
         _row("dense", 1.00, 0.90),
         _row("a", 0.50, 0.89),
-        _row("b", 0.60, 0.88),   # dominated by a (slower and less accurate)
+        _row("b", 0.60, 0.88),  # dominated by a (slower and less accurate)
         _row("c", 0.20, 0.80),
-        _row("d", 0.20, 0.79),   # dominated by c (same speed, less accurate)
-        _row("e", 1.20, 0.90),   # dominated by dense (same accuracy, slower)
-        _row("f", 0.30, 0.70, runtime="ort-cpu"),  # dominated by c across runtimes, frontier within ort-cpu
+        _row("d", 0.20, 0.79),  # dominated by c (same speed, less accurate)
+        _row("e", 1.20, 0.90),  # dominated by dense (same accuracy, slower)
+        _row(
+            "f", 0.30, 0.70, runtime="ort-cpu"
+        ),  # dominated by c across runtimes, frontier within ort-cpu
     ]
 
 
@@ -43,7 +59,10 @@ def test_frontier_marks_only_undominated_rows():
 
 
 def test_frontier_is_per_batch():
-    rows = [_row("x", 1.0, 0.9, batch=1), _row("y", 5.0, 0.8, batch=32)]  # y would be dominated by x
+    rows = [
+        _row("x", 1.0, 0.9, batch=1),
+        _row("y", 5.0, 0.8, batch=32),
+    ]  # y would be dominated by x
     assert pareto_flags(rows[:1] + rows[1:]) == [True, False]
     assert all(r["pareto"] for r in mark_frontier(rows))
 
@@ -83,16 +102,57 @@ def test_config_refuses_a_sweep_without_constraint_or_grid(tmp_path):
     with pytest.raises(UsageError, match="constraint"):
         SweepConfig("lenet300", "synthetic", str(tmp_path))
     with pytest.raises(UsageError, match="empty"):
-        SweepConfig("lenet300", "synthetic", str(tmp_path), methods=("magnitude",), sparsities=(),
-                    max_latency_ms=1.0)
+        SweepConfig(
+            "lenet300",
+            "synthetic",
+            str(tmp_path),
+            methods=("magnitude",),
+            sparsities=(),
+            max_latency_ms=1.0,
+        )
     with pytest.raises(UsageError, match="did you mean|unknown"):
-        SweepConfig("lenet300", "synthetic", str(tmp_path), methods=("magnitud",), max_latency_ms=1.0)
+        SweepConfig(
+            "lenet300", "synthetic", str(tmp_path), methods=("magnitud",), max_latency_ms=1.0
+        )
+
+
+def test_grid_expands_methods_by_granularity(tmp_path):
+    cfg = SweepConfig(
+        "lenet300",
+        "synthetic",
+        str(tmp_path),
+        methods=("cts", "magnitude-channel", "cts:channel"),
+        sparsities=(0.9, 0.8),
+        macs=(0.25, 0.5),
+        max_latency_ms=1.0,
+    )
+    assert [(c.id, c.form) for c in cfg.cells()] == [
+        ("cts-s0.8", "masked"),
+        ("cts-s0.9", "masked"),
+        ("magnitude-channel-macs0.5", "structured"),
+        ("magnitude-channel-macs0.25", "structured"),
+        ("cts-channel-macs0.5", "structured"),
+        ("cts-channel-macs0.25", "structured"),
+    ]
+    with pytest.raises(UsageError, match="supports weight"):
+        SweepConfig(
+            "lenet300", "synthetic", str(tmp_path), methods=("ltr:channel",), max_latency_ms=1.0
+        )
 
 
 def _tiny(out: Path, **kw) -> SweepConfig:
-    opts = dict(methods=("magnitude", "random-channel"), sparsities=(0.9, 0.95), macs=(0.5,),
-                pretrain_epochs=1, finetune_epochs=1, max_accuracy_drop=100.0, runtimes=("sparse-cpu",),
-                repeats=3, min_time=0.01, warmup=1)
+    opts = dict(
+        methods=("magnitude", "random-channel"),
+        sparsities=(0.9, 0.95),
+        macs=(0.5,),
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        max_accuracy_drop=100.0,
+        runtimes=("sparse-cpu",),
+        repeats=3,
+        min_time=0.01,
+        warmup=1,
+    )
     opts.update(kw)
     return SweepConfig("lenet300", "synthetic", str(out), **opts)
 
@@ -106,11 +166,15 @@ def test_cells_start_at_the_one_pretrained_theta_k(tmp_path):
     cell = cfg.cells()[0]
     meta = read_json(cfg.cell_dir(cell) / "run.json")
     assert meta["complete"] and meta["timings"]["pretrain_s"] == 0.0  # no second pretrain
-    assert not any(json.loads(line)["stage"] == "pretrain"
-                   for line in (cfg.cell_dir(cell) / "metrics.jsonl").read_text().splitlines())
+    assert not any(
+        json.loads(line)["stage"] == "pretrain"
+        for line in (cfg.cell_dir(cell) / "metrics.jsonl").read_text().splitlines()
+    )
     assert t["pretrain_s"] > 0 and set(t["cells"]) == {cell.id}
     # the same cell pretrained on its own lands on exactly the same theta_K and ticket
-    alone = cell_config(cfg, cell).__class__(**{**cell_config(cfg, cell).__dict__, "out": str(tmp_path / "alone")})
+    alone = cell_config(cfg, cell).__class__(
+        **{**cell_config(cfg, cell).__dict__, "out": str(tmp_path / "alone")}
+    )
     prune(alone)
     for name in ("theta_k.safetensors", "final.safetensors"):
         a, b = load_tensors(cfg.cell_dir(cell) / name), load_tensors(tmp_path / "alone" / name)
@@ -152,15 +216,26 @@ def test_a_killed_sweep_resumes_without_redoing_finished_cells(tmp_path, monkeyp
 
 
 def _fake_bench(cfg, items):
-    """A bench report over the real artifacts with made-up timings (the real bench: test_sweep_e2e)."""
+    """A bench report over the real artifacts with made-up timings (the real one: test_real_bench_pairs_every_artifact_with_the_dense)."""
     rows = []
     for i, it in enumerate(items):
         ms = 1.0 if it["form"] == "dense" else 0.5 - 0.1 * i
         acc = 0.9 if it["form"] == "dense" else 0.9 - 0.05 * i
-        rows.append({"source": it["onnx"], "runtime": "sparse-cpu", "batch": 1, "threads": 1,
-                     "latency_ms": {"p50": ms}, "block_medians_ms": [[ms, ms * 1.01]] * 3, "accuracy": acc,
-                     "speedup_vs_best_dense": 1.0 / ms, "speedup_vs_best_dense_ci": [0.9 / ms, 1.1 / ms],
-                     "sparsity": it["sparsity"], "macs": 100})
+        rows.append(
+            {
+                "source": it["onnx"],
+                "runtime": "sparse-cpu",
+                "batch": 1,
+                "threads": 1,
+                "latency_ms": {"p50": ms},
+                "block_medians_ms": [[ms, ms * 1.01]] * 3,
+                "accuracy": acc,
+                "speedup_vs_best_dense": 1.0 / ms,
+                "speedup_vs_best_dense_ci": [0.9 / ms, 1.1 / ms],
+                "sparsity": it["sparsity"],
+                "macs": 100,
+            }
+        )
     return {"rows": rows, "skipped": [], "environment": {}}
 
 
@@ -169,30 +244,86 @@ def test_cli_exit_1_with_the_miss_and_0_with_best_onnx(tmp_path, monkeypatch):
     from sparsekit.cli.main import app
 
     monkeypatch.setattr(sweep_run, "bench_all", _fake_bench)
-    args = ["sweep", "--model", "lenet300", "--data", "synthetic", "--out", str(tmp_path / "sw"),
-            "--methods", "magnitude", "--sparsity", "0.9", "--macs", "", "--pretrain-epochs", "1",
-            "--finetune-epochs", "1", "--runtime", "sparse-cpu"]
+    args = [
+        "sweep",
+        "--model",
+        "lenet300",
+        "--data",
+        "synthetic",
+        "--out",
+        str(tmp_path / "sw"),
+        "--methods",
+        "magnitude",
+        "--sparsity",
+        "0.9",
+        "--macs",
+        "",
+        "--pretrain-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--runtime",
+        "sparse-cpu",
+    ]
     res = CliRunner().invoke(app, [*args, "--max-latency-ms", "0.2"])
     assert res.exit_code == 1, res.output
     err = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "magnitude-s0.9.masked on sparse-cpu" in err[0] and "missing latency by" in err[0]
+    assert (
+        len(err) == 1
+        and "magnitude-s0.9.masked on sparse-cpu" in err[0]
+        and "missing latency by" in err[0]
+    )
     assert not (tmp_path / "sw" / "best.onnx").exists()
     doc = read_json(tmp_path / "sw" / "sweep.json")
-    assert doc["recommendation"]["ok"] is False and (tmp_path / "sw" / "frontier.png").stat().st_size > 0
+    assert (
+        doc["recommendation"]["ok"] is False
+        and (tmp_path / "sw" / "frontier.png").stat().st_size > 0
+    )
 
     res = CliRunner().invoke(app, [*args, "--max-latency-ms", "0.5"])  # resumes: nothing retrained
     assert res.exit_code == 0, res.output
     best = read_json(tmp_path / "sw" / "best.json")
     assert best["artifact"] == "magnitude-s0.9.masked" and best["runtime"] == "sparse-cpu"
     assert best["latency_ms_p50"] == pytest.approx(0.4, rel=0.02) and best["commit"] is not None
-    assert (tmp_path / "sw" / "best.onnx").read_bytes() == (tmp_path / "sw" / "artifacts" /
-                                                          "magnitude-s0.9.masked.onnx").read_bytes()
+    assert (tmp_path / "sw" / "best.onnx").read_bytes() == (
+        tmp_path / "sw" / "artifacts" / "magnitude-s0.9.masked.onnx"
+    ).read_bytes()
     doc = read_json(tmp_path / "sw" / "sweep.json")
     assert all(not c["redone"] for c in doc["timings"]["cells"].values())
+
+    res = CliRunner().invoke(
+        app, [*args, "--max-latency-ms", "0.5", "--lr", "0.05"]
+    )  # another recipe
+    assert res.exit_code == 2 and "other settings (lr 0.1 -> 0.05)" in res.stderr
 
 
 def test_cli_without_constraint_is_a_usage_error(tmp_path):
     from sparsekit.cli.main import app
 
-    res = CliRunner().invoke(app, ["sweep", "--model", "lenet300", "--data", "synthetic", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["sweep", "--model", "lenet300", "--data", "synthetic", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2 and "constraint" in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_real_bench_pairs_every_artifact_with_the_dense(tmp_path):
+    """One real bench session: tickets of different cells are timed with the ONE dense reference."""
+    from sparsekit.bench.runtimes import RUNTIMES
+    from sparsekit.sweep.run import run_sweep
+
+    if RUNTIMES.get("sparse-cpu").unavailable_reason():
+        pytest.skip("sparse-cpu engine not built")
+    cfg = _tiny(tmp_path / "sw", methods=("magnitude",), sparsities=(0.9, 0.95), max_accuracy_drop=100.0)
+    doc, decision = run_sweep(cfg)
+    rows = doc["rows"]
+    assert {r["artifact"] for r in rows} == {"dense", "magnitude-s0.9.masked", "magnitude-s0.95.masked"}
+    assert all(r["speedup_vs_best_dense"] is not None and r["best_dense_runtime"] == "sparse-cpu" for r in rows)
+    for r in rows:
+        lo, hi = r["latency_ci_ms"]
+        assert lo <= r["latency_ms"] <= hi
+    # the loosest constraint: the fastest row overall is the recommendation
+    assert decision.ok and decision.row["latency_ms"] == min(r["latency_ms"] for r in rows)
+    assert (tmp_path / "sw" / "best.onnx").is_file() and doc["best"]["runtime"] == "sparse-cpu"
+    t = doc["timings"]
+    assert t["wall_s"] >= t["train_wall_s"] + t["export_s"] + t["bench_s"] - 1e-6
