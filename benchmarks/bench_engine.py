@@ -51,12 +51,27 @@ MODELS = {
     "lenet5": (1, 28, 28),
     "lenet300": (1, 28, 28),
     "tv:mobilenet_v2": (3, 96, 96),
+    "tv:efficientnet_b0": (3, 96, 96),
+    "tv:regnet_y_400mf": (3, 96, 96),
+    "tv:resnet18": (3, 64, 64),
 }
 SPARSITIES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
-QUICK_SPARSITIES = [0.9, 0.99]
+QUICK_SPARSITIES = [0.0, 0.9, 0.99]
+#: torchvision models (ORT takes ~0.1-1 s per batch-64 call on them): a shorter sparsity grid, and the
+#: largest batch capped at HEAVY_MAX_BATCH, so the full grid stays within ~25 min on 2 vCPUs
+HEAVY = {"tv:mobilenet_v2", "tv:efficientnet_b0", "tv:regnet_y_400mf", "tv:resnet18"}
+HEAVY_SPARSITIES = [0.0, 0.9, 0.95, 0.99]
+HEAVY_MAX_BATCH = 16
+#: sparsities also measured with a per-layer (layerwise) magnitude mask: every Conv/Linear pruned to the
+#: same fraction by its own threshold (torch.nn.utils.prune-style), next to the global mask
+LAYERWISE_SPARSITIES = [0.9]
+#: 2-thread rows are measured only when the 1-min load average (this process included) is below this,
+#: i.e. the second core is idle; otherwise the row is recorded as "not measured: machine busy"
+IDLE_LOAD = 1.5
 #: (SGD steps, batch) of pre-training per model, scaled to its cost on a 2-vCPU machine
 TRAIN = {"resnet20": (300, 64), "vgg16": (60, 16), "lenet5": (300, 64), "lenet300": (300, 64),
-         "tv:mobilenet_v2": (60, 16)}
+         "tv:mobilenet_v2": (60, 16), "tv:efficientnet_b0": (30, 16), "tv:regnet_y_400mf": (30, 16),
+         "tv:resnet18": (30, 16)}
 
 
 def train(name: str, shape: tuple, steps: int, bs: int, seed: int = 0, cache_dir: Path | None = None):
@@ -89,7 +104,10 @@ def train(name: str, shape: tuple, steps: int, bs: int, seed: int = 0, cache_dir
     return m, float(loss)
 
 
-def prune_export(m, shape: tuple, sparsity: float, path: Path) -> float:
+def prune_export(m, shape: tuple, sparsity: float, path: Path, mask: str = "global") -> float:
+    """Magnitude-prune a copy of ``m`` to ``sparsity`` (``mask``: "global" = one threshold over all Conv/Linear
+    weights, "layerwise" = each layer to ``sparsity`` by its own threshold), export it to ``path``; returns
+    the fraction of zero weights."""
     import copy
 
     import onnx
@@ -100,12 +118,16 @@ def prune_export(m, shape: tuple, sparsity: float, path: Path) -> float:
     m = copy.deepcopy(m)
     ws = [mod.weight for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
     if sparsity > 0:
-        mags = torch.cat([w.detach().abs().flatten() for w in ws])
-        k = int(sparsity * mags.numel())
-        thr = mags.kthvalue(k).values
+        groups = [ws] if mask == "global" else [[w] for w in ws]
         with torch.no_grad():
-            for w in ws:
-                w.mul_((w.abs() > thr).float())
+            for grp in groups:
+                mags = torch.cat([w.detach().abs().flatten() for w in grp])
+                k = int(sparsity * mags.numel())
+                if k < 1:
+                    continue
+                thr = mags.kthvalue(k).values
+                for w in grp:
+                    w.mul_((w.abs() > thr).float())
     zeros = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
     proto, _ = to_onnx_proto(m, shape)
     proto.ir_version = ONNX_IR_VERSION
@@ -197,6 +219,55 @@ def memory(path: str, shape: tuple) -> dict:
     return out
 
 
+def measure(name: str, shape: tuple, path: Path, sp: float, mask: str, zeros: float, T: int, batches: list,
+            rounds: int, block_s: float) -> list[dict]:
+    """Interleaved ORT vs engine rows for one file at T threads (one row per batch)."""
+    import sparsekit.engine as E
+
+    sess = E.load(path, threads=T, cache=True)
+    plan = sess.plan()
+    md = sum(p["macs_dense"] or 0 for p in plan)
+    ms = sum(p["macs_sparse"] or 0 for p in plan)
+    ort_s = ort_session(str(path), T)
+    iname = ort_s.get_inputs()[0].name
+    rows = []
+    for B in batches:
+        x = np.random.default_rng(B).standard_normal((B, *shape)).astype(np.float32)
+        feed = {iname: x}
+        ref = ort_s.run(None, feed)[0]
+        err = float(np.max(np.abs(sess.run(x) - ref)))
+        t = interleaved({"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)},  # noqa: B023
+                        rounds, block_s, seed=hash((name, sp, mask, T, B)) % 2**31)
+        speed = t["ort"] / t["engine"]
+        ratio = md / max(ms, 1)
+        rows.append(dict(model=name, in_shape=list(shape), sparsity=sp, mask=mask, zeros=zeros, batch=B, threads=T,
+                         ort_us=t["ort"], engine_us=t["engine"], speedup=speed, macs_dense=md, macs_exec=ms,
+                         mac_ratio=ratio, efficiency=speed / ratio, max_abs_err=err, isa=sess.isa,
+                         load1=round(os.getloadavg()[0], 2),
+                         kernels={k: sum(1 for p in plan if p["kernel"] == k) for k in ("sparse", "dense")}))
+        print(f"{name:16s} {sp * 100:7.1f}% {mask[:2]} {B:3d} {T:2d} {t['ort']:10.1f} {t['engine']:10.1f} "
+              f"{speed:7.2f}x {ratio:8.1f}x {speed / ratio:6.2f}", flush=True)
+    return rows
+
+
+def fit_fixed_per_mac(rows: list[dict]) -> dict | None:
+    """Least-squares fit of engine time per image = fixed + per_mmac * (executed MACs / 1e6) over a model's
+    sparsities (same batch, threads, mask): the fixed-vs-per-MAC split of where its time goes."""
+    pts = [(r["macs_exec"] / 1e6, r["engine_us"] / r["batch"]) for r in rows if r.get("engine_us")]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    A = np.stack([np.ones_like(x), x], axis=1)
+    (fixed, per), *_ = np.linalg.lstsq(A, y, rcond=None)
+    pred = A @ np.array([fixed, per])
+    err = float(np.max(np.abs(pred - y) / y))
+    hi = rows[int(np.argmax([r["sparsity"] for r in rows]))]
+    t_hi = hi["engine_us"] / hi["batch"]
+    return {"fixed_us": float(fixed), "us_per_mmac": float(per), "max_rel_err": err, "points": len(pts),
+            "fixed_share_at_max_sparsity": float(fixed) / t_hi if t_hi > 0 else None,
+            "max_sparsity": hi["sparsity"]}
+
+
 def crossover(points: dict[float, float], margin: float = 1.1) -> float | None:
     sps = sorted(points)
     for i, sp in enumerate(sps):
@@ -210,6 +281,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="sparsities 90/99 %%, 5 rounds, 0.3x the training steps")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     ap.add_argument("--sparsities", default=None, help="comma-separated fractions (default: full grid)")
+    ap.add_argument("--layerwise", default=None,
+                    help="comma-separated fractions also run with a per-layer mask (default 0.9; '' for none)")
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=None)
@@ -227,7 +300,8 @@ def main() -> None:
 
     if args.render_json:
         d = json.loads(Path(args.render_json).read_text())
-        write_docs(args, d["meta"], d["rows"], d["summary"], d["thread_scaling"], d["memory"])
+        write_docs(args, d["meta"], d["rows"], d["summary"], d["thread_scaling"], d["memory"],
+                   d.get("fits", []), d.get("profiles", {}))
         return
 
     import torch
@@ -240,6 +314,8 @@ def main() -> None:
     rounds = args.rounds or (5 if args.quick else 11)
     block_s = (args.block_ms or (10.0 if args.quick else 20.0)) / 1000.0
     step_scale = args.steps if args.steps is not None else (0.3 if args.quick else 1.0)
+    layerwise = ([float(v) for v in args.layerwise.split(",") if v] if args.layerwise is not None
+                 else LAYERWISE_SPARSITIES)
     batches = [int(v) for v in args.batches.split(",")]
     threads_list = [int(v) for v in args.threads.split(",")]
     models = [m for m in args.models.split(",") if m]
@@ -258,10 +334,11 @@ def main() -> None:
         "rounds": rounds, "block_ms": block_s * 1000, "train_step_scale": step_scale,
     }
     print(f"# sparse-cpu benchmark  commit {commit}  {meta['date']}  {meta['machine']}  isa {meta['isa']}", flush=True)
-    rows = []
-    mem_rows = {}
+    rows: list[dict] = []
+    mem_rows: dict = {}
+    profiles: dict = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
-    hdr = f"{'model':16s} {'sparsity':>8s} {'B':>3s} {'T':>2s} {'ORT us':>10s} {'engine us':>10s} {'speedup':>8s} {'MAC ratio':>9s} {'effic.':>6s}"
+    hdr = f"{'model':16s} {'sparsity':>8s} {'mask':>4s} {'B':>3s} {'T':>2s} {'ORT us':>10s} {'engine us':>10s} {'speedup':>8s} {'MAC ratio':>9s} {'effic.':>6s}"
     for name in models:
         shape = MODELS[name]
         t0 = time.time()
@@ -272,33 +349,27 @@ def main() -> None:
         print(f"\n## {name} {shape}: trained {steps} SGD steps (batch {bs}) on synthetic:{'x'.join(map(str, shape))} "
               f"(final loss {loss:.3f}, {time.time() - t0:.0f} s)", flush=True)
         print(hdr, flush=True)
-        for sp in sparsities:
-            path = tmp / f"{name.replace(':', '_')}_{sp}.onnx"
-            zeros = prune_export(model, shape, sp, path)
+        msp = [sp for sp in sparsities if name not in HEAVY or sp in HEAVY_SPARSITIES] or sparsities
+        mb = sorted({min(B, HEAVY_MAX_BATCH) if name in HEAVY else B for B in batches})
+        cases = [(sp, "global") for sp in msp] + [(sp, "layerwise") for sp in layerwise]
+        for sp, mask in cases:
+            tag = "" if mask == "global" else "_lw"
+            path = tmp / f"{name.replace(':', '_')}_{sp}{tag}.onnx"
+            zeros = prune_export(model, shape, sp, path, mask=mask)
             for T in threads_list:
-                sess = E.load(path, threads=T, cache=True)
-                plan = sess.plan()
-                md = sum(p["macs_dense"] or 0 for p in plan)
-                ms = sum(p["macs_sparse"] or 0 for p in plan)
-                ort_s = ort_session(str(path), T)
-                iname = ort_s.get_inputs()[0].name
-                for B in batches:
-                    x = np.random.default_rng(B).standard_normal((B, *shape)).astype(np.float32)
-                    feed = {iname: x}
-                    ref = ort_s.run(None, feed)[0]
-                    err = float(np.max(np.abs(sess.run(x) - ref)))
-                    t = interleaved({"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)},  # noqa: B023, F821
-                                    rounds, block_s, seed=hash((name, sp, T, B)) % 2**31)
-                    speed = t["ort"] / t["engine"]
-                    ratio = md / max(ms, 1)
-                    row = dict(model=name, in_shape=list(shape), sparsity=sp, zeros=zeros, batch=B, threads=T,
-                               ort_us=t["ort"], engine_us=t["engine"], speedup=speed, macs_dense=md, macs_exec=ms,
-                               mac_ratio=ratio, efficiency=speed / ratio, max_abs_err=err, isa=sess.isa,
-                               kernels={k: sum(1 for p in plan if p["kernel"] == k) for k in ("sparse", "dense")})
-                    rows.append(row)
-                    print(f"{name:16s} {sp * 100:7.1f}% {B:3d} {T:2d} {t['ort']:10.1f} {t['engine']:10.1f} "
-                          f"{speed:7.2f}x {ratio:8.1f}x {speed / ratio:6.2f}", flush=True)
-                del ort_s, sess
+                if T > 1 and os.getloadavg()[0] >= IDLE_LOAD:
+                    load = round(os.getloadavg()[0], 2)
+                    for B in mb:
+                        rows.append(dict(model=name, in_shape=list(shape), sparsity=sp, mask=mask, zeros=zeros,
+                                         batch=B, threads=T, load1=load, skipped="not measured: machine busy"))
+                    print(f"{name:16s} {sp * 100:7.1f}% {mask[:2]} T={T}: not measured, machine busy (load {load})",
+                          flush=True)
+                    continue
+                rows += measure(name, shape, path, sp, mask, zeros, T, mb, rounds, block_s)
+                if T == 1 and sp == max(msp) and mask == "global":
+                    prof = E.load(path, threads=1, cache=True, verify=False).profile(batch=1, seconds=0.5)
+                    profiles[name] = {"sparsity": sp, "batch": 1, "wall_us": prof["wall_us"],
+                                      "top": sorted(prof["ops"], key=lambda o: -o["us"])[:5]}
         if not args.no_memory:
             sp = 0.99 if 0.99 in sparsities else max(sparsities)
             path = tmp / f"{name.replace(':', '_')}_{sp}.onnx"
@@ -306,51 +377,68 @@ def main() -> None:
             mm = mem_rows[name]
             print(f"memory {name} @ {sp * 100:.1f} % (peak RSS - after-import RSS, batch 64): engine "
                   f"{mm['engine'].get('peak_minus_base_mb')} MB, ORT {mm['ort'].get('peak_minus_base_mb')} MB", flush=True)
-    summary = []
+    summary, scal, fits = summarize(rows, models)
+    meta["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "thread_scaling": scal,
+                               "memory": mem_rows, "fits": fits, "profiles": profiles}, indent=1))
+    print(f"\nwrote {out}")
+    write_docs(args, meta, rows, summary, scal, mem_rows, fits, profiles)
+
+
+def summarize(rows: list[dict], models: list[str]) -> tuple[list, list, list]:
+    """Crossover and 99 % speed-up (global masks), 2-thread scaling, fixed-vs-per-MAC fits (1 thread)."""
+    done = [r for r in rows if "skipped" not in r]
+    key_b = sorted({r["batch"] for r in done})
+    key_t = sorted({r["threads"] for r in done})
+    summary, scal, fits = [], [], []
     print("\n## crossover (lowest sparsity with engine >= 1.1x ORT from there on) and speed-up at 99 %")
     for name in models:
-        for B in batches:
-            for T in threads_list:
-                pts = {r["sparsity"]: r["speedup"] for r in rows if (r["model"], r["batch"], r["threads"]) == (name, B, T)}
-                if not pts:
+        for B in key_b:
+            for T in key_t:
+                sel = [r for r in done if (r["model"], r["batch"], r["threads"], r.get("mask", "global"))
+                       == (name, B, T, "global")]
+                if not sel:
                     continue
+                pts = {r["sparsity"]: r["speedup"] for r in sel}
                 c = crossover(pts)
                 s99 = pts.get(0.99)
                 summary.append(dict(model=name, batch=B, threads=T, crossover=c, speedup_99=s99))
                 cs = f"{c * 100:.1f} %" if c is not None else "none"
                 print(f"{name:16s} B={B:<3d} T={T}: crossover {cs:>8s}   99 %: {s99 and f'{s99:.2f}x'}")
-    scal = []
-    for name in models:
-        for sp in sparsities:
-            for B in batches:
-                r1 = [r for r in rows if (r["model"], r["sparsity"], r["batch"], r["threads"]) == (name, sp, B, 1)]
-                r2 = [r for r in rows if (r["model"], r["sparsity"], r["batch"], r["threads"]) == (name, sp, B, 2)]
-                if r1 and r2:
-                    scal.append(dict(model=name, sparsity=sp, batch=B, scaling=r1[0]["engine_us"] / r2[0]["engine_us"]))
+                f = fit_fixed_per_mac(sel) if T == 1 else None
+                if f:
+                    fits.append(dict(model=name, batch=B, threads=T, **f))
+                    print(f"{'':16s} time/image = {f['fixed_us']:.1f} us fixed + {f['us_per_mmac']:.1f} us per M "
+                          f"executed MACs (max fit error {f['max_rel_err'] * 100:.0f} %)")
+    for r2 in done:
+        if r2["threads"] != 2:
+            continue
+        r1 = next((r for r in done if r["threads"] == 1 and all(r[k] == r2[k] for k in
+                                                                 ("model", "sparsity", "batch", "mask"))), None)
+        if r1:
+            scal.append(dict(model=r2["model"], sparsity=r2["sparsity"], mask=r2.get("mask", "global"),
+                             batch=r2["batch"], scaling=r1["engine_us"] / r2["engine_us"], load1=r2.get("load1")))
     if scal:
-        print("\n## engine 2-thread / 1-thread throughput (batch 64)")
-        for s in scal:
-            if s["batch"] == max(batches):
-                print(f"{s['model']:16s} {s['sparsity'] * 100:5.1f}%: {s['scaling']:.2f}x")
-    meta["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "thread_scaling": scal,
-                               "memory": mem_rows}, indent=1))
-    print(f"\nwrote {out}")
-    write_docs(args, meta, rows, summary, scal, mem_rows)
+        print("\n## engine 2-thread / 1-thread throughput")
+        for sc in scal:
+            print(f"{sc['model']:16s} {sc['sparsity'] * 100:5.1f}% B={sc['batch']}: {sc['scaling']:.2f}x (load {sc['load1']})")
+    return summary, scal, fits
 
 
-def write_docs(args: argparse.Namespace, meta: dict, rows: list, summary: list, scal: list, mem_rows: dict) -> None:
+def write_docs(args: argparse.Namespace, meta: dict, rows: list, summary: list, scal: list, mem_rows: dict,
+               fits: list | None = None, profiles: dict | None = None) -> None:
+    fits, profiles = fits or [], profiles or {}
     if args.md:
-        Path(args.md).write_text(markdown(meta, rows, summary, scal, mem_rows))
+        Path(args.md).write_text(markdown(meta, rows, summary, scal, mem_rows, fits=fits, profiles=profiles))
         print(f"wrote {args.md}")
     if args.record:
         from sparsekit._io import write_marked_section
 
         root = Path(__file__).resolve().parents[1]
         write_marked_section(root / "docs" / "benchmarks.md", "bench-engine",
-                             markdown(meta, rows, summary, scal, mem_rows, level=2))
+                             markdown(meta, rows, summary, scal, mem_rows, level=2, fits=fits, profiles=profiles))
         write_marked_section(root / "README.md", "engine-summary", readme_summary(meta, rows, summary))
         print(f"wrote {root / 'docs' / 'benchmarks.md'} (bench-engine) and {root / 'README.md'} (engine-summary)")
 
@@ -360,12 +448,14 @@ def _pct(v: float | None) -> str:
 
 
 def readme_summary(meta: dict, rows: list, summary: list) -> str:
-    """4-6 lines for README.md, every number from the run: where the engine pays (crossover per model), the
-    speed-up at 99 %, and where ORT dense was faster (1 thread)."""
+    """4-7 lines for README.md, every number from the run: where the engine pays (crossover per model), the
+    speed-up at 99 %, per-layer masks, and where ORT dense was faster (1 thread)."""
     date = meta["date"][:10]
-    sps = sorted({r["sparsity"] for r in rows})
-    B = max(r["batch"] for r in rows)
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    done = [r for r in rows if "skipped" not in r and r["threads"] == 1]
+    glob = [r for r in done if r.get("mask", "global") == "global"]
+    sps = sorted({r["sparsity"] for r in glob})
+    models = list(dict.fromkeys(r["model"] for r in glob))
+    bmax = {n: max(r["batch"] for r in glob if r["model"] == n) for n in models}
 
     def cs(name: str, b: int) -> dict | None:
         return next((c for c in summary if (c["model"], c["batch"], c["threads"]) == (name, b, 1)), None)
@@ -380,24 +470,30 @@ def readme_summary(meta: dict, rows: list, summary: list) -> str:
 
     lose = []
     for name in models:
-        pts = sorted((r["sparsity"], r["batch"], r["speedup"]) for r in rows
-                     if r["model"] == name and r["threads"] == 1 and r["speedup"] < 1.0)
+        pts = sorted((r["sparsity"], r["batch"], r["speedup"]) for r in glob if r["model"] == name and r["speedup"] < 1.0)
         if pts:
             lose.append(f"{name} " + ", ".join(f"{sp * 100:g} % (batch {b}: {v:.2f}x)" for sp, b, v in pts))
+    lw = [r for r in done if r.get("mask") == "layerwise"]
     L = [f"**sparse-cpu vs ONNX Runtime dense, measured** {date}, commit `{meta['commit']}`, {meta['machine']} "
          f"({' '.join(meta['simd'])}), load average {meta['loadavg_start'][0]:.1f}, 1 thread, same ONNX file, global "
-         f"magnitude pruning at {', '.join(_pct(v) for v in sps)} (`benchmarks/bench_engine.py {' '.join(meta['command'].split()[2:])}`; "
-         "tables in [docs/benchmarks.md](docs/benchmarks.md)):",
-         f"- engine pays (>= 1.1x ORT from there up), batch 1 / {B}: "
-         + "; ".join(f"{n} {cross(cs(n, 1))} / {cross(cs(n, B))}" for n in models) + ".",
-         f"- speed-up at 99 %, batch 1 / {B}: " + "; ".join(f"{n} {s99(cs(n, 1))} / {s99(cs(n, B))}" for n in models) + ".",
-         ("- ORT dense was faster at: " + "; ".join(lose) + ". " if lose else "- ORT dense was never faster in this grid. ")
-         + "Below a model's crossover use ORT dense, or a structured (channel-pruned) export that ORT runs at "
-         "fewer MACs (`bench_deploy.py`)."]
+         f"magnitude pruning at {', '.join(_pct(v) for v in sps)} (`benchmarks/bench_engine.py "
+         f"{' '.join(meta['command'].split()[2:])}`; tables in [docs/benchmarks.md](docs/benchmarks.md)):",
+         "- engine pays (>= 1.1x ORT from there up), batch 1 / largest: "
+         + "; ".join(f"{n} {cross(cs(n, 1))} / {cross(cs(n, bmax[n]))} (b{bmax[n]})" for n in models) + ".",
+         "- speed-up at 99 %, batch 1 / largest: "
+         + "; ".join(f"{n} {s99(cs(n, 1))} / {s99(cs(n, bmax[n]))}" for n in models) + "."]
+    if lw:
+        L.append("- per-layer masks: " + "; ".join(f"{r['model']} {r['sparsity'] * 100:g} % b{r['batch']} "
+                                                    f"{r['speedup']:.2f}x" for r in lw) + ".")
+    L.append(("- ORT dense was faster at: " + "; ".join(lose) + ". " if lose
+              else "- ORT dense was never faster in this grid. ")
+             + "Below a model's crossover use ORT dense, or a structured (channel-pruned) export that ORT runs at "
+             "fewer MACs (`bench_deploy.py`).")
     return "\n".join(L)
 
 
-def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level: int = 1) -> str:
+def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level: int = 1,
+             fits: list | None = None, profiles: dict | None = None) -> str:
     h = "#" * level
     la = meta.get("loadavg_start"), meta.get("loadavg_end")
     L = [f"{h} sparse-cpu vs ONNX Runtime (bench_engine.py)", "",
@@ -411,21 +507,44 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
          f"* {meta['rounds']} interleaved rounds, ~{meta['block_ms']:.0f} ms blocks, median of per-round block means",
          "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
          "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
-         "| model | sparsity | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| model | sparsity | mask | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency | load |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        L.append(f"| {r['model']} | {r['sparsity'] * 100:.1f} % | {r['batch']} | {r['threads']} | {r['ort_us']:.1f} | "
-                 f"{r['engine_us']:.1f} | {r['speedup']:.2f}x | {r['mac_ratio']:.1f}x | {r['efficiency']:.2f} |")
+        head = (f"| {r['model']} | {r['sparsity'] * 100:.1f} % | {r.get('mask', 'global')} | {r['batch']} | "
+                f"{r['threads']} |")
+        if "skipped" in r:
+            L.append(f"{head} {r['skipped']} (load {r.get('load1')}) | | | | | | |")
+            continue
+        L.append(f"{head} {r['ort_us']:.1f} | {r['engine_us']:.1f} | {r['speedup']:.2f}x | {r['mac_ratio']:.1f}x | "
+                 f"{r['efficiency']:.2f} | {r.get('load1', '-')} |")
     L += ["", f"{h}# Crossover (lowest sparsity with engine >= 1.1x ORT at it and every higher one)", "",
           "| model | batch | threads | crossover | speed-up at 99 % |", "|---|---|---|---|---|"]
     for c in summary:
         cs = f"{c['crossover'] * 100:.1f} %" if c["crossover"] is not None else "none"
         s99 = f"{c['speedup_99']:.2f}x" if c["speedup_99"] else "-"
         L.append(f"| {c['model']} | {c['batch']} | {c['threads']} | {cs} | {s99} |")
+    if fits:
+        L += ["", f"{h}# Where the engine's time goes: fixed vs per-MAC (1 thread, global masks)", "",
+              "Least-squares fit over the model's sparsities: time per image = fixed + per-MAC x executed MACs. "
+              "The fixed part (epilogues, data movement, dispatch) is what sparsity cannot remove.", "",
+              "| model | batch | fixed µs/image | µs per M executed MACs | fixed share at max sparsity | max fit error |",
+              "|---|---|---|---|---|---|"]
+        for f in fits:
+            share = f.get("fixed_share_at_max_sparsity")
+            sh = "-" if share is None else f"{share * 100:.0f} % (at {f['max_sparsity'] * 100:g} %)"
+            L.append(f"| {f['model']} | {f['batch']} | {f['fixed_us']:.1f} | {f['us_per_mmac']:.1f} | {sh} | "
+                     f"{f['max_rel_err'] * 100:.0f} % |")
+    if profiles:
+        L += ["", f"{h}# Slowest ops at the highest sparsity (batch 1, `Session.profile`, median µs per op)", "",
+              "| model | sparsity | wall µs | top ops (µs) |", "|---|---|---|---|"]
+        for k, pr in profiles.items():
+            top = ", ".join(f"{o['name']} ({o['kind']}, {o['kernel']}) {o['us']:.1f}" for o in pr["top"])
+            L.append(f"| {k} | {pr['sparsity'] * 100:g} % | {pr['wall_us']:.0f} | {top} |")
     if scal:
-        L += ["", f"{h}# Engine thread scaling (1-thread time / 2-thread time)", "", "| model | sparsity | batch | scaling |",
-              "|---|---|---|---|"]
-        L += [f"| {s['model']} | {s['sparsity'] * 100:.1f} % | {s['batch']} | {s['scaling']:.2f}x |" for s in scal]
+        L += ["", f"{h}# Engine thread scaling (1-thread time / 2-thread time)", "",
+              "| model | sparsity | mask | batch | scaling | load (1 min) |", "|---|---|---|---|---|---|"]
+        L += [f"| {s['model']} | {s['sparsity'] * 100:.1f} % | {s.get('mask', 'global')} | {s['batch']} | "
+              f"{s['scaling']:.2f}x | {s.get('load1', '-')} |" for s in scal]
     if mem:
         L += ["", f"{h}# Process memory (fresh process, batch 64, MB): peak RSS, and peak minus RSS after imports "
               "(the engine's delta includes importing onnx at load)", "",

@@ -43,8 +43,8 @@ from sparsekit.sweep.plan import SweepConfig  # noqa: E402
 from sparsekit.sweep.run import run_sweep  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-#: per model: (fine-tune epochs, CTS search steps) -- resnet20 uses bench-tickets' scaled budget
-BUDGETS = {"lenet300": (3, 400), "resnet20": (1, 400)}
+#: per model: (fine-tune epochs, CTS search steps, CTS search batch) -- resnet20: bench-tickets' budget
+BUDGETS = {"lenet300": (3, 400, None), "resnet20": (1, 400, 64)}
 
 
 def runtimes() -> tuple[str, ...]:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     for model in args.models.split(","):
-        ft, steps = BUDGETS.get(model, (1, 400))
+        ft, steps, cts_batch = BUDGETS.get(model, (1, 400, None))
         ft = args.finetune_epochs if args.finetune_epochs is not None else ft
         steps = args.search_steps if args.search_steps is not None else steps
         cfg = SweepConfig(
@@ -116,14 +116,16 @@ def main(argv: list[str] | None = None) -> int:
             finetune_epochs=ft,
             search_steps=steps,
             data_dir=data_dir,
+            method_options={"cts": {"batch_size": str(cts_batch)}} if cts_batch else {},
             repeats=args.repeats,
             min_time=args.min_time,
         )
         t0 = time.perf_counter()
         doc, decision = run_sweep(cfg)
         t = doc["timings"]
-        lines += [
-            f"## {model} (E = {ft}, CTS {steps} search steps; sweep {time.perf_counter() - t0:.0f} s)",
+        section = [
+            f"## {model} (E = {ft}, CTS {steps} search steps"
+            f"{f' at batch {cts_batch}' if cts_batch else ''}; sweep {time.perf_counter() - t0:.0f} s)",
             "",
             table([r for r in doc["rows"] if r["batch"] == 1]),
             "",
@@ -139,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
             f"![frontier]({model}/frontier.png)",
             "",
         ]
+        atomic_write(
+            out / model / "bench_sweep.md",
+            lambda p, t=lines[:6] + [x.replace(f"]({model}/", "](") for x in section]: p.write_text(
+                "\n".join(t) + "\n"
+            ),
+        )
+        lines += section
     atomic_write(out / "bench_sweep.md", lambda p: p.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
     return 0

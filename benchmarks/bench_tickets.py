@@ -24,8 +24,9 @@ reference (same budget, no mask; measured with the magnitude ticket). LTR: 20 % 
 round, rewind to theta_1, E epochs per round, a separate IMP run per sparsity.
 
 Priority order (no new run starts after --max-minutes; the report lists the missing cells): seed 0 of
-lenet300 at 99.26 % (baselines + default CTS), seed 0 of resnet20 at 99.26 % (every method), its sanity
-checks, the lenet300 search-length curve, then seeds 1 and 2, then 98 %.
+lenet300 at 99.26 % (baselines + default CTS), seed 0 of resnet20 at 99.26 % (every method), the lenet300
+curve at 400 / 1,000 steps, the sanity checks of resnet20's tickets, the curve at 4,000 steps, then
+seeds 1 and 2, then 98 %.
 Resumable: each ticket is its own run directory under --out; completed runs are read back, not redone.
 
 Usage:
@@ -158,17 +159,19 @@ def jobs() -> list[Job]:
     def tickets(plan: ModelPlan, sparsity: float, seed: int) -> None:
         out.extend(Job(plan, label, sparsity, seed) for label in plan.methods)
 
-    def curve(seed: int) -> None:
+    def curve(seed: int, steps=CURVE) -> None:
         out.extend(Job(le, label, FOCUS, seed, steps=s, curve=True)
-                   for s in CURVE if s is not None for label in CTS)
+                   for s in steps if s is not None for label in CTS)
 
-    def sanity(seed: int) -> None:
-        out.extend(Job(rn, label, FOCUS, seed, sanity=True) for label in ("cts-kl", "ltr", "cts-ce"))
+    def sanity(seed: int, labels=("cts-kl", "ltr", "cts-ce")) -> None:
+        out.extend(Job(rn, label, FOCUS, seed, sanity=True) for label in labels)
 
     tickets(le, FOCUS, 0)
     tickets(rn, FOCUS, 0)
-    sanity(0)
-    curve(0)
+    curve(0, (400, 1000))
+    sanity(0, ("cts-kl", "ltr"))
+    sanity(0, ("cts-ce",))
+    curve(0, (4000,))
     for seed in (1, 2):
         tickets(le, FOCUS, seed)
         tickets(rn, FOCUS, seed)

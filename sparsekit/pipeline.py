@@ -330,7 +330,10 @@ class _Run:
             append_jsonl(paths.metrics_log(self.out), rec)
 
     def evaluate(self, model: torch.nn.Module) -> float:
-        return evaluate(model, self.data, device=self.cfg.device, limit=self.cfg.eval_limit)["accuracy"]
+        from sparsekit.progress import step
+
+        with step("evaluating on the test split"):
+            return evaluate(model, self.data, device=self.cfg.device, limit=self.cfg.eval_limit)["accuracy"]
 
 
 def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, Any]:
@@ -560,7 +563,10 @@ def _untrained_mask_accuracy(model: torch.nn.Module, mask: Mask, data: DataBundl
     probe = copy.deepcopy(model)
     mask.apply(probe)
     probe.load_state_dict(_masked_bn_stats(probe, data, cfg), strict=False)
-    return evaluate(probe, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
+    from sparsekit.progress import step
+
+    with step("evaluating the mask before fine-tuning"):
+        return evaluate(probe, data, device=cfg.device, limit=cfg.eval_limit)["accuracy"]
 
 
 def _masked_bn_stats(masked: torch.nn.Module, data: DataBundle, cfg: PruneConfig) -> dict[str, torch.Tensor]:

@@ -101,6 +101,7 @@ def advise_run(run_dir: str, threads: int = 1, data_dir: str | None = None) -> d
     finally:
         torch.set_num_threads(old_threads)
     engine = _engine_layers(run_dir, threads, data_dir, layers, mask)
+    dense_rts = _dense_runtimes(run_dir, threads, data_dir)
     rep = structured.report
     n_csr = sum(r["recommendation"] == "csr" for r in layers)
     n_engine = sum(r["recommendation"] == "sparse-cpu" for r in layers)
@@ -113,8 +114,47 @@ def advise_run(run_dir: str, threads: int = 1, data_dir: str | None = None) -> d
         summary = f"bench on torch-csr: {n_csr} Linear layer(s) run faster as CSR here (not exportable to ONNX)"
     else:
         summary = "sparsity will not pay for speed here: expect dense latency (file size can still shrink)"
+    if dense_rts and len(dense_rts["us"]) > 1:
+        summary += f"; fastest dense runtime here: {dense_rts['fastest'][str(ADVISE_BATCHES[0])]} at batch 1 (compare with it)"
     return {"run": run_dir, "threads": threads, "layers": layers, "structured_mac_ratio": rep["mac_ratio"],
-            "engine": engine, "summary": summary}
+            "engine": engine, "dense_runtimes": dense_rts, "summary": summary}
+
+
+def _dense_runtimes(run_dir: str, threads: int, data_dir: str | None) -> dict[str, Any] | None:
+    """Whole-model time of the exported ticket on every installed dense ONNX runtime (ORT, OpenVINO,
+    MNN dense): a quick in-process hint of which dense runtime a ticket must beat here (``bench``
+    measures it properly, interleaved in fresh processes)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from sparsekit.bench.runtime_ort import session
+    from sparsekit.bench.runtimes import dense_runtimes
+    from sparsekit.errors import SparsekitError
+    from sparsekit.export import export_run
+
+    rts = dense_runtimes()
+    if not rts:
+        return None
+    us: dict[str, dict[str, float]] = {}
+    failed: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="sparsekit-advise-") as tmp:
+        path = Path(tmp) / "ticket.onnx"
+        export_run(run_dir, path, data_dir=data_dir)
+        shape = session(str(path), 1).get_inputs()[0].shape[1:]
+        for name, rt in rts.items():
+            try:
+                run = rt.load(str(path), threads)
+            except (SparsekitError, RuntimeError) as exc:  # e.g. a graph MNN cannot convert
+                failed[name] = str(exc).splitlines()[0]
+                continue
+            us[name] = {}
+            for b in ADVISE_BATCHES:
+                x = np.random.default_rng(0).standard_normal((b, *shape)).astype(np.float32)
+                us[name][str(b)] = _time_us(lambda run=run, x=x: run(x))
+    fastest = {str(b): min(us, key=lambda n, b=b: us[n][str(b)]) for b in ADVISE_BATCHES} if us else {}
+    return {"threads": threads, "us": us, "fastest": fastest, "failed": failed}
 
 
 def _engine_layers(run_dir: str, threads: int, data_dir: str | None, layers: list[dict[str, Any]],

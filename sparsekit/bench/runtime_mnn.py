@@ -124,7 +124,11 @@ def converted(onnx_path: str | Path, sparse: bool) -> str:
     tmp = Path(tmp_name)
     try:
         _convert(src, tmp, sparse)
-        verify(src, tmp, sparse)
+        try:
+            verify(src, tmp, sparse)
+        except (RuntimeError, ValueError, TypeError) as exc:  # MNN's own errors: one line, no traceback
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SparsekitError(f"MNN cannot run its conversion of {src.name}: {msg}") from None
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)

@@ -39,4 +39,9 @@ def advise_cmd(
                    f"{eng:>13}  {r['recommendation']} ({r['reason']})")
     if res.get("engine") and not res["engine"].get("available", True):
         typer.echo(f"sparse-cpu: {res['engine']['reason']}")
+    dense = res.get("dense_runtimes") or {}
+    for name, times in dense.get("us", {}).items():
+        typer.echo(f"dense {name}: " + ", ".join(f"batch {b} {t:.0f} us" for b, t in times.items()))
+    for name, reason in dense.get("failed", {}).items():
+        typer.echo(f"dense {name}: {reason}")
     typer.echo(res["summary"])

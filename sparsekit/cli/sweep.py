@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from sparsekit.cli.app import app
-from sparsekit.cli.common import emit_json, parse_csv, parse_ints, run, set_threads
+from sparsekit.cli.common import emit_json, parse_csv, parse_ints, parse_kv, run, set_threads
 from sparsekit.errors import SparsekitError, UsageError
 
 
@@ -80,6 +80,10 @@ def sweep_cmd(
     train_threads: Annotated[
         int | None, typer.Option(help="CPU threads for training [default: torch's choice]")
     ] = None,
+    opt: Annotated[
+        list[str] | None,
+        typer.Option(help="method option METHOD.KEY=VALUE (repeatable), e.g. cts.batch_size=64"),
+    ] = None,
     json_out: Annotated[
         str | None, typer.Option("--json", help="also write sweep.json to PATH (- for stdout)")
     ] = None,
@@ -94,6 +98,12 @@ def sweep_cmd(
 
     def go() -> dict:
         set_threads(train_threads)
+        options: dict[str, dict[str, str]] = {}
+        for key, value in parse_kv(opt, "--opt").items():
+            method, dot, name = key.partition(".")
+            if not dot or not method or not name:
+                raise UsageError(f"--opt expects METHOD.KEY=VALUE, got {key}={value}")
+            options.setdefault(method, {})[name] = value
         cfg = SweepConfig(
             model=model,
             data=data,
@@ -118,6 +128,7 @@ def sweep_cmd(
             repeats=repeats,
             min_time=min_time,
             accuracy_limit=accuracy_limit,
+            method_options=options,
         )
         doc, decision = run_sweep(cfg)
         emit_json(doc, json_out)

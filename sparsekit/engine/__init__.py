@@ -12,6 +12,7 @@ API (stable):
     >>> s = engine.load("ticket.onnx", threads=1)        # verifies against ONNX Runtime  # doctest: +SKIP
     >>> y = s.run(x)                                     # x: float32 (N, C, H, W) or (N, F)  # doctest: +SKIP
     >>> s.plan()                                         # per layer: kernel, density, MACs, µs  # doctest: +SKIP
+    >>> s.profile(batch=1)["ops"]                        # measured wall µs per op  # doctest: +SKIP
     >>> s.isa, s.threads, s.verification                 # doctest: +SKIP
 
 ``load(path, threads=1, verify=True, verify_input=None, cache=None, isa=None, input_shape=None)``:
@@ -320,9 +321,61 @@ class Session:
 
     __call__ = run
 
-    def plan(self) -> list[dict]:
-        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached."""
-        return [dict(e, us=dict(e["us"]), fused=list(e["fused"])) for e in self._plan]
+    def plan(self, profile: bool = False, batch: int = 1, threads: int | None = None) -> list[dict]:
+        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached.
+
+        ``profile=True`` adds ``measured_us`` / ``measured_share``: the op's measured wall time per run of
+        ``batch`` images at ``threads`` (default: the session's), from the native per-op profiler
+        (see ``profile``)."""
+        entries = [dict(e, us=dict(e["us"]), fused=list(e["fused"])) for e in self._plan]
+        if profile:
+            prof = self.profile(batch=batch, threads=threads)
+            for e, p in zip(entries, prof["ops"], strict=True):
+                e["measured_us"], e["measured_share"] = p["us"], p["share"]
+        return entries
+
+    def profile(self, batch: int = 1, threads: int | None = None, seconds: float = 0.3,
+                x: np.ndarray | None = None) -> dict[str, Any]:
+        """Where the time goes: run ``batch`` images repeatedly (~``seconds``) under the native per-op profiler.
+
+        Times are medians over the runs (per op, and of the whole run). Returns batch, threads, runs,
+        wall_us (per run), ops_us (sum over ops, per run), overhead_us
+        (wall - ops: input/output copies, dispatch) and ``ops``: one dict per executed op (same order as
+        ``plan()``) with name, op, kind, kernel, macs (executed per image), us (wall per run; image-parallel
+        runs: the workers' summed op time divided by the threads) and share (of ops_us)."""
+        import time
+
+        threads = self.threads if threads is None else int(threads)
+        if threads < 1 or int(batch) < 1:
+            raise EngineError(f"profile needs batch >= 1 and threads >= 1, got {batch}, {threads}")
+        if x is None:
+            x = np.random.default_rng(0).standard_normal((int(batch), *self.input_shape)).astype(np.float32)
+        x = self._check_input(x)
+        eng = self._engine
+        eng.run(x, threads)  # warm-up (arenas, thread pool)
+        t = time.perf_counter()
+        eng.run(x, threads)
+        runs = max(5, min(1000, int(seconds / max(time.perf_counter() - t, 1e-6))))
+        walls, per_run = [], []
+        try:
+            for _ in range(runs):  # per-op median over runs: robust to the run being descheduled
+                eng.set_profiling(True, threads)
+                t = time.perf_counter()
+                eng.run(x, threads)
+                walls.append((time.perf_counter() - t) * 1e6)
+                per_run.append(list(eng.profile()))
+        finally:
+            eng.set_profiling(False, threads)
+        wall = float(np.median(walls))
+        raw = np.median(np.asarray(per_run), axis=0) if per_run[0] else np.zeros(0)
+        image_parallel = threads > 1 and -(-x.shape[0] // self.chunk) >= 2
+        div = min(threads, -(-x.shape[0] // self.chunk)) if image_parallel else 1
+        us = [float(v) / div for v in raw]
+        total = sum(us) or 1.0
+        ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "macs": e["macs_sparse"],
+                "us": round(u, 3), "share": u / total} for e, u in zip(self._plan, us, strict=True)]
+        return {"batch": int(x.shape[0]), "threads": threads, "runs": runs, "wall_us": wall, "ops_us": sum(us),
+                "overhead_us": wall - sum(us), "ops": ops}
 
     def memory(self) -> dict[str, int]:
         """Bytes held natively: weights (chosen formats only) and activation arenas (one per thread)."""

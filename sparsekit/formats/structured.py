@@ -175,9 +175,11 @@ def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.T
     """Apply the plan step by step, keeping only steps after which the model still computes the same
     function on ``example`` (within ``atol``); a step the dependency graph cannot apply to this
     architecture (channel shuffle, split, odd concatenations) is recorded in ``skipped`` instead of
-    failing the whole conversion. Returns (pruned model, accepted steps)."""
+    failing the whole conversion. ``atol`` is relative to max(1, max |output|), as in the final
+    ``check_equal``. Returns (pruned model, accepted steps)."""
     with torch.no_grad():
         ref = model(example)
+    atol = atol * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
 
     def attempt(base: nn.Module, steps: list[dict[str, Any]]) -> tuple[nn.Module | None, str]:
         trial = copy.deepcopy(base)

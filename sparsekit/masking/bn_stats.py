@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sparsekit.masking.masked_forward import binary_multipliers, masked_call
+from sparsekit.progress import step, track
 
 
 def bn_modules(model: nn.Module) -> dict[str, _BatchNorm]:
@@ -56,8 +57,9 @@ def recalibrate(
     for m in bns.values():
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every batch counts equally
-    for x in batches:
-        forward(x)
+    with step("BN statistics of the masked network"):
+        for x in track(batches, None, "BN statistics of the masked network, batch"):
+            forward(x)
     for n, m in bns.items():
         m.momentum = momenta[n]
         if dist is not None:

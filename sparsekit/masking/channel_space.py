@@ -37,6 +37,7 @@ from sparsekit.masking.channel_groups import (
     layer_bn_pairs,
     probe_forward,
 )
+from sparsekit.progress import step
 
 
 @dataclass
@@ -78,6 +79,10 @@ class UnitSpace:
     """Units of a model restricted to the prunable weights ``names`` (see module docstring)."""
 
     def __init__(self, model: nn.Module, names: list[str], in_shape: tuple[int, ...]) -> None:
+        with step("tracing channel couplings"):
+            self._build(model, names, in_shape)
+
+    def _build(self, model: nn.Module, names: list[str], in_shape: tuple[int, ...]) -> None:
         self.names = list(names)
         self.in_shape = tuple(in_shape)
         self.units = channel_units(model, self.names, self.in_shape)
@@ -343,6 +348,13 @@ def select_by_cost(
     Raises:
         UsageError: when even the smallest allowed widths cost more than ``budget``.
     """
+    with step(f"selecting channels within the {cost.kind} budget"):
+        return _select_by_cost(unit_scores, space, cost, budget, multiple)
+
+
+def _select_by_cost(
+    unit_scores: torch.Tensor, space: UnitSpace, cost: CostModel, budget: float, multiple: int,
+) -> tuple[torch.Tensor, dict[str, Any]]:
     scores = unit_scores.detach().double().cpu()
     chunks = _removal_chunks(scores, space, multiple)
     order = sorted(range(len(chunks)), key=lambda i: (chunks[i][0], i))

@@ -94,6 +94,8 @@ class SweepConfig:
     min_time: float = 0.3
     warmup: int = 5
     accuracy_limit: int | None = None
+    #: per method: option -> value (``--opt cts.batch_size=64``), as ``sparsekit prune --opt`` takes them
+    method_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_accuracy_drop is None and self.max_latency_ms is None:
@@ -126,6 +128,10 @@ class SweepConfig:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise UsageError("--pretrain-epochs and --finetune-epochs must be >= 0")
+        named = {m.partition(":")[0] for m in self.methods}
+        for method in self.method_options:
+            if method not in named:
+                raise UsageError(f"--opt {method}.KEY=VALUE: {method} is not among --methods")
         if not self.cells():
             raise UsageError(
                 "the grid is empty: weight methods need --sparsity values, channel methods --macs budgets"

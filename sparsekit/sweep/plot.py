@@ -77,6 +77,17 @@ def plot(
             zorder=4,
         )
     ax.set_xscale("log")
+    xs = [r["speedup_vs_best_dense"] for r in pts]
+    if xs:  # readable "2x" ticks on the log axis (matplotlib's minor labels overlap)
+        from matplotlib.ticker import FixedLocator, NullLocator
+
+        lo, hi = min(xs), max(xs)
+        ticks = [
+            t for t in (0.1, 0.2, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 16, 32) if lo / 1.5 <= t <= hi * 1.5
+        ]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{t:g}x" for t in ticks])
     ax.set_xlabel("speed-up vs the best dense runtime (p50, measured)")
     ax.set_ylabel("test accuracy")
     ax.set_title(f"accuracy vs measured speed-up, batch {batch}")

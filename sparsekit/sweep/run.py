@@ -16,6 +16,7 @@ it stopped. The bench is redone on resume (measurements belong to one session).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -63,6 +64,7 @@ def prune_config(
         granularity=granularity,
         budget=budget,
         eval_limit=cfg.eval_limit,
+        method_options=dict(cfg.method_options.get(method, {})),
         dense_reference=False,
     )
 
@@ -374,6 +376,7 @@ TRAINING_KEYS = (
     "batch_size",
     "lr",
     "eval_limit",
+    "method_options",
 )
 PLAN_FILE = "plan.json"
 
@@ -383,12 +386,12 @@ def claim_out(cfg: SweepConfig) -> None:
     out = Path(cfg.out)
     plan = {k: getattr(cfg, k) for k in TRAINING_KEYS}
     if (out / PLAN_FILE).is_file():
-        stored = read_json(out / PLAN_FILE)
-        diffs = [
-            f"{k} {stored.get(k)!r} -> {plan[k]!r}"
-            for k in TRAINING_KEYS
-            if stored.get(k) != plan[k]
-        ]
+        # a key the plan predates had its default then
+        defaults = {f.name: f.default for f in dataclasses.fields(SweepConfig)} | {
+            "method_options": {}
+        }
+        stored = {k: defaults.get(k) for k in TRAINING_KEYS} | read_json(out / PLAN_FILE)
+        diffs = [f"{k} {stored[k]!r} -> {plan[k]!r}" for k in TRAINING_KEYS if stored[k] != plan[k]]
         if diffs:
             raise UsageError(
                 f"--out {out} holds a sweep trained with other settings ({', '.join(diffs)}); "

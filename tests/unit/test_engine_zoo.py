@@ -1,4 +1,4 @@
-"""sparse-cpu end-to-end: every zoo model (+ two torchvision nets at 3x64x64) with a 90 % global magnitude
+"""sparse-cpu end-to-end: every zoo model (+ the deployable torchvision nets at small inputs) with a 90 % magnitude
 mask, exported by torch.onnx.export like `sparsekit export` does, must match ONNX Runtime (load-time
 verification) and torch; also the dynamo exporter and sparse initializers."""
 
@@ -24,6 +24,14 @@ ZOO = [
     ("vgg16", (3, 32, 32)),
     ("tv:resnet18", (3, 64, 64)),
     ("tv:mobilenet_v3_small", (3, 64, 64)),
+]
+#: the torchvision architectures people deploy to CPUs (issue 17 item 5), small inputs so the tests stay fast
+TV_DEPLOY = [
+    ("tv:efficientnet_b0", (3, 32, 32)),
+    ("tv:regnet_y_400mf", (3, 32, 32)),
+    ("tv:mobilenet_v3_large", (3, 32, 32)),
+    ("tv:squeezenet1_1", (3, 48, 48)),
+    ("tv:densenet121", (3, 32, 32)),
 ]
 
 
@@ -72,7 +80,8 @@ def export(m: torch.nn.Module, shape: tuple, path, dynamo: bool = False) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("name,shape", ZOO, ids=[z[0] for z in ZOO])
+@pytest.mark.parametrize("name,shape", ZOO + [pytest.param(*t, marks=pytest.mark.slow) for t in TV_DEPLOY],
+                         ids=[z[0] for z in ZOO + TV_DEPLOY])
 def test_zoo_parity(tmp_path, name, shape):
     m = masked_model(name, shape)
     path = export(m, shape, tmp_path / "m.onnx")

@@ -149,3 +149,5 @@ def test_missing_mnn_is_skipped_with_reason(monkeypatch):
     reasons = {s["runtime"]: s["reason"] for s in skipped}
     assert all("pip install 'sparsekit[mnn]'" in reasons[n] for n in ("mnn-cpu", "mnn-sparse"))
     assert "mnn-cpu" not in runtimes.dense_runtimes()
+    r = CliRunner().invoke(app, ["bench", "model.onnx", "--runtime", "mnn-sparse"])
+    assert r.exit_code == 2 and "--runtime mnn-sparse: MNN is not installed (pip install 'sparsekit[mnn]')" in r.stderr

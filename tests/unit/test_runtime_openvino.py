@@ -117,3 +117,18 @@ def test_latency_budget_can_be_measured_on_openvino():
     ms = time_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8)), (1, 4, 4), "openvino-cpu", 2, 1)
     assert np.isfinite(ms) and ms > 0  # a measurement happened on OpenVINO, not a fallback
     assert _cache_key("openvino-cpu", 2, 1)["runtime_version"] == runtimes.RUNTIMES.get("openvino-cpu").version()
+
+
+@needs_openvino
+def test_advise_times_the_ticket_on_every_installed_dense_runtime(l300, monkeypatch):
+    from sparsekit.bench import advise as advise_mod
+
+    monkeypatch.setattr(advise_mod, "_BLOCK_S", 0.001)
+    monkeypatch.setattr(advise_mod, "_BLOCKS", 1)
+    res = advise_mod.advise_run(str(l300))
+    dense = res["dense_runtimes"]
+    assert set(dense["us"]) | set(dense["failed"]) == set(runtimes.dense_runtimes())
+    assert "openvino-cpu" in dense["us"] and set(dense["us"]["openvino-cpu"]) == {"1", "32"}
+    for b, name in dense["fastest"].items():
+        assert dense["us"][name][b] == min(t[b] for t in dense["us"].values())
+    assert f"fastest dense runtime here: {dense['fastest']['1']}" in res["summary"]

@@ -314,11 +314,20 @@ def test_real_bench_pairs_every_artifact_with_the_dense(tmp_path):
 
     if RUNTIMES.get("sparse-cpu").unavailable_reason():
         pytest.skip("sparse-cpu engine not built")
-    cfg = _tiny(tmp_path / "sw", methods=("magnitude",), sparsities=(0.9, 0.95), max_accuracy_drop=100.0)
+    cfg = _tiny(
+        tmp_path / "sw", methods=("magnitude",), sparsities=(0.9, 0.95), max_accuracy_drop=100.0
+    )
     doc, decision = run_sweep(cfg)
     rows = doc["rows"]
-    assert {r["artifact"] for r in rows} == {"dense", "magnitude-s0.9.masked", "magnitude-s0.95.masked"}
-    assert all(r["speedup_vs_best_dense"] is not None and r["best_dense_runtime"] == "sparse-cpu" for r in rows)
+    assert {r["artifact"] for r in rows} == {
+        "dense",
+        "magnitude-s0.9.masked",
+        "magnitude-s0.95.masked",
+    }
+    assert all(
+        r["speedup_vs_best_dense"] is not None and r["best_dense_runtime"] == "sparse-cpu"
+        for r in rows
+    )
     for r in rows:
         lo, hi = r["latency_ci_ms"]
         assert lo <= r["latency_ms"] <= hi
