@@ -182,10 +182,12 @@ struct Op {
 
 // conv ip: in, out, res, O, Cg, groups, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr(unused), Ho, Wo,
 //          act, mode(0 = stride-1 view, 1 = phase planes), Wrow, Hq, gofs, ntaps, nblk, has_bias,
-//          phase bitmask (which of the sh*sw phase planes any tap reads)
+//          phase bitmask (which of the sh*sw phase planes any tap reads), s2 direct (1: stride-2 conv whose
+//          sparse offsets address the padded input itself, see KernelTable::conv_sparse_s2; dense keeps
+//          the phase planes)
 // conv fa: [0] sparse val, [1] dense weights, [2] bias ; ua: [0] rowptr, [1] off, [2] dense tap offsets
 enum { C_IN, C_OUT, C_RES, C_O, C_CG, C_G, C_KH, C_KW, C_SH, C_SW, C_DH, C_DW, C_PT, C_PL, C_PB, C_PR,
-       C_HO, C_WO, C_ACT, C_MODE, C_WROW, C_HQ, C_GOFS, C_NTAPS, C_NBLK, C_HASB, C_PHASES, C_N };
+       C_HO, C_WO, C_ACT, C_MODE, C_WROW, C_HQ, C_GOFS, C_NTAPS, C_NBLK, C_HASB, C_PHASES, C_S2D, C_N };
 // fc ip: in, out, res, F, O, act, has_bias ; fa: [0] sparse val, [1] dense w, [2] bias; ua: rowptr, col
 enum { F_IN, F_OUT, F_RES, F_F, F_O, F_ACT, F_HASB, F_N };
 
@@ -237,7 +239,9 @@ struct Engine {
         op.cmask.assign(L + 256, 0);
         for (int64_t q = 0; q < L; q++) op.cmask[q] = q % Wrow < Wo ? -1 : 0;
       }
-      if (kind == OP_CONV && op.ip[C_MODE] != 0) {
+      if (kind == OP_CONV && (int64_t)op.ip.size() != C_N)
+        throw std::invalid_argument("conv op needs " + std::to_string((int)C_N) + " integer parameters");
+      if (kind == OP_CONV && op.ip[C_MODE] != 0 && !op.ip[C_S2D]) {
         const int64_t C = tensors.at(op.ip[C_IN]).C, qplane = op.ip[C_HQ] * op.ip[C_WROW];
         const int64_t pstride = C * qplane + 64, nph = op.ip[C_SH] * op.ip[C_SW];
         op.phase_used.assign(nph * C, 0);
@@ -309,7 +313,7 @@ struct Engine {
     const int Wrow = (int)p[C_WROW];
     if (!xwork) xwork = tp(A, (int)p[C_IN], img) + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
     ConvCall c{};
-    c.x = xwork; c.Wrow = Wrow; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO];
+    c.x = xwork; c.x_row = ti.Wp; c.Wrow = Wrow; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO];
     c.L = (c.Ho - 1) * Wrow + c.Wo;
     c.rowptr = op.ua[0].p; c.off = op.ua[1].p; c.val = op.fa[0].p;
     c.doff = op.ua[2].p; c.dw = op.fa[1].p; c.ntaps = (int)p[C_NTAPS];
@@ -347,10 +351,11 @@ struct Engine {
       barrier(par);
       return;
     }
+    const bool s2_direct = p[C_MODE] != 0 && p[C_S2D] && op.variant == 0;
     for (int img = 0; img < nb; img++) {
       const float* xin = tp(A, (int)p[C_IN], img);
       const float* xwork;
-      if (p[C_MODE] == 0) {
+      if (p[C_MODE] == 0 || s2_direct) {
         xwork = xin + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
       } else {  // de-interleave the (virtually) padded input into sh*sw phase planes
         float* ph = A + shared_off;
@@ -389,7 +394,8 @@ struct Engine {
       int64_t b, e;
       if (op.variant == 0) {
         split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
-        kt->conv_sparse(c, (int)b, (int)e);
+        if (s2_direct) kt->conv_sparse_s2(c, (int)b, (int)e);
+        else kt->conv_sparse(c, (int)b, (int)e);
       } else {
         split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
         kt->conv_dense(c, (int)b, (int)e);
@@ -781,6 +787,16 @@ static std::vector<std::string> isa_list() {
 PYBIND11_MODULE(_native, m) {
   m.doc() = "sparse-cpu native kernels (see sparsekit/engine/__init__.py)";
   m.def("available_isas", &isa_list, "ISA variants usable on this CPU, best first");
+  // the op and activation codes of add_op / the kernels, defined once here (the planner reads these)
+  m.attr("OP_CODES") = py::dict(
+      py::arg("conv") = (int)sk::OP_CONV, py::arg("fc") = (int)sk::OP_FC, py::arg("maxpool") = (int)sk::OP_MAXPOOL,
+      py::arg("avgpool") = (int)sk::OP_AVGPOOL, py::arg("gap") = (int)sk::OP_GAP, py::arg("binary") = (int)sk::OP_BINARY,
+      py::arg("affine") = (int)sk::OP_AFFINE, py::arg("concat") = (int)sk::OP_CONCAT, py::arg("flatten") = (int)sk::OP_FLATTEN);
+  m.attr("ACT_CODES") = py::dict(
+      py::arg("none") = (int)sk::ACT_NONE, py::arg("Relu") = (int)sk::ACT_RELU, py::arg("Clip") = (int)sk::ACT_CLIP,
+      py::arg("LeakyRelu") = (int)sk::ACT_LEAKY, py::arg("Sigmoid") = (int)sk::ACT_SIGMOID,
+      py::arg("HardSigmoid") = (int)sk::ACT_HARDSIGMOID, py::arg("HardSwish") = (int)sk::ACT_HARDSWISH);
+  m.attr("CONV_PARAMS") = (int)sk::C_N;
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -11,6 +11,7 @@ enum Act : int { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2, ACT_LEAKY = 3, ACT_SI
 // offset space lives at x[off + q] where q = oh * Wrow + ow is the flat padded-width output index.
 struct ConvCall {
   const float* x;   // work input base (already offset for the conv's padding)
+  int x_row;        // stride-2 direct kernel only: the input's padded row length (Wp)
   int L;            // flat output length = (Ho - 1) * Wrow + Wo
   int Wrow, Ho, Wo;
   // sparse format (per output channel CSR)
@@ -46,10 +47,13 @@ struct KernelTable {
   void (*conv_dense)(const ConvCall&, int u0, int u1);
   void (*fc_sparse)(const FcCall&, int o0, int o1);
   void (*fc_dense)(const FcCall&, int o0, int o1);
-  void (*gather2)(const float* src, float* dst, int n);
+  void (*gather2)(const float* src, float* dst, int n);  // dst[j] = src[2 j], j < n (stride-2 phase planes)
   // sparse conv over ni images at once (cs[0..ni), uniform image stride; scratch: >= 8 planes):
   // each non-zero's offset and weight broadcast feed every image's tile
-  void (*conv_sparse_multi)(const ConvCall* cs, int ni, int o0, int o1);  // dst[j] = src[2 j], j < n (stride-2 phase planes)
+  void (*conv_sparse_multi)(const ConvCall* cs, int ni, int o0, int o1);
+  // sparse stride-2 conv straight from the padded input (x_row = its row length): output (oh, ow) reads
+  // x[off + 2 oh x_row + 2 ow]; no phase planes
+  void (*conv_sparse_s2)(const ConvCall& c, int o0, int o1);
 };
 
 // apply an activation to a scalar (shared by the generic ops)

@@ -36,6 +36,7 @@ from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
 from sparsekit.masking.bn_stats import recalibrate, recalibrate_for_mask
+from sparsekit.methods._strong import apply_recorded
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext, parse_options, select
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import build_model
@@ -91,6 +92,7 @@ class _Run:
         # ticket with no training after the search has them recomputed by the pipeline.
         self.search_recal = paths.search_state(self.ticket.run_dir).is_file()
         info = meta["method"].get("info") or {}
+        self.search_info = info
         options = meta["method"].get("options") or {}
         self.recal_batch = int(info.get("batch_size") or self.cfg["batch_size"])
         self.recal_batches = int(options.get("bn_batches", 50))
@@ -107,6 +109,8 @@ class _Run:
         and seed), else a BN ablation would be judged with the dense network's statistics.
         """
         if self.search_recal:
+            # strong tickets: the search's frozen-weight treatment (weight scale, non-affine BN)
+            apply_recorded(model, mask.names, self.search_info)
             ctx = dataclasses.replace(self.search_context(with_model=False), model=model)
             model.load_state_dict(recalibrate_for_mask(model.to(self.device), mask, ctx, self.recal_batch,
                                                        self.recal_batches), strict=False)

@@ -202,3 +202,22 @@ def _engine_layers(run_dir: str, threads: int, data_dir: str | None, layers: lis
     dense = sum(p["us"].get("dense", min(p["us"].values())) for p in plan)
     return {"available": True, "isa": sess.isa, "threads": threads, "layers": plan,
             "sparse_over_dense": dense / chosen if chosen else None}
+
+
+def engine_time_split(run_dir: str, threads: int = 1, batch: int = 1, data_dir: str | None = None) -> dict[str, Any]:
+    """Where sparse-cpu's time goes for this ticket: the exported ONNX file run under the engine's per-op
+    profiler (``Session.profile``) at ``batch`` images and ``threads``; ops sorted slowest first."""
+    import tempfile
+    from pathlib import Path
+
+    from sparsekit import engine as sparse_engine
+    from sparsekit.export import export_run
+
+    with tempfile.TemporaryDirectory(prefix="sparsekit-advise-") as tmp:
+        path = Path(tmp) / "ticket.onnx"
+        export_run(run_dir, path, data_dir=data_dir)
+        sess = sparse_engine.load(str(path), threads=threads, verify=False, cache=False)
+        prof = sess.profile(batch=batch, threads=threads)
+    prof["ops"] = sorted(prof["ops"], key=lambda o: -o["us"])
+    prof["isa"] = sess.isa
+    return prof

@@ -1,7 +1,7 @@
 """OpenVINO on CPU (``openvino-cpu``): the exported ONNX file as is, dense kernels.
 
-Compiled with the LATENCY performance hint, one stream, ``threads`` inference threads, and the
-inference precision pinned to f32: on CPUs with AVX-512 BF16/AMX or ARM fp16 OpenVINO otherwise picks
+Compiled with the LATENCY performance hint, one stream, ``threads`` inference threads, no core
+pinning, and the inference precision pinned to f32: on CPUs with AVX-512 BF16/AMX or ARM fp16 OpenVINO otherwise picks
 bf16/f16 by itself, which is faster but not the same model. Installed by ``pip install
 sparsekit[openvino]``; the interface is ``runtime_ort``'s.
 """
@@ -16,8 +16,10 @@ import numpy as np
 
 def compile_config(threads: int) -> dict[str, Any]:
     """Compile options: a latency measurement of the f32 model on ``threads`` threads."""
+    # no core pinning: like ORT's and torch's threads, OpenVINO's float (pinned to a core another
+    # process was busy on, resnet20 ran 1.3-1.6x slower on a shared 2-core machine, 2026-12-03)
     return {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32"}
+            "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
 
 
 def load(onnx_path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:

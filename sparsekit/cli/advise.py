@@ -16,12 +16,22 @@ def advise_cmd(
     threads: Annotated[int, typer.Option("--threads", help="threads for the microbenchmark")] = 1,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="where the run's dataset is")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write JSON to PATH (- for stdout)")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="sparse-cpu: also show where the engine's time "
+                                                "goes (measured µs per op, batch 1)")] = None,
 ) -> None:
     """Learn before exporting whether sparsity will pay: dense vs CSR vs sparse-cpu vs structured per layer."""
     from sparsekit.bench.advise import advise_run
 
     def go() -> dict:
+        if runtime not in (None, "sparse-cpu"):
+            from sparsekit.errors import UsageError
+
+            raise UsageError(f"--runtime {runtime}: only sparse-cpu has a per-op profile")
         res = advise_run(run_dir, threads=threads, data_dir=data_dir)
+        if runtime == "sparse-cpu":
+            from sparsekit.bench.advise import engine_time_split
+
+            res["engine_profile"] = engine_time_split(run_dir, threads=threads, data_dir=data_dir)
         emit_json(res, json_out)
         return res
 
@@ -45,3 +55,9 @@ def advise_cmd(
     for name, reason in dense.get("failed", {}).items():
         typer.echo(f"dense {name}: {reason}")
     typer.echo(res["summary"])
+    prof = res.get("engine_profile")
+    if prof:
+        typer.echo(f"sparse-cpu time per batch-{prof['batch']} run ({prof['threads']} thread(s), {prof['isa']}): "
+                   f"{prof['wall_us']:.0f} µs, of which ops {prof['ops_us']:.0f} µs; slowest ops:")
+        for o in prof["ops"][:8]:
+            typer.echo(f"  {o['name']:<40} {o['kind']:<8}{o['kernel']:<7}{o['us']:>9.1f} µs {o['share']:>6.1%}")

@@ -14,7 +14,7 @@ from sparsekit.cli.common import emit_json, parse_csv, parse_ints, run
 def bench_cmd(
     inputs: Annotated[list[str], typer.Argument(help="run directories and/or .onnx files")],
     data: Annotated[str | None, typer.Option("--data", help="dataset spec (default: each run's)")] = None,
-    runtime: Annotated[str | None, typer.Option("--runtime", help="comma list (default: torch-cpu,ort-cpu + CUDA ones if present)")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="comma list (default: every installed runtime of `sparsekit list runtimes`, CUDA ones if present)")] = None,
     batch: Annotated[str, typer.Option("--batch", help="comma list of batch sizes")] = "1,32",
     threads: Annotated[int, typer.Option("--threads", help="intra-op threads")] = 1,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed calls per variant and batch size")] = 5,

@@ -166,39 +166,11 @@ class Session:
         shared, private = 1024, 1024
         built = []
         for n in nodes:
-            info: dict[str, Any] = {}
-            if n.kind == "conv":
-                ip, fp, fa, ua, info = P.build_conv(n, lay, ti, eng.dense_ob)
-                kind = P.OP_CONV
-            elif n.kind == "fc":
-                ip, fp, fa, ua, info = P.build_fc(n, lay, ti)
-                kind = P.OP_FC
-            elif n.kind in ("maxpool", "avgpool"):
-                pt, pl, pb, pr = n.p["pads"]
-                ip = [ti[n.inputs[0]], ti[n.output], *n.p["k"], *n.p["s"], *n.p["d"], pt, pl, pb, pr, n.p["cip"]]
-                fp, fa, ua = [0.0, 0.0], [], []
-                kind = P.OP_MAXPOOL if n.kind == "maxpool" else P.OP_AVGPOOL
-            elif n.kind == "gap":
-                ip, fp, fa, ua, kind = [ti[n.inputs[0]], ti[n.output]], [0.0, 0.0], [], [], P.OP_GAP
-            elif n.kind == "binary":
-                ip, fp, fa, ua = P.build_binary(n, lay, ti, shapes)
-                kind = P.OP_BINARY
-            elif n.kind == "affine":
-                C = lay[n.output].C
-                s = n.p["scale"] if n.p["scale"] is not None else np.ones(C)
-                t = n.p["shift"] if n.p["shift"] is not None else np.zeros(C)
-                ip, fp = [ti[n.inputs[0]], ti[n.output], n.act], [n.a0, n.a1]
-                fa, ua, kind = [np.asarray(s, np.float32), np.asarray(t, np.float32)], [], P.OP_AFFINE
-            elif n.kind == "concat":
-                ip = [ti[n.output], len(n.inputs)] + [ti[i] for i in n.inputs]
-                fp, fa, ua, kind = [0.0, 0.0], [], [], P.OP_CONCAT
-            elif n.kind == "flatten":
-                ip, fp, fa, ua, kind = [ti[n.inputs[0]], ti[n.output]], [0.0, 0.0], [], [], P.OP_FLATTEN
-            else:  # pragma: no cover
-                raise EngineUnsupported(f"internal: unknown engine node kind {n.kind}")
+            op = P.build_op(n, lay, ti, shapes, eng.dense_ob)
+            ip, info = op.ip, op.info
             shared = max(shared, int(info.get("scratch_shared", 0)))
             private = max(private, int(info.get("scratch_private", 0)))
-            idx = eng.add_op(kind, [int(v) for v in ip], [float(v) for v in fp], fa, ua)
+            idx = eng.add_op(op.code, op.ip, op.fp, op.fa, op.ua)
             built.append((n, idx, ip, info))
         eng.set_memory(ti[graph.input_name], ti[out], bc, arena + shared, arena, shared, private)
         self._engine = eng

@@ -14,11 +14,12 @@ Stages (all numpy, no torch):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,7 @@ from sparsekit.engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 5
-ACT_CODES = {"none": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3, "Sigmoid": 4, "HardSigmoid": 5, "HardSwish": 6}
-OP_CONV, OP_FC, OP_MAXPOOL, OP_AVGPOOL, OP_GAP, OP_BINARY, OP_AFFINE, OP_CONCAT, OP_FLATTEN = range(9)
+KERNEL_VERSION = 6
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -64,7 +63,21 @@ class ENode:
     fused: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1)
+def native_codes() -> tuple[dict[str, int], dict[str, int]]:
+    """(op codes, activation codes), defined once in native/engine.cpp and exported by the native module."""
+    from sparsekit.engine import _lib
+
+    lib = _lib()
+    return dict(lib.OP_CODES), dict(lib.ACT_CODES)
+
+
+def act_code(op: str) -> int:
+    return native_codes()[1][op]
+
+
 def _act_params(op: str, attrs: dict, extra: list) -> tuple[int, float, float]:
+    ACT_CODES = native_codes()[1]  # noqa: N806
     if op == "Clip":
         lo, hi = clip_bounds(attrs, extra)
         return ACT_CODES["Clip"], max(lo, -3.4e38), min(hi, 3.4e38)
@@ -397,10 +410,16 @@ def conv_mode(n: ENode) -> int:
     return 0 if (n.p["sh"], n.p["sw"]) == (1, 1) else 1
 
 
+def s2_direct(n: ENode) -> bool:
+    """Stride-2 conv whose sparse kernel reads the zero-padded input in place (even lanes of two vectors per
+    output vector) instead of de-interleaved phase planes; its dense kernel still uses the phase planes."""
+    return (n.p["sh"], n.p["sw"]) == (2, 2)
+
+
 def plan_layouts(nodes: list[ENode], shapes: dict, input_name: str) -> dict[str, TLayout]:
     lay = {t: TLayout(*native_shape(s)) for t, s in shapes.items()}
-    for n in nodes:
-        if n.kind == "conv" and conv_mode(n) == 0:
+    for n in nodes:  # zero rings for the convs that read their input in place (stride 1, stride-2 direct)
+        if n.kind == "conv" and (conv_mode(n) == 0 or s2_direct(n)):
             L = lay[n.inputs[0]]
             L.pt, L.pl, L.pb, L.pr = max(L.pt, n.p["pt"]), max(L.pl, n.p["pl"]), max(L.pb, n.p["pb"]), max(L.pr, n.p["pr"])
     for n in nodes:  # widen outputs / residuals so the conv can store its padded-width rows in place
@@ -491,6 +510,71 @@ def small_map_conv(n: ENode, lay: dict, vw: int) -> bool:
     return L <= 4 * vw
 
 
+@dataclass
+class ConvParams:
+    """Integer parameters of a native conv op: one field per ``C_*`` index of native/engine.cpp, same order."""
+    inp: int
+    out: int
+    res: int
+    O: int  # noqa: E741
+    Cg: int
+    groups: int
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    pb: int
+    pr: int
+    Ho: int
+    Wo: int
+    act: int
+    mode: int  # 0: stride-1 view of the input, 1: phase planes (stride > 1)
+    wrow: int
+    hq: int
+    gofs: int
+    ntaps: int
+    nblk: int
+    has_bias: int
+    phases: int  # bitmask of the phase planes any tap reads
+    s2_direct: int  # 1: the sparse offsets address the padded input itself (see s2_direct)
+
+    def ip(self) -> list[int]:
+        return [int(getattr(self, f.name)) for f in fields(self)]
+
+
+@dataclass
+class FcParams:
+    """Integer parameters of a native fc op (``F_*`` of native/engine.cpp, same order)."""
+    inp: int
+    out: int
+    res: int
+    F: int
+    O: int  # noqa: E741
+    act: int
+    has_bias: int
+
+    def ip(self) -> list[int]:
+        return [int(getattr(self, f.name)) for f in fields(self)]
+
+
+def _sparse_offsets(n: ENode, lay: dict, flat_off: np.ndarray, gofs: int) -> tuple[np.ndarray, int]:
+    """Per-tap offsets (and group stride) the sparse kernel uses: the dense ones, except for stride-2 direct
+    convs, which address the zero-padded input plane itself (row stride Wp)."""
+    if not s2_direct(n):
+        return flat_off, gofs
+    L = lay[n.inputs[0]]
+    p = n.p
+    Cg = p["w"].shape[1]
+    c = np.arange(Cg).reshape(-1, 1, 1)
+    r = (np.arange(p["kh"]) * p["dh"]).reshape(1, -1, 1)
+    t = (np.arange(p["kw"]) * p["dw"]).reshape(1, 1, -1)
+    return (c * L.plane + r * L.Wp + t).reshape(-1).astype(np.int64), Cg * L.plane
+
+
 def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list, list, list, list, dict]:
     p = n.p
     w = p["w"]
@@ -499,12 +583,13 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list,
     Og = O // G
     offs, wrow, hq, gofs, pstride = _offsets(n, lay)
     flat_off = offs.reshape(-1)
+    sp_off, sp_gofs = _sparse_offsets(n, lay, flat_off, gofs)
     wf = w.reshape(O, -1)
     nzr, nzc = np.nonzero(wf)
     counts = np.bincount(nzr, minlength=O)
     rowptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint32)
-    goff = (np.arange(O) // Og) * gofs
-    off = (flat_off[nzc] + goff[nzr]).astype(np.uint32)
+    goff = (np.arange(O) // Og) * sp_gofs
+    off = (sp_off[nzc] + goff[nzr]).astype(np.uint32)
     val = wf[nzr, nzc].astype(np.float32)
     nblk = -(-Og // ob)
     ntaps = Cg * KH * KW
@@ -512,12 +597,15 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list,
     dw[:, :Og] = wf.reshape(G, Og, ntaps)
     dw = dw.reshape(G, nblk, ob, ntaps).transpose(0, 1, 3, 2).copy()
     Lo = lay[n.output]
-    max_reach = int(flat_off.max() + (G - 1) * gofs + (p["Ho"] - 1) * wrow + p["Wo"])
+    max_reach = int(max(flat_off.max() + (G - 1) * gofs + (p["Ho"] - 1) * wrow + p["Wo"],
+                        sp_off.max() + (G - 1) * sp_gofs + 2 * (p["Ho"] * lay[n.inputs[0]].Wp + p["Wo"])))
     if max_reach >= 2**32 - 1024:
         raise unsupported("Conv", n.name, "too large for 32-bit offsets")
-    ip = [ti[n.inputs[0]], ti[n.output], ti[n.res] if n.res else -1, O, Cg, G, KH, KW, p["sh"], p["sw"], p["dh"],
-          p["dw"], p["pt"], p["pl"], p["pb"], p["pr"], p["Ho"], p["Wo"], n.act, conv_mode(n), wrow, hq, gofs, ntaps,
-          nblk, 1 if p["b"] is not None else 0, phase_mask(n)]
+    ip = ConvParams(
+        inp=ti[n.inputs[0]], out=ti[n.output], res=ti[n.res] if n.res else -1, O=O, Cg=Cg, groups=G, KH=KH, KW=KW,
+        sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pt=p["pt"], pl=p["pl"], pb=p["pb"], pr=p["pr"], Ho=p["Ho"],
+        Wo=p["Wo"], act=n.act, mode=conv_mode(n), wrow=wrow, hq=hq, gofs=gofs, ntaps=ntaps, nblk=nblk,
+        has_bias=1 if p["b"] is not None else 0, phases=phase_mask(n), s2_direct=int(s2_direct(n))).ip()
     fa = [val if val.size else np.zeros(1, np.float32), dw.reshape(-1), p["b"] if p["b"] is not None else np.zeros(1, np.float32)]
     ua = [rowptr, off if off.size else np.zeros(1, np.uint32), flat_off.astype(np.uint32)]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
@@ -535,7 +623,8 @@ def build_fc(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dic
     col = nzc.astype(np.uint32)
     val = w[nzr, nzc].astype(np.float32)
     b = n.p["b"]
-    ip = [ti[n.inputs[0]], ti[n.output], ti[n.res] if n.res else -1, F, O, n.act, 1 if b is not None else 0]
+    ip = FcParams(inp=ti[n.inputs[0]], out=ti[n.output], res=ti[n.res] if n.res else -1, F=F, O=O, act=n.act,
+                  has_bias=1 if b is not None else 0).ip()
     fa = [val if val.size else np.zeros(1, np.float32), w.reshape(-1), b if b is not None else np.zeros(1, np.float32)]
     ua = [rowptr, col if col.size else np.zeros(1, np.uint32)]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * F), macs_sparse=int(val.size),
@@ -576,6 +665,65 @@ def build_binary(n: ENode, lay: dict, ti: dict, shapes: dict) -> tuple[list, lis
         (ta, sa, ca), (tb, sb, cb) = tensor_operand(n.inputs[0]), const_operand(p["cb"])
     ip = [ti[n.output], ta, tb, BIN_CODES[p["op"]], n.act, *sa, *sb]
     return ip, [n.a0, n.a1], [ca, cb], []
+
+
+# ------------------------------------------------------------------------------------------- op table
+@dataclass
+class NativeOp:
+    """Arguments of ``Engine.add_op`` for one engine node (``code``: native op code) + planning info."""
+    code: int
+    ip: list[int]
+    fp: list[float]
+    fa: list[np.ndarray]
+    ua: list[np.ndarray]
+    info: dict
+
+
+def _op_conv(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:
+    return build_conv(n, lay, ti, ob)
+
+
+def _op_fc(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:
+    return build_fc(n, lay, ti)
+
+
+def _op_pool(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:
+    pt, pl, pb, pr = n.p["pads"]  # pool ip: in, out, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, count_include_pad
+    ip = [ti[n.inputs[0]], ti[n.output], *n.p["k"], *n.p["s"], *n.p["d"], pt, pl, pb, pr, n.p["cip"]]
+    return ip, [0.0, 0.0], [], [], {}
+
+
+def _op_unary(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:  # gap, flatten: in, out
+    return [ti[n.inputs[0]], ti[n.output]], [0.0, 0.0], [], [], {}
+
+
+def _op_binary(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:
+    return (*build_binary(n, lay, ti, shapes), {})
+
+
+def _op_affine(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:  # in, out, act; scale, shift
+    C = lay[n.output].C
+    s = n.p["scale"] if n.p["scale"] is not None else np.ones(C)
+    t = n.p["shift"] if n.p["shift"] is not None else np.zeros(C)
+    return ([ti[n.inputs[0]], ti[n.output], n.act], [n.a0, n.a1],
+            [np.asarray(s, np.float32), np.asarray(t, np.float32)], [], {})
+
+
+def _op_concat(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:  # out, n, inputs...
+    return [ti[n.output], len(n.inputs)] + [ti[i] for i in n.inputs], [0.0, 0.0], [], [], {}
+
+
+#: one builder per engine node kind (the native op code of the same name comes from native_codes)
+BUILDERS = {"conv": _op_conv, "fc": _op_fc, "maxpool": _op_pool, "avgpool": _op_pool, "gap": _op_unary,
+            "binary": _op_binary, "affine": _op_affine, "concat": _op_concat, "flatten": _op_unary}
+
+
+def build_op(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int = DENSE_OB) -> NativeOp:
+    builder = BUILDERS.get(n.kind)
+    if builder is None:  # pragma: no cover - lower() only emits the kinds above
+        raise EngineUnsupported(f"internal: unknown engine node kind {n.kind}")
+    ip, fp, fa, ua, info = builder(n, lay, ti, shapes, ob)
+    return NativeOp(native_codes()[0][n.kind], [int(v) for v in ip], [float(v) for v in fp], fa, ua, info)
 
 
 def cache_dir() -> Path:
@@ -632,6 +780,7 @@ def layer_key(n: ENode, ip: list, isa: str, threads: int, bc: int) -> str:
     return h.hexdigest()[:32]
 
 
-__all__ = ["lower", "fuse", "plan_layouts", "plan_memory", "build_conv", "build_fc", "build_binary", "ChoiceCache",
-           "layer_key", "small_map_conv", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES", "OP_CONV", "OP_FC",
-           "OP_MAXPOOL", "OP_AVGPOOL", "OP_GAP", "OP_BINARY", "OP_AFFINE", "OP_CONCAT", "OP_FLATTEN", "cache_dir"]
+__all__ = ["lower", "fuse", "plan_layouts", "plan_memory", "build_conv", "build_fc", "build_binary", "build_op",
+           "BUILDERS", "NativeOp", "ConvParams", "FcParams", "native_codes", "ChoiceCache", "layer_key",
+           "small_map_conv", "s2_direct", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES",
+           "cache_dir"]

@@ -41,14 +41,14 @@ def prepare_frozen(model: nn.Module, names: list[str], density: float, weight_sc
     """(the network the search runs on, the tensors it changed as {FQN: CPU copy} for
     ``SearchResult.state_updates``). ``model`` itself is never modified: when the weights are scaled
     or BN made non-affine, the search runs on a copy."""
-    scale = weight_scale == "density" and 0.0 < density < 1.0
+    factor = scale_factor(density, weight_scale)
+    scale = factor != 1.0
     bns = [] if bn_affine else [(n, m) for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.affine]
     if not scale and not bns:
         return model, {}
     model = copy.deepcopy(model)
     changed: dict[str, torch.Tensor] = {}
     if scale:
-        factor = 1.0 / math.sqrt(density)
         for n in names:
             p = model.get_parameter(n)
             p.mul_(factor)
@@ -60,3 +60,23 @@ def prepare_frozen(model: nn.Module, names: list[str], density: float, weight_sc
         changed[f"{name}.weight"] = m.weight.detach().cpu().clone()
         changed[f"{name}.bias"] = m.bias.detach().cpu().clone()
     return model, changed
+
+
+@torch.no_grad()
+def apply_recorded(model: nn.Module, names: list[str], info: dict) -> None:
+    """Give ``model`` (any init: sanity ablations) the frozen-weight treatment a strong-ticket search
+    recorded in its info (``weight_scale_factor``, ``bn_affine``), in place."""
+    factor = float(info.get("weight_scale_factor", 1.0))
+    if factor != 1.0:
+        for n in names:
+            model.get_parameter(n).mul_(factor)
+    if info.get("bn_affine") is False:
+        for m in model.modules():
+            if isinstance(m, _BatchNorm) and m.affine:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+
+
+def scale_factor(density: float, weight_scale: str) -> float:
+    """The factor ``prepare_frozen`` multiplies the prunable weights by."""
+    return 1.0 / math.sqrt(density) if weight_scale == "density" and 0.0 < density < 1.0 else 1.0

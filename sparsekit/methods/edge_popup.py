@@ -33,7 +33,7 @@ from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.masked_forward import freeze, masked_call
 from sparsekit.masking.topk import budget_keep
 from sparsekit.methods._search_progress import SearchProgress
-from sparsekit.methods._strong import check_weight_scale, prepare_frozen
+from sparsekit.methods._strong import check_weight_scale, prepare_frozen, scale_factor
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
@@ -187,6 +187,7 @@ class EdgePopupMethod(SearchMethod):
             "sparsity": mask.sparsity,
             "layerwise": o.topk == "layer",
             "weight_scale": o.weight_scale,
+            "weight_scale_factor": scale_factor(1.0 - ctx.sparsity, o.weight_scale),
             "bn_affine": o.bn_affine,
             "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
         }

@@ -63,7 +63,7 @@ from sparsekit.masking.hard_concrete import HardConcrete
 from sparsekit.masking.masked_forward import binary_multipliers, freeze, masked_call
 from sparsekit.methods._search_log import SearchLog
 from sparsekit.methods._search_progress import SearchProgress
-from sparsekit.methods._strong import check_weight_scale, prepare_frozen
+from sparsekit.methods._strong import check_weight_scale, prepare_frozen, scale_factor
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
@@ -107,7 +107,7 @@ class Options:
     # beta = 0.3 measured +0.6 to +1.8 pp over 2/3 at 50-90 % (one seed, 3 epochs); default kept at
     # Louizos' value until it is confirmed on more seeds
     temperature: float = field(default=2.0 / 3.0, metadata={"help": "hard-concrete temperature beta"})
-    objective: str = field(default="gradbalance", metadata={"help": "gradbalance (the CTS rule: one-sided, headroom 1.1), project (expected density held exactly by a shift after every step), or l0 (CE + l0_lambda * L0, the paper's form)"})
+    objective: str = field(default="project", metadata={"help": "project (the expected density held exactly at the target by a uniform shift after every step), gradbalance (the CTS rule: one-sided, headroom 1.1), or l0 (CE + l0_lambda * L0, the paper's form)"})
     l0_lambda: float = field(default=1.0, metadata={"help": "weight of the mean keep probability with objective=l0"})
     two_sided: bool = field(default=False, metadata={"help": "GradBalance also pushes the density up below the target (it oscillates: measured density swings 2.3 % -> 93.7 % -> 3.4 % at 95 %)"})
     anneal: bool = field(default=False, metadata={"help": "anneal temperature/sigma geometrically to temperature_final/sigma_final"})
@@ -384,6 +384,7 @@ class GatesMethod(SearchMethod):
                         elif o.objective == "project":
                             for s in segments:
                                 flat[s] += _density_shift(relax, flat[s], headroom * density)
+
                         if o.clamp:
                             flat.clamp_(lo, hi)
                     step += 1
@@ -420,6 +421,7 @@ class GatesMethod(SearchMethod):
             "headroom": headroom,
             "anneal": o.anneal,
             "weight_scale": o.weight_scale,
+            "weight_scale_factor": scale_factor(init_density, o.weight_scale),
             "bn_affine": o.bn_affine,
             "lr": lr0,
             "granularity": ctx.granularity,

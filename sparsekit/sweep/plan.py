@@ -128,6 +128,7 @@ class SweepConfig:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise UsageError("--pretrain-epochs and --finetune-epochs must be >= 0")
+        self.check_runtimes()
         named = {m.partition(":")[0] for m in self.methods}
         for method in self.method_options:
             if method not in named:
@@ -136,6 +137,21 @@ class SweepConfig:
             raise UsageError(
                 "the grid is empty: weight methods need --sparsity values, channel methods --macs budgets"
             )
+
+    def check_runtimes(self) -> None:
+        """Before any training: every runtime exists, runs here, and runs ONNX files."""
+        from sparsekit.bench.runtimes import RUNTIMES
+
+        for name in self.runtimes:
+            rt = RUNTIMES.get(name)  # unknown -> UsageError with "did you mean"
+            if rt.engine == "torch":
+                raise UsageError(
+                    f"--runtime {name}: the sweep benches its exported ONNX artifacts; torch runtimes "
+                    "rebuild run directories (bench a cell with `sparsekit bench OUT/cells/ID`)"
+                )
+            reason = rt.unavailable_reason()
+            if reason:
+                raise UsageError(f"--runtime {name}: {reason}")
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in the order they run (each method's cells from sparse to dense)."""

@@ -139,7 +139,12 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
         resumed = _complete(cfg.cell_dir(cell))
         seed_from_reference(cfg.reference_dir(), pcfg)
         t0 = time.perf_counter()
-        res = prune(pcfg, data=data)
+        try:
+            res = prune(pcfg, data=data)
+        except SparsekitError as exc:  # e.g. a layer collapse at this sparsity: the rest still runs
+            log.warning("warning: sweep cell %s failed and is left out: %s", cell.id, exc)
+            timings["cells"][cell.id] = {"failed": str(exc), "search_s": 0.0, "finetune_s": 0.0}
+            continue
         wall = time.perf_counter() - t0
         ct = res["timings"]
         timings["cells"][cell.id] = {
@@ -164,6 +169,10 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
             res["accuracy"],
             "finished before" if resumed else f"{wall:.1f} s",
             eta,
+        )
+    if all("failed" in c for c in timings["cells"].values()):
+        raise SparsekitError(
+            f"every cell of the sweep failed (first: {next(iter(timings['cells'].values()))['failed']})"
         )
     timings["train_wall_s"] = time.perf_counter() - t_start
     timings["cells_search_finetune_s"] = sum(
@@ -211,8 +220,12 @@ def export_all(cfg: SweepConfig) -> list[dict[str, Any]]:
             "macs": c.macs,
         }
         for c in cfg.cells()
+        if _complete(cfg.cell_dir(c))  # a failed cell (see train_all) has nothing to export
     ]
     cfg.artifact("dense").parent.mkdir(parents=True, exist_ok=True)
+    todo = [it for it in items if not cfg.artifact(it["artifact"]).is_file()]
+    if todo:
+        log.info("sweep: exporting %d artifact(s)", len(todo))
     for it in items:
         path = cfg.artifact(it["artifact"])
         it["onnx"] = str(path)
@@ -420,7 +433,6 @@ def run_sweep(cfg: SweepConfig) -> tuple[dict[str, Any], Decision]:
     (out / "best.json").unlink(missing_ok=True)
     timings = train_all(cfg)
     t1 = time.perf_counter()
-    log.info("sweep: exporting %d artifacts", len(cfg.cells()) + 1)
     items = export_all(cfg)
     timings["export_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()

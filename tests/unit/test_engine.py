@@ -81,6 +81,16 @@ CONV_GRID = [
     dict(k=3, C=33, O=40, H=31, W=29, density=0.1, s=1),
     dict(k=3, s=2, C=16, O=8, density=0.05),  # stride 2, most (phase, channel) planes unread: not gathered
     dict(k=3, s=2, g=8, C=8, O=8, density=0.2, residual=True),  # sparse depthwise stride 2
+    # stride-2 direct sparse kernel: wide rows (4-vector segments + tail), 3 / 2 vectors per row, residual,
+    # an activation dispatched at run time
+    dict(k=3, s=2, C=4, O=6, H=9, W=70, density=0.3),
+    dict(k=3, s=2, C=4, O=6, H=12, W=40, density=0.3, act="Clip"),
+    dict(k=3, s=2, C=4, O=6, H=7, W=20, density=0.3, residual=True, act=None),
+    dict(k=3, s=2, d=2, C=4, O=6, H=15, W=33, pads=(2, 2, 2, 2), density=0.3, act="HardSwish"),
+    # depthwise kernel sizes 5 / 7, stride 2, dilation
+    dict(k=5, g=8, C=8, O=8, pads=(2, 2, 2, 2), density=1.0, H=12, W=12),
+    dict(k=7, g=8, C=8, O=8, s=2, pads=(3, 3, 3, 3), density=1.0, H=15, W=15),
+    dict(k=3, g=8, C=8, O=8, d=2, pads=(2, 2, 2, 2), density=1.0),
 ]
 
 

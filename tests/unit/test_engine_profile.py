@@ -63,3 +63,18 @@ def test_threads_give_identical_outputs(tmp_path, monkeypatch, batch):
     outs = [engine.load(path, threads=t, cache=False, verify=t == 1).run(x) for t in (1, 2, 3)]
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_op_table_is_defined_once():
+    """Op / activation codes come from the native module; every node kind has one builder; the named conv
+    parameter struct has exactly the native conv's parameter count."""
+    from dataclasses import fields
+
+    from sparsekit.engine import _lib
+    from sparsekit.engine import planner as P
+
+    ops, acts = P.native_codes()
+    assert ops == dict(_lib().OP_CODES) and acts == dict(_lib().ACT_CODES)
+    assert set(P.BUILDERS) == set(ops)
+    assert len(set(ops.values())) == len(ops) and len(set(acts.values())) == len(acts)
+    assert len(fields(P.ConvParams)) == _lib().CONV_PARAMS

@@ -71,7 +71,7 @@ def test_search_steps_sets_the_exact_number_of_steps(method, opts, data):
 
 @pytest.mark.parametrize("method, opts", [("cts", {}), ("gates", {"objective": "gradbalance"})])
 def test_too_short_search_warns_with_steps_and_minimum(method, opts, data, caplog):
-    # (gates' default density control, objective=project, has no multiplier to settle: no warning)
+    # (gates' objective=project has no multiplier to settle: no warning)
     with caplog.at_level(logging.WARNING, logger="sparsekit"):
         info = get_method(method, {"batch_size": 64, **opts}).search(_ctx(data, search_steps=10)).info
     minimum = settle_steps(0.01)

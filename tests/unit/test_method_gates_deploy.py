@@ -60,7 +60,8 @@ def test_two_sided_gradbalance_pushes_up_below_the_target():
 @pytest.mark.parametrize("relaxation, final", [("hard-concrete", 0.1), ("gaussian", 0.1)])
 def test_annealing_lr_schedule_and_log(relaxation, final, data, tmp_path):
     ctx = _ctx(data, run_dir=tmp_path)
-    res = get_method("gates", {"relaxation": relaxation, "log_every": 1, "lr_schedule": "cosine"}).search(ctx)
+    res = get_method("gates", {"relaxation": relaxation, "log_every": 1, "lr_schedule": "cosine",
+                               "objective": "project", "anneal": "true"}).search(ctx)
     recs = [json.loads(line) for line in paths.search_log(tmp_path).read_text().splitlines()]
     assert len(recs) == res.info["steps"] == 32
     temps = [r["temperature"] for r in recs]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from sparsekit.data.synthetic import make_synthetic
+from sparsekit.masking.prunable import prunable_tensors
+from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.cts import REFERENCE_MIN_STEPS, default_search_epochs, settle_steps
+from sparsekit.train.loop import TrainConfig
+from tests.unit._nets import lenet, one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 def test_cts_default_length_is_the_training_budget_when_that_is_long_enough():
@@ -24,3 +31,48 @@ def test_cts_default_length_never_below_gradbalance_settle_length():
     ema = 0.001
     assert settle_steps(ema) > REFERENCE_MIN_STEPS
     assert default_search_epochs(4, 100, ema) * 100 >= settle_steps(ema)
+
+
+# -- progress lines of the learned-mask searches (issue 21 item 3) ----------------------------------
+
+
+def test_search_progress_line_has_step_budget_objective_and_time_left():
+    from sparsekit.methods._search_progress import SearchProgress
+
+    lines: list[str] = []
+    p = SearchProgress("cts", 10, lines.append, interval=0.0)
+    for step in range(1, 11):
+        p.update(step, lambda: {"expected density": "1.0000%", "objective": 0.25})
+    assert len(lines) == 10
+    assert lines[4].startswith("cts search step 5/10 (50%): expected density 1.0000%, objective 0.25, ")
+    assert lines[-1].endswith("0s left")  # nothing left after the last step
+
+
+def test_search_progress_is_rate_limited_and_computes_fields_only_when_due():
+    from sparsekit.methods._search_progress import SearchProgress
+
+    lines: list[str] = []
+    calls = []
+    p = SearchProgress("gates", 1000, lines.append, interval=3600.0)
+    for step in range(1, 1001):
+        p.update(step, lambda: calls.append(1) or {})
+    assert lines == [] and calls == []
+
+
+@pytest.mark.parametrize("method", ["cts", "gates", "edge-popup"])
+def test_every_learned_mask_search_reports_progress(method, monkeypatch):
+    import sparsekit.methods._search_progress as sp
+
+    monkeypatch.setattr(sp, "INTERVAL_S", 0.0)
+    data = make_synthetic(n_train=256, n_test=64)
+    model = lenet(data)
+    lines: list[str] = []
+    ctx = SearchContext(model=model, data=data, names=list(prunable_tensors(model)), sparsity=0.9,
+                        search_steps=3, train_cfg=TrainConfig(batch_size=64), progress=lines.append)
+    get_method(method, {"batch_size": 64}).search(ctx)
+    steps = [ln for ln in lines if ln.startswith(f"{method} search step ")]
+    assert [ln.split()[3] for ln in steps] == ["1/3", "2/3", "3/3"]
+    budget = "density" if method == "edge-popup" else "expected density"
+    objective = "objective" if method == "cts" else "loss"
+    assert all(f", {budget} " in ln or f": {budget} " in ln for ln in steps)
+    assert all(f" {objective} " in ln and ln.endswith(" left") for ln in steps)

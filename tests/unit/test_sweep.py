@@ -114,6 +114,14 @@ def test_config_refuses_a_sweep_without_constraint_or_grid(tmp_path):
         SweepConfig(
             "lenet300", "synthetic", str(tmp_path), methods=("magnitud",), max_latency_ms=1.0
         )
+    with pytest.raises(UsageError, match="did you mean|unknown"):
+        SweepConfig(
+            "lenet300", "synthetic", str(tmp_path), runtimes=("ort-cp",), max_latency_ms=1.0
+        )
+    with pytest.raises(UsageError, match="exported ONNX"):
+        SweepConfig(
+            "lenet300", "synthetic", str(tmp_path), runtimes=("torch-cpu",), max_latency_ms=1.0
+        )
 
 
 def test_grid_expands_methods_by_granularity(tmp_path):
@@ -336,3 +344,23 @@ def test_real_bench_pairs_every_artifact_with_the_dense(tmp_path):
     assert (tmp_path / "sw" / "best.onnx").is_file() and doc["best"]["runtime"] == "sparse-cpu"
     t = doc["timings"]
     assert t["wall_s"] >= t["train_wall_s"] + t["export_s"] + t["bench_s"] - 1e-6
+
+
+def test_a_failing_cell_is_left_out_and_the_rest_still_runs(tmp_path, monkeypatch):
+    import sparsekit.pipeline as pipeline
+    from sparsekit.errors import LayerCollapseError
+    from sparsekit.sweep.run import export_all, train_all
+
+    cfg = _tiny(tmp_path / "sw", methods=("magnitude",), sparsities=(0.9, 0.95))
+    real = pipeline.prune
+
+    def collapse_at_95(pcfg, **kw):
+        if pcfg.sparsity == 0.95:
+            raise LayerCollapseError("layer 5.weight keeps 0 weights")
+        return real(pcfg, **kw)
+
+    monkeypatch.setattr(pipeline, "prune", collapse_at_95)
+    t = train_all(cfg)
+    assert t["cells"]["magnitude-s0.95"]["failed"] == "layer 5.weight keeps 0 weights"
+    assert t["cells"]["magnitude-s0.9"]["redone"]
+    assert [it["artifact"] for it in export_all(cfg)] == ["dense", "magnitude-s0.9.masked"]
