@@ -41,11 +41,17 @@ def classifiers() -> list[str]:
 
 
 def param_count(name: str, size: int) -> int:
-    """Parameters of tv:NAME, built on the meta device (no memory, no init cost)."""
+    """Parameters of tv:NAME at 1,000 classes, from torchvision's weights metadata (nothing is
+    downloaded); else built on the meta device (no memory, no init cost)."""
     import torch
+    import torchvision
 
     from sparsekit.models.torchvision_models import build_torchvision
 
+    try:
+        return int(torchvision.models.get_model_weights(name).DEFAULT.meta["num_params"])
+    except (ValueError, KeyError, AttributeError):
+        pass
     with torch.device("meta"):
         try:
             net = build_torchvision(name, (3, size, size), 2)
@@ -160,8 +166,13 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per command")
     ap.add_argument("--max-params", type=float, default=float("inf"), help="skip (record) larger models")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
+    ap.add_argument("--skip-done", action="store_true", help="skip models --log already has a result for")
     args = ap.parse_args()
     names = args.only or classifiers()
+    if args.skip_done and Path(args.log).exists():
+        done = {json.loads(line)["model"] for line in Path(args.log).read_text().splitlines() if line.strip()
+                and json.loads(line)["status"] in ("pass", "refused", "fail")}
+        names = [n for n in names if n not in done]
     sizes = {n: param_count(n, args.size) for n in names}
     work = Path(args.work or tempfile.mkdtemp(prefix="tv_sweep_"))
     data = tiny_imagefolder(work / "data", args.size)

@@ -46,6 +46,7 @@ float act_scalar(float v, int act, float a0, float a1) {
     case ACT_SIGMOID: return 1.f / (1.f + std::exp(-v));
     case ACT_HARDSIGMOID: { float t = v * a0 + a1; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
     case ACT_HARDSWISH: { float t = v * (1.f / 6.f) + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
+    case ACT_SILU: return v / (1.f + std::exp(-v));
   }
   return v;
 }
@@ -795,7 +796,8 @@ PYBIND11_MODULE(_native, m) {
   m.attr("ACT_CODES") = py::dict(
       py::arg("none") = (int)sk::ACT_NONE, py::arg("Relu") = (int)sk::ACT_RELU, py::arg("Clip") = (int)sk::ACT_CLIP,
       py::arg("LeakyRelu") = (int)sk::ACT_LEAKY, py::arg("Sigmoid") = (int)sk::ACT_SIGMOID,
-      py::arg("HardSigmoid") = (int)sk::ACT_HARDSIGMOID, py::arg("HardSwish") = (int)sk::ACT_HARDSWISH);
+      py::arg("HardSigmoid") = (int)sk::ACT_HARDSIGMOID, py::arg("HardSwish") = (int)sk::ACT_HARDSWISH,
+      py::arg("Silu") = (int)sk::ACT_SILU);
   m.attr("CONV_PARAMS") = (int)sk::C_N;
 #ifdef _OPENMP
   m.attr("openmp") = true;

@@ -5,7 +5,7 @@
 namespace sk {
 
 enum Act : int { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2, ACT_LEAKY = 3, ACT_SIGMOID = 4,
-                 ACT_HARDSIGMOID = 5, ACT_HARDSWISH = 6 };
+                 ACT_HARDSIGMOID = 5, ACT_HARDSWISH = 6, ACT_SILU = 7 /* x * sigmoid(x), fused Sigmoid + Mul */ };
 
 // One convolution over one image. The input is a "work plane" view: element (c, row, col) of tap
 // offset space lives at x[off + q] where q = oh * Wrow + ow is the flat padded-width output index.

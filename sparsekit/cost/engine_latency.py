@@ -8,8 +8,9 @@ of its two kernels, so a layer at density d costs
 
     T(d) = min(sparse_ms(d) interpolated piecewise-linearly, dense_ms)
 
-and the model ``overhead + sum_l T_l(d_l)``, ``overhead`` = the measured dense model minus the table's
-dense sum (pooling, activations, call cost). With expected densities d_l = mean keep probability of
+and the model ``scale * sum_l T_l(d_l) + overhead``, calibrated on the measured dense model: when it
+is slower than the table's dense sum, ``overhead`` = the difference (pooling, activations, the call);
+when it is faster (fusion, layers timed alone cost more than inside the plan), ``scale`` = their ratio. With expected densities d_l = mean keep probability of
 layer l this is differentiable in the keep probabilities (``EngineLatency.expected``); ``allocate``
 spends a latency budget greedily where the table turns removed weights into time.
 
@@ -20,6 +21,7 @@ measured and added.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -168,10 +170,7 @@ def median_ms(
     return statistics.median(out)
 
 
-def time_layer(
-    spec: dict[str, Any], density: float, kernels: str, batch: int, threads: int
-) -> float:
-    """Measured ms of the layer alone on sparse-cpu with the ``kernels`` ("sparse" or "dense") forced."""
+def _raw_ms(spec: dict[str, Any], density: float, kernels: str, batch: int, threads: int) -> float:
     from sparsekit import engine
 
     with tempfile.TemporaryDirectory(prefix="sparsekit-elat-") as tmp:
@@ -179,6 +178,25 @@ def time_layer(
         x = _layer_onnx(spec, density, batch, path)
         sess = engine.load(path, threads=threads, verify=False, cache=False, kernels=kernels)
         return median_ms(lambda: sess.run(x))
+
+
+#: a 1x1 Gemm: what one ``Session.run`` costs with (almost) no layer in it
+CALL_SPEC = {"kind": "linear", "in": 1, "out": 1}
+
+
+@functools.lru_cache(maxsize=8)
+def call_ms(batch: int, threads: int) -> float:
+    """Measured ms of a call of the engine on a 1x1 Gemm (per process, batch and threads)."""
+    return _raw_ms(CALL_SPEC, 1.0, "dense", batch, threads)
+
+
+def time_layer(
+    spec: dict[str, Any], density: float, kernels: str, batch: int, threads: int
+) -> float:
+    """Measured ms of the layer alone on sparse-cpu with the ``kernels`` ("sparse" or "dense")
+    forced, minus what a call costs without it (a standalone call pays it once per layer, the whole
+    model once: the table would count it once per layer otherwise)."""
+    return max(0.0, _raw_ms(spec, density, kernels, batch, threads) - call_ms(batch, threads))
 
 
 def time_onnx(path: str | Path, batch: int, threads: int) -> float:
@@ -286,15 +304,26 @@ def layer_ms(entry: dict[str, Any], density: torch.Tensor) -> torch.Tensor:
 class EngineLatency:
     """Expected sparse-cpu milliseconds of a ticket from its per-layer densities or keep probabilities."""
 
-    def __init__(self, layers: list[Layer], table: dict[str, Any], overhead: float = 0.0) -> None:
-        self.layers, self.table, self.overhead = layers, table, overhead
+    def __init__(
+        self, layers: list[Layer], table: dict[str, Any], overhead: float = 0.0, scale: float = 1.0
+    ) -> None:
+        self.layers, self.table, self.overhead, self.scale = layers, table, overhead, scale
+
+    def calibrate(self, measured_dense_ms: float) -> None:
+        """Match the measured dense model: additive overhead if it is slower than the table, else a scale."""
+        self.overhead, self.scale = 0.0, 1.0
+        table_dense = self.dense_ms()
+        if measured_dense_ms >= table_dense or table_dense <= 0:
+            self.overhead = measured_dense_ms - table_dense
+        else:
+            self.scale = measured_dense_ms / table_dense
 
     def of_densities(self, densities: dict[str, Any]) -> torch.Tensor:
         total = torch.zeros((), dtype=torch.float64)
         for layer in self.layers:
             d = densities.get(layer.name, 1.0)
             total = total + layer_ms(self.table[layer.key], torch.as_tensor(d, dtype=torch.float64))
-        return (total + self.overhead).clamp_min(0.0)
+        return (self.scale * total + self.overhead).clamp_min(0.0)
 
     def expected(self, keep_probs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Expected latency with keep probabilities per weight (a layer's density = their mean)."""
@@ -379,11 +408,11 @@ def engine_latency(
     dense_onnx: str | Path | None = None,
     densities: tuple[float, ...] = DENSITIES,
 ) -> EngineLatency:
-    """The EngineLatency of ``model``; with ``dense_onnx`` (the dense model exported) the overhead is
-    its measured time minus the table's dense sum, else 0."""
+    """The EngineLatency of ``model``; with ``dense_onnx`` (the dense model exported) calibrated on
+    its measured time (``EngineLatency.calibrate``), else the table alone."""
     layers = model_layers(model, names, in_shape)
     table = build_table(layers, batch, threads, cache_dir, densities)
     cost = EngineLatency(layers, table)
     if dense_onnx is not None:
-        cost.overhead = time_onnx(dense_onnx, batch, threads) - cost.dense_ms()
+        cost.calibrate(time_onnx(dense_onnx, batch, threads))
     return cost

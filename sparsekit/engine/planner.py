@@ -353,6 +353,9 @@ def fuse(nodes: list[ENode], output: str, shapes: dict) -> list[ENode]:
                     nodes.pop(idx)
                     changed = True
                     break
+            if _fuse_silu(nodes, n, producer, uses, output):
+                changed = True
+                break
             if n.kind == "binary" and n.p["op"] == "Add" and len(n.inputs) == 2 and n.act == 0:
                 a, b = n.inputs
                 if a != b and shapes[a] == shapes[b] == shapes[n.output]:
@@ -370,6 +373,30 @@ def fuse(nodes: list[ENode], output: str, shapes: dict) -> list[ENode]:
                     if changed:
                         break
     return nodes
+
+
+def _fuse_silu(nodes: list[ENode], n: ENode, producer: dict, uses: dict, output: str) -> bool:
+    """x * Sigmoid(x) (SiLU / Swish) with x a conv/fc output -> that conv/fc with the SiLU epilogue."""
+    if n.kind != "binary" or n.p["op"] != "Mul" or len(n.inputs) != 2 or n.act != 0:
+        return False
+    silu = native_codes()[1].get("Silu")
+    if silu is None:  # a native module built before the SiLU epilogue
+        return False
+    for x, s in (n.inputs, n.inputs[::-1]):
+        sig, src = producer.get(s), producer.get(x)
+        if (sig is None or src is None or sig.kind != "affine" or sig.p["scale"] is not None
+                or sig.act != act_code("Sigmoid") or sig.inputs != [x] or uses.get(s, 0) != 1
+                or uses.get(x, 0) != 2 or x == output or s == output):
+            continue
+        if src.kind not in ("conv", "fc") or src.act != 0:
+            continue
+        src.act, src.a0, src.a1 = silu, 0.0, 0.0
+        src.output = n.output
+        src.fused += [f"Sigmoid:{sig.name}", f"Mul:{n.name}"]
+        nodes.remove(sig)
+        nodes.remove(n)
+        return True
+    return False
 
 
 # ------------------------------------------------------------------------------------------- layouts/memory

@@ -39,6 +39,7 @@ from sparsekit.masking.channel_groups import (  # noqa: F401  (coupled_channel_g
     grouped_convs,
     layer_bn_pairs,
 )
+from sparsekit.progress import step
 
 #: a channel whose consumers see at most this |value| counts as zero (BN running means of masked
 #: channels decay geometrically but never reach exactly 0)
@@ -217,10 +218,10 @@ def apply_plan(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tens
         return model
     dg = _graph(model, example)
     modules = dict(model.named_modules())
-    for step in plan:
-        root = modules[step["root"]]
+    for item in plan:
+        root = modules[item["root"]]
         fn = dg.get_pruner_of_module(root).prune_out_channels
-        dg.get_pruning_group(root, fn, list(step["remove"])).prune()
+        dg.get_pruning_group(root, fn, list(item["remove"])).prune()
     return model
 
 
@@ -250,13 +251,16 @@ class Structured(SparseFormat):
             repair_change = float((base(example) - before).abs().max()) if repaired else 0.0
         left_dense: list[dict[str, Any]] = []
         try:
-            plan = plan_removal(base, mask, example, round_to=int(self.options.get("round_to", 1)), left_dense=left_dense)
+            with step("planning which channels go (dependency graph)"):
+                plan = plan_removal(base, mask, example, round_to=int(self.options.get("round_to", 1)),
+                                    left_dense=left_dense)
         except Exception as exc:  # noqa: BLE001 - the graph tracer cannot follow this architecture
             first = str(exc).splitlines()[0][:120] if str(exc) else ""
             plan = []
             left_dense.append({"root": "*", "channels": 0, "reason": "dependency graph could not be traced "
                                f"({type(exc).__name__}: {first}); no channel removed"})
-        pruned, plan = apply_checked(copy.deepcopy(base), plan, example[:8], self.atol, left_dense)
+        with step(f"removing {sum(len(s['remove']) for s in plan)} channels, each step checked"):
+            pruned, plan = apply_checked(copy.deepcopy(base), plan, example[:8], self.atol, left_dense)
         pruned = pruned.eval()
         # the same plan applied to a copy holding the mask as weights slices the mask exactly
         holder = copy.deepcopy(base)
@@ -264,7 +268,8 @@ class Structured(SparseFormat):
         with torch.no_grad():
             for n, t in mask.items():
                 params[n].copy_(t.to(params[n].dtype))
-        holder = apply_plan(holder, plan, example)
+        with step("slicing the mask the same way"):
+            holder = apply_plan(holder, plan, example)
         hp = dict(holder.named_parameters())
         new_mask = Mask({n: hp[n].detach() != 0 for n in mask.names if n in hp})
         in_shape = tuple(example.shape[1:])
@@ -274,8 +279,9 @@ class Structured(SparseFormat):
             for n, b in before.items() if n in after
         ]
         converted = Converted(pruned, new_mask, mask, plan={"steps": plan})
-        diff = check_equal(converted, base, example, self.atol, "structured conversion")
-        macs_before, macs_after = torch_macs(base, in_shape), torch_macs(pruned, in_shape)
+        with step("checking the converted model against masked-dense"):
+            diff = check_equal(converted, base, example, self.atol, "structured conversion")
+            macs_before, macs_after = torch_macs(base, in_shape), torch_macs(pruned, in_shape)
         converted.report = {
             "layers": layers,
             "channels_removed": sum(len(s["remove"]) for s in plan),

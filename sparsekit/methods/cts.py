@@ -44,8 +44,8 @@ from sparsekit.masking.concrete import (
 )
 from sparsekit.masking.gradbalance import GradBalance, LagrangeBalance
 from sparsekit.methods._search_log import SearchLog
-from sparsekit.methods._search_progress import SearchProgress
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
+from sparsekit.methods._search_progress import SearchProgress
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,

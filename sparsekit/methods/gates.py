@@ -394,7 +394,7 @@ class GatesMethod(SearchMethod):
                         rec.update(lr=lr, temperature=relax.temperature)
                         trajectory.append(rec["expected_density"])
                         slog.add(rec)
-                    progress.update(step, lambda r=relax, v=loss_val: self._progress_fields(r, flat, cost, density, v))
+                    progress.update(step, lambda r=relax, v=loss_val, f=flat: self._progress_fields(r, f, cost, density, v))
         finally:
             slog.flush()
         search_s = time.perf_counter() - t0

@@ -42,9 +42,10 @@ def _channel_parallel_always(monkeypatch):
 
 
 def masked_model(name: str, shape: tuple, sparsity: float = 0.9, seed: int = 0,
-                 layerwise: bool | None = None) -> torch.nn.Module:
+                 layerwise: bool | None = None, rescale: bool = False) -> torch.nn.Module:
     """Magnitude mask: global (zoo models) or per layer (torchvision: their tiny-init classifier would be
-    pruned away by a global threshold, leaving a constant output)."""
+    pruned away by a global threshold, leaving a constant output). ``rescale``: kept weights x 1/sqrt(density)
+    so the signal survives deep random-init nets (else their logits collapse to the classifier bias)."""
     m = build_model(ModelSpec(name, shape, 10), seed=seed).eval()
     layerwise = name.startswith("tv:") if layerwise is None else layerwise
     ws = [p for p in m.parameters() if p.dim() > 1]
@@ -55,7 +56,8 @@ def masked_model(name: str, shape: tuple, sparsity: float = 0.9, seed: int = 0,
             mags = torch.cat([p.detach().abs().flatten() for p in grp])
             thr = mags.kthvalue(max(1, int(sparsity * mags.numel()))).values
             for p in grp:
-                p.mul_((p.abs() > thr).float())
+                keep = (p.abs() > thr).float()
+                p.mul_(keep / max(float(keep.mean()), 1e-6) ** 0.5 if rescale else keep)
         for mod in m.modules():  # non-trivial BN statistics so folding is exercised
             if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
                 mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
@@ -83,7 +85,7 @@ def export(m: torch.nn.Module, shape: tuple, path, dynamo: bool = False) -> str:
 @pytest.mark.parametrize("name,shape", ZOO + [pytest.param(*t, marks=pytest.mark.slow) for t in TV_DEPLOY],
                          ids=[z[0] for z in ZOO + TV_DEPLOY])
 def test_zoo_parity(tmp_path, name, shape):
-    m = masked_model(name, shape)
+    m = masked_model(name, shape, rescale=name in dict(TV_DEPLOY))
     path = export(m, shape, tmp_path / "m.onnx")
     x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)
     s = engine.load(path, threads=1, cache=False)  # raises EngineVerifyError on mismatch vs ORT

@@ -76,3 +76,49 @@ def test_every_learned_mask_search_reports_progress(method, monkeypatch):
     objective = "objective" if method == "cts" else "loss"
     assert all(f", {budget} " in ln or f": {budget} " in ln for ln in steps)
     assert all(f" {objective} " in ln and ln.endswith(" left") for ln in steps)
+
+
+# -- inits and frozen-weight options of the strong tickets (issue 21 item 1) -------------------------
+
+
+def test_uniform_init_is_unscaled_and_kaiming_uniform_is_fan_in_scaled():
+    import math
+
+    import torch
+
+    from sparsekit.models.init import WEIGHT_INITS
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.empty(300, 784)
+    u = WEIGHT_INITS["uniform"](w, g)
+    k = WEIGHT_INITS["kaiming-uniform"](w, g)
+    assert 0.99 < float(u.abs().max()) <= 1.0  # U(-1, 1) whatever the fan-in
+    bound = math.sqrt(6.0 / 784)
+    assert 0.99 * bound < float(k.abs().max()) <= bound
+    assert abs(float(u.std()) - 1 / math.sqrt(3)) < 0.01
+
+
+def test_weight_scale_is_validated_and_only_for_strong_tickets():
+    from sparsekit.errors import UsageError
+
+    assert get_method("gates").options.weight_scale == "density"
+    assert get_method("edge-popup", {"weight_scale": "density"}).options.weight_scale == "density"
+    with pytest.raises(UsageError, match="--weight-scale must be one of density, none"):
+        get_method("gates", {"weight_scale": "sqrt"})
+    with pytest.raises(UsageError, match="no option 'weight_scale'"):
+        get_method("cts", {"weight_scale": "density"})
+
+
+def test_edge_popup_global_topk_keeps_the_exact_global_count():
+    from sparsekit.masking.topk import budget_keep
+
+    data = make_synthetic(n_train=256, n_test=64)
+    model = lenet(data)
+    ctx = SearchContext(model=model, data=data, names=list(prunable_tensors(model)), sparsity=0.9,
+                        search_steps=8, train_cfg=TrainConfig(batch_size=64))
+    res = get_method("edge-popup", {"topk": "global"}).search(ctx)
+    total = sum(p.numel() for p in ctx.params().values())
+    assert res.mask.kept == budget_keep(total, 0.9) and res.info["layerwise"] is False
+    per_layer = [int(t.sum()) for _, t in res.mask.items()]
+    sizes = [t.numel() for _, t in res.mask.items()]
+    assert per_layer != [budget_keep(n, 0.9) for n in sizes]  # a global ranking, not per-layer quotas

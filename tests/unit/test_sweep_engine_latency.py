@@ -138,3 +138,18 @@ def test_real_engine_table_for_lenet300(tmp_path):
         and all(v > 0 for v in entry["sparse_ms"])
         and entry["dense_ms"] > 0
     )
+
+
+def test_calibration_adds_an_overhead_or_scales_down():
+    layer = _layer("a.weight", 10, 10)
+    cost = EngineLatency(
+        [layer], {layer.key: {"density": [0.1, 1.0], "sparse_ms": [0.2, 2.0], "dense_ms": 1.0}}
+    )
+    cost.calibrate(1.5)  # slower than the table: pooling, activations, the call
+    assert (cost.overhead, cost.scale) == (pytest.approx(0.5), 1.0)
+    assert float(cost.of_densities({"a.weight": 0.1})) == pytest.approx(0.7)
+    cost.calibrate(0.5)  # faster than the table: layers timed alone cost more than inside the plan
+    assert (cost.overhead, cost.scale) == (0.0, pytest.approx(0.5))
+    assert cost.dense_ms() == pytest.approx(0.5) and float(
+        cost.of_densities({"a.weight": 0.1})
+    ) == pytest.approx(0.1)

@@ -1,0 +1,66 @@
+"""sparse-cpu fusions of the torchvision blocks: SiLU (x * Sigmoid(x)) into the producing conv's epilogue, and a
+squeeze-excitation block (GlobalAveragePool -> 1x1 conv -> SiLU -> 1x1 conv -> Sigmoid -> Mul), at several
+batch sizes, every ISA and kernel family, threads 1/2 identical (check_all)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.unit.test_engine_graphs import model, rand_weight
+
+engine = pytest.importorskip("sparsekit.engine")
+from tests.unit.test_engine import check_all  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _channel_parallel_always(monkeypatch):
+    monkeypatch.setenv("SPARSEKIT_ENGINE_PAR_MIN_MACS", "0")
+
+
+def _se_silu(tmp_path, rng, C=8, H=9, W=11, k=3, s=1) -> str:
+    r = 4
+    inits = {"w": rand_weight(rng, (C, C, k, k), 0.5), "b": rng.standard_normal(C).astype(np.float32),
+             "w1": rand_weight(rng, (r, C, 1, 1), 0.8), "b1": rng.standard_normal(r).astype(np.float32),
+             "w2": rand_weight(rng, (C, r, 1, 1), 0.8), "b2": rng.standard_normal(C).astype(np.float32)}
+    p = k // 2
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[p, p, p, p], strides=[s, s], name="conv"),
+        helper.make_node("Sigmoid", ["c"], ["cs"], name="sig"),
+        helper.make_node("Mul", ["c", "cs"], ["a"], name="silu"),  # x * sigmoid(x)
+        helper.make_node("GlobalAveragePool", ["a"], ["g"], name="gap"),
+        helper.make_node("Conv", ["g", "w1", "b1"], ["s1"], name="se_reduce"),
+        helper.make_node("Sigmoid", ["s1"], ["s1s"], name="se_sig1"),
+        helper.make_node("Mul", ["s1s", "s1"], ["s1a"], name="se_silu"),  # sigmoid first: both orders fuse
+        helper.make_node("Conv", ["s1a", "w2", "b2"], ["s2"], name="se_expand"),
+        helper.make_node("Sigmoid", ["s2"], ["gate"], name="se_gate"),
+        helper.make_node("Mul", ["a", "gate"], ["y"], name="se_scale"),
+    ]
+    return model(nodes, inits, (C, H, W), tmp_path / "se.onnx")
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+@pytest.mark.parametrize("s", [1, 2])
+def test_silu_and_se_block(tmp_path, batch, s):
+    rng = np.random.default_rng(batch + 10 * s)
+    path = _se_silu(tmp_path, rng, s=s)
+    check_all(path, rng.standard_normal((batch, 8, 9, 11)).astype(np.float32))
+    plan = engine.load(path, cache=False, verify=False).plan()
+    fused = {f for e in plan for f in e["fused"]}
+    assert {"Sigmoid:sig", "Mul:silu", "Sigmoid:se_sig1", "Mul:se_silu", "Sigmoid:se_gate"} <= fused
+    assert [e["name"] for e in plan if e["kind"] == "binary"] == ["se_scale"]  # the gate Mul stays a broadcast
+
+
+def test_silu_not_fused_when_x_is_used_elsewhere(tmp_path):
+    rng = np.random.default_rng(0)
+    C = 4
+    inits = {"w": rand_weight(rng, (C, C, 3, 3), 0.5)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Sigmoid", ["c"], ["cs"], name="sig"),
+             helper.make_node("Mul", ["c", "cs"], ["a"], name="silu"),
+             helper.make_node("Add", ["a", "c"], ["y"], name="also_uses_c")]
+    path = model(nodes, inits, (C, 6, 7), tmp_path / "m.onnx")
+    check_all(path, rng.standard_normal((2, C, 6, 7)).astype(np.float32), isas=engine.available_isas()[:1])
+    fused = {f for e in engine.load(path, cache=False, verify=False).plan() for f in e["fused"]}
+    assert "Mul:silu" not in fused
