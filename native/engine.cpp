@@ -679,7 +679,7 @@ struct Engine {
       }
     }
     barrier(par);
-    if (profiling && (!par || tid == 0)) {
+    if (profiling && (!par || tid == 0) && tid < (int)prof_us.size()) {
       std::vector<double>& pu = prof_us.at(tid);
       for (size_t i = 0; i < ops.size(); i++) {
         auto t0 = std::chrono::steady_clock::now();

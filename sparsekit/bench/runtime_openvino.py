@@ -1,8 +1,8 @@
 """OpenVINO on CPU (``openvino-cpu``): the exported ONNX file as is, dense kernels.
 
 Compiled with the LATENCY performance hint, one stream, ``threads`` inference threads, no core
-pinning, and the inference precision pinned to f32: on CPUs with AVX-512 BF16/AMX or ARM fp16 OpenVINO otherwise picks
-bf16/f16 by itself, which is faster but not the same model. Installed by ``pip install
+pinning, and the inference precision pinned to f32: on CPUs with AVX-512 BF16/AMX or ARM fp16
+OpenVINO otherwise picks bf16/f16 by itself, which is faster but not the same model. Installed by ``pip install
 sparsekit[openvino]``; the interface is ``runtime_ort``'s.
 """
 
@@ -40,10 +40,14 @@ def load(onnx_path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def empty(threads: int, identity_onnx: str) -> Callable[[np.ndarray], np.ndarray]:
-    """OpenVINO loaded, no model (its CPU plugin is loaded by the first compile: counted in the model)."""
+    """OpenVINO's CPU plugin loaded with a one-op model (it cannot compile the dynamic-rank Identity)."""
     import openvino as ov
+    import openvino.opset13 as ops
 
-    ov.Core()
+    x = ops.parameter([-1], np.float32)
+    compiled = ov.Core().compile_model(ov.Model([ops.relu(x)], [x]), "CPU", compile_config(threads))
+    request = compiled.create_infer_request()
+    request.infer({0: np.zeros(4, np.float32)})
     return lambda x: x
 
 

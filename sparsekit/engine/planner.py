@@ -4,12 +4,15 @@ Stages (all numpy, no torch):
 1. ``lower``: ONNX nodes -> engine nodes (conv, fc, pools, gap, binary, affine, concat, flatten) with
    per-image shapes; constant subgraphs are folded with the numpy reference.
 2. ``fuse``: BatchNormalization / constant per-channel Mul/Add folded into the producing conv/fc,
-   residual Add and activations fused into the producer's epilogue.
+   residual Add, activations and SiLU (x * Sigmoid(x)) fused into the producer's epilogue.
 3. layouts: every activation is stored per image as C x (H+pads) x (W+pads) with a zero ring sized for
-   its stride-1 conv consumers, so those convs read shifted contiguous runs (no im2col, no copy);
-   stride > 1 convs de-interleave their input into stride^2 phase planes.
+   its stride-1 and stride-2 conv consumers, so those convs read shifted runs in place (no im2col, no
+   copy; stride 2 sparse: even lanes of two vectors); other strides (and dense stride-2 kernels)
+   de-interleave their input into stride^2 phase planes.
 4. memory: liveness-based first-fit placement of all tensors in one arena per thread.
-5. native ops + per-layer choice sparse/dense by timing both (cached in a JSON file).
+5. native ops (``build_op``: one builder per node kind in ``BUILDERS``; op / activation codes from the
+   native module, ``native_codes``; conv / fc parameters named by ``ConvParams`` / ``FcParams``) + per-layer
+   choice sparse/dense by timing both (cached in a JSON file).
 """
 
 from __future__ import annotations

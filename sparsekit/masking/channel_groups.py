@@ -60,6 +60,8 @@ class ChannelUnits:
     coupled: bool = True
     #: the dependency-graph groups they were built from (``coupled_channel_groups``; [] if untraceable)
     groups: list[dict[str, Any]] = field(default_factory=list)
+    #: why the dependency graph could not be traced ("" when ``coupled``)
+    untraced: str = ""
 
 
 class _UnionFind:
@@ -173,6 +175,7 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
     widths = {n: params[n].shape[0] for n in names}
     example = _example(model, in_shape)
     was_training = model.training
+    untraced = ""
     try:
         mod_names = {m: n for n, m in model.named_modules()}
         fixed = [f"{mod_names[m]}.weight" for m in _ignored_output_layers(model.eval(), example)]
@@ -182,6 +185,7 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
         log.warning("channel couplings unavailable (%s: %s); ranking every layer on its own",
                     type(exc).__name__, exc)
         fixed, groups, coupled = [], [], False
+        untraced = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
     finally:
         model.train(was_training)
     fixed = [n for n in fixed if n in widths]
@@ -218,7 +222,7 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
             units.append(u)
     family_ids: dict[str, int] = {}
     families = [family_ids.setdefault(layers_uf.find(u[0][0]), len(family_ids)) for u in units]
-    return ChannelUnits(units, families, fixed, left, coupled, groups)
+    return ChannelUnits(units, families, fixed, left, coupled, groups, untraced)
 
 
 def normalized_channel_scores(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -300,7 +300,16 @@ def mac_cost(space: UnitSpace, model: nn.Module) -> MacCost:
 
 
 def cost_for(budget: Any, space: UnitSpace, model: nn.Module, run_dir: Any = None) -> tuple[CostModel, float]:
-    """(cost model, absolute budget) of a ``sparsekit.budget.Budget`` over ``space``."""
+    """(cost model, absolute budget) of a ``sparsekit.budget.Budget`` over ``space``.
+
+    Raises:
+        UsageError: when the model's channel couplings cannot be traced: the structured converter
+            (same dependency graph) could then remove no channel, so no cost budget can be met.
+    """
+    if not space.units.coupled:
+        raise UsageError(f"a {budget.kind} budget needs channels the structured format can remove, but this model's "
+                         f"channel couplings cannot be traced ({space.units.untraced}); prune it with --sparsity "
+                         "instead")
     if budget.kind == "params":
         cost: CostModel = ParamCost(space)
     elif budget.kind == "macs":

@@ -371,3 +371,19 @@ def test_gradient_priced_put_back_selects_what_the_exhaustive_one_does(spaces, m
             a, _ = select_by_cost(scores, space, fast, fraction * fast.dense, multiple)
             b, _ = select_by_cost(scores, space, slow, fraction * fast.dense, multiple)
             assert torch.equal(a, b), (name, fraction)
+
+
+def test_a_cost_budget_on_an_untraceable_model_is_refused(monkeypatch):
+    """No dependency graph: the converter removes nothing, so the search must not count removals."""
+    import sparsekit.masking.channel_groups as cg
+    from sparsekit.masking.channel_space import cost_for
+
+    def untraceable(model, example):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    monkeypatch.setattr(cg, "coupled_channel_groups", untraceable)
+    model, shape = _models()["usernet"]
+    space = UnitSpace(model, list(prunable_tensors(model)), shape)
+    assert not space.units.coupled
+    with pytest.raises(UsageError, match="cannot be traced .ZeroDivisionError"):
+        cost_for(Budget("macs", 0.5), space, model)

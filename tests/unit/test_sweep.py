@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -180,10 +181,7 @@ def test_cells_start_at_the_one_pretrained_theta_k(tmp_path):
     )
     assert t["pretrain_s"] > 0 and set(t["cells"]) == {cell.id}
     # the same cell pretrained on its own lands on exactly the same theta_K and ticket
-    alone = cell_config(cfg, cell).__class__(
-        **{**cell_config(cfg, cell).__dict__, "out": str(tmp_path / "alone")}
-    )
-    prune(alone)
+    prune(dataclasses.replace(cell_config(cfg, cell), out=str(tmp_path / "alone")))
     for name in ("theta_k.safetensors", "final.safetensors"):
         a, b = load_tensors(cfg.cell_dir(cell) / name), load_tensors(tmp_path / "alone" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -131,13 +131,11 @@ def test_real_engine_table_for_lenet300(tmp_path):
         (300, 100),
         (100, 10),
     ]
-    table = build_table(layers[2:], cache_dir=tmp_path, densities=(0.2, 1.0))
-    entry = table[layers[2].key]
-    assert (
-        len(entry["sparse_ms"]) == 2
-        and all(v > 0 for v in entry["sparse_ms"])
-        and entry["dense_ms"] > 0
-    )
+    # the largest layer (784x300): well above the cost of a call, which each point has subtracted
+    table = build_table(layers[:1], cache_dir=tmp_path, densities=(0.2, 1.0))
+    entry = table[layers[0].key]
+    assert len(entry["sparse_ms"]) == 2 and all(v >= 0 for v in entry["sparse_ms"])
+    assert entry["dense_ms"] > 0 and entry["sparse_ms"][1] > 0
 
 
 def test_calibration_adds_an_overhead_or_scales_down():

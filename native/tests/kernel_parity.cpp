@@ -1,0 +1,494 @@
+// Standalone parity test of the engine's kernel tables (no Python, no pybind11): every ISA variant linked
+// into this binary (native/kernels_<isa>.cpp) against a plain scalar reference written here, on random
+// shapes, sparsities, strides, groups, dilations, activations, residuals and output layouts.
+// Output buffers start as NaN sentinels, so a kernel that skips an element or writes outside its planes
+// fails too. Exit 0: every case matched; 1: a mismatch (one FAIL line per failing case); 2: bad usage.
+// Built and run by native/tests/build.sh (`make test-native`; `make test-aarch64` cross-compiles it for
+// aarch64 and runs it under qemu-aarch64).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+SK_DECLARE_TABLE(isa_baseline)
+#ifdef SK_HAVE_AVX2
+SK_DECLARE_TABLE(isa_avx2)
+#endif
+#ifdef SK_HAVE_AVX512
+SK_DECLARE_TABLE(isa_avx512)
+#endif
+#ifdef SK_HAVE_NEON
+SK_DECLARE_TABLE(isa_neon)
+#endif
+
+namespace sk {
+// The engine defines act_scalar in engine.cpp (which needs pybind11); the kernels call it on their scalar
+// paths, so the test supplies the same definition. The reference below uses its own act_ref.
+float act_scalar(float v, int act, float a0, float a1) {
+  switch (act) {
+    case ACT_NONE: return v;
+    case ACT_RELU: return v > 0.f ? v : 0.f;
+    case ACT_CLIP: return v < a0 ? a0 : (v > a1 ? a1 : v);
+    case ACT_LEAKY: return v >= 0.f ? v : v * a0;
+    case ACT_SIGMOID: return 1.f / (1.f + std::exp(-v));
+    case ACT_HARDSIGMOID: { float t = v * a0 + a1; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
+    case ACT_HARDSWISH: { float t = v * (1.f / 6.f) + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
+    case ACT_SILU: return v / (1.f + std::exp(-v));
+  }
+  return v;
+}
+}  // namespace sk
+
+using sk::ConvCall;
+using sk::FcCall;
+using sk::KernelTable;
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// ---- reference ------------------------------------------------------------------------------------
+double act_ref(double v, int act, double a0, double a1) {
+  switch (act) {
+    case sk::ACT_RELU: return v > 0 ? v : 0;
+    case sk::ACT_CLIP: return v < a0 ? a0 : (v > a1 ? a1 : v);
+    case sk::ACT_LEAKY: return v >= 0 ? v : v * a0;
+    case sk::ACT_SIGMOID: return 1 / (1 + std::exp(-v));
+    case sk::ACT_HARDSIGMOID: return std::fmin(1.0, std::fmax(0.0, v * a0 + a1));
+    case sk::ACT_HARDSWISH: return v * std::fmin(1.0, std::fmax(0.0, v / 6 + 0.5));
+    case sk::ACT_SILU: return v / (1 + std::exp(-v));
+    default: return v;
+  }
+}
+
+struct Rng {
+  uint64_t s;
+  uint64_t next() {  // splitmix64
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int range(int lo, int hi) { return lo + (int)(next() % (uint64_t)(hi - lo + 1)); }  // inclusive
+  float uni(float lo, float hi) { return lo + (hi - lo) * (float)((next() >> 40) * (1.0 / (1ull << 24))); }
+  bool chance(double p) { return (next() >> 11) * (1.0 / (1ull << 53)) < p; }
+};
+
+// random activation with its parameters
+void pick_act(Rng& g, int& act, float& a0, float& a1) {
+  act = g.range(0, 7);
+  a0 = 0.f; a1 = 0.f;
+  if (act == sk::ACT_CLIP) { a0 = g.uni(-1.f, 0.f); a1 = g.uni(0.2f, 1.5f); }
+  if (act == sk::ACT_LEAKY) a0 = g.uni(0.01f, 0.3f);
+  if (act == sk::ACT_HARDSIGMOID) { a0 = 0.2f; a1 = 0.5f; }
+}
+
+// [begin, end) pieces of [0, n): 1-3 ranges, so the kernels' range arguments are exercised
+std::vector<std::pair<int, int>> split(Rng& g, int n) {
+  std::vector<std::pair<int, int>> r;
+  int parts = n > 2 ? g.range(1, 3) : 1, b = 0;
+  for (int p = 0; p < parts; p++) {
+    int e = p == parts - 1 ? n : g.range(b, n);
+    r.push_back({b, e});
+    b = e;
+  }
+  return r;
+}
+
+// got vs reference (mag: sum of |terms|, the scale of the float rounding); a NaN reference means
+// "must be left untouched" (the sentinel)
+bool close(float got, double ref, double mag) {
+  if (std::isnan(ref)) return std::isnan(got);
+  return std::isfinite(got) && std::fabs(got - ref) <= 2e-4 * mag + 1e-5;
+}
+
+int g_fail = 0;
+bool report(const KernelTable* t, const char* entry, int cs, const std::string& desc, const std::string& where,
+            float got, double ref) {
+  if (g_fail++ < 20)  // the first mismatches tell the story; the summary counts them all
+    std::printf("FAIL %s %s case %d [%s]: %s = %.7g, expected %.7g\n", t->name, entry, cs, desc.c_str(),
+                where.c_str(), got, ref);
+  return false;
+}
+
+// ---- convolution cases ----------------------------------------------------------------------------
+// One conv problem over ni images, in the engine's memory layout: the input planes are zero-padded by the
+// conv's padding (row length Wp); stride 1 reads the work view x[off + q], q = oh * Wrow + ow (Wrow = Wp);
+// stride 2 (conv_sparse_s2) reads x[off + 2 oh Wp + 2 ow] with Wrow = ceil(Wp / 2). Output and residual
+// planes have their own padding; flat layouts (row length Wrow) get the engine's column mask.
+struct ConvCase {
+  int C, H, W, O, G, Cg, Og, KH, KW, dh, dw, pt, pb, pl, pr, s, ni, ob;
+  int act; float a0, a1; bool has_bias, has_res, flat;
+  int Hp, Wp, Ho, Wo, Wrow, L, nblk, ntaps;
+  int64_t Pin, xstride;
+  int ypt, ypb, ypl, ypr, yWp, yHp; int64_t yplane, ystride;
+  int rpt, rpl, rWp, rHp; int64_t rplane, rstride;
+  std::vector<float> w, bias, x, r, y, val, dwt, scratch;
+  std::vector<uint32_t> rowptr, off, doff;
+  std::vector<int32_t> cmask;
+  std::string desc;
+
+  // stride s (1 or 2), ni images, small: maps small enough for the multi-image tiles, ob: dense block
+  bool generate(Rng& g, int s_, int ni_, bool small, int ob_) {
+    s = s_; ni = ni_; ob = ob_;
+    C = g.range(1, 10);
+    G = 1;
+    if (g.chance(0.2)) G = C;                      // depthwise
+    else if (C % 2 == 0 && g.chance(0.2)) G = 2;   // grouped
+    Cg = C / G;
+    Og = g.range(1, G > 1 ? 3 : 14);
+    O = Og * G;
+    H = small ? g.range(1, 4) : g.range(1, 18);
+    W = small ? g.range(1, 4) : g.range(1, 22);
+    const int ks[] = {1, 3, 3, 5};
+    KH = ks[g.range(0, 3)]; KW = g.chance(0.8) ? KH : ks[g.range(0, 3)];
+    dh = g.chance(0.15) ? 2 : 1; dw = g.chance(0.15) ? 2 : 1;
+    pt = g.range(0, (KH / 2) * dh); pb = g.range(0, (KH / 2) * dh);
+    pl = g.range(0, (KW / 2) * dw); pr = g.range(0, (KW / 2) * dw);
+    Hp = H + pt + pb; Wp = W + pl + pr;
+    const int eh = dh * (KH - 1) + 1, ew = dw * (KW - 1) + 1;
+    if (Hp < eh || Wp < ew) return false;
+    Ho = (Hp - eh) / s + 1; Wo = (Wp - ew) / s + 1;
+    Wrow = s == 1 ? Wp : (Wp + 1) / 2;
+    L = (Ho - 1) * Wrow + Wo;
+    ntaps = Cg * KH * KW;
+    nblk = (Og + ob - 1) / ob;
+    pick_act(g, act, a0, a1);
+    has_bias = g.chance(0.7); has_res = g.chance(0.4);
+    const double density = g.chance(0.1) ? 1.0 : g.uni(0.0f, 0.5f);
+    // output / residual layout: flat (row length Wrow, the engine's in-place rows) or padded planes
+    const bool want_flat = g.chance(0.5);
+    ypt = g.range(0, 2); ypb = g.range(0, 2);
+    if (want_flat) { ypl = g.range(0, Wrow - Wo); ypr = Wrow - Wo - ypl; }
+    else { ypl = g.range(0, 2); ypr = g.range(0, 2); }
+    yWp = Wo + ypl + ypr; yHp = Ho + ypt + ypb; yplane = (int64_t)yHp * yWp;
+    ystride = O * yplane + 7;
+    rpt = g.range(0, 2);
+    const int rpb = g.range(0, 2);
+    if (want_flat) { rpl = g.range(0, Wrow - Wo); rWp = Wrow; }
+    else { rpl = g.range(0, 2); rWp = Wo + rpl + g.range(0, 2); }
+    rHp = Ho + rpt + rpb; rplane = (int64_t)rHp * rWp; rstride = O * rplane + 5;
+    flat = yWp == Wrow && (!has_res || rWp == Wrow);
+
+    // weights [O][Cg][KH][KW], then the two formats the engine builds from them
+    w.assign((size_t)O * ntaps, 0.f);
+    for (auto& v : w) if (g.chance(density)) v = g.uni(-1.f, 1.f);
+    bias.resize(O);
+    for (auto& v : bias) v = g.uni(-1.f, 1.f);
+    Pin = (int64_t)Hp * Wp;
+    auto tap_off = [&](int c, int kh, int kw) { return (uint32_t)(c * Pin + kh * dh * Wp + kw * dw); };
+    rowptr.assign(1, 0); off.clear(); val.clear();
+    for (int o = 0; o < O; o++) {
+      const int gi = o / Og;
+      for (int t = 0; t < ntaps; t++) {
+        const float v = w[(size_t)o * ntaps + t];
+        if (v == 0.f) continue;
+        const int c = t / (KH * KW), kh = t / KW % KH, kw = t % KW;
+        off.push_back((uint32_t)(gi * Cg * Pin) + tap_off(c, kh, kw));
+        val.push_back(v);
+      }
+      rowptr.push_back((uint32_t)off.size());
+    }
+    doff.resize(ntaps);
+    for (int t = 0; t < ntaps; t++) doff[t] = tap_off(t / (KH * KW), t / KW % KH, t % KW);
+    dwt.assign((size_t)G * nblk * ntaps * ob, 0.f);  // [G][nblk][ntaps][ob]
+    for (int o = 0; o < O; o++) {
+      const int gi = o / Og, blk = (o % Og) / ob, k = (o % Og) % ob;
+      for (int t = 0; t < ntaps; t++)
+        dwt[(((size_t)gi * nblk + blk) * ntaps + t) * ob + k] = w[(size_t)o * ntaps + t];
+    }
+
+    // inputs: zero padding ring, random interior, NaN in the slack the kernels may over-read
+    xstride = C * Pin + 2 * Wp + 320;
+    x.assign((size_t)(ni * xstride + 2048), kNaN);
+    for (int m = 0; m < ni; m++)
+      for (int c = 0; c < C; c++)
+        for (int h = 0; h < Hp; h++)
+          for (int ww = 0; ww < Wp; ww++) {
+            const bool in = h >= pt && h < pt + H && ww >= pl && ww < pl + W;
+            x[m * xstride + c * Pin + (int64_t)h * Wp + ww] = in ? g.uni(-1.f, 1.f) : 0.f;
+          }
+    r.assign((size_t)(ni * rstride + 64), 0.f);
+    for (auto& v : r) v = g.uni(-1.f, 1.f);
+    y.assign((size_t)(ni * ystride + 64), kNaN);
+    cmask.assign((size_t)L + 256, 0);
+    for (int q = 0; q < L; q++) cmask[q] = q % Wrow < Wo ? -1 : 0;
+    const int64_t splane = (int64_t)Ho * Wrow + 512;
+    scratch.assign((size_t)(std::max(ob, 8) * splane + 64), 0.f);
+
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  "C=%d O=%d G=%d HxW=%dx%d K=%dx%d d=%d,%d s=%d pad=%d,%d,%d,%d nnz=%zu act=%d bias=%d res=%d "
+                  "flat=%d ypad=%d,%d,%d,%d ni=%d",
+                  C, O, G, H, W, KH, KW, dh, dw, s, pt, pl, pb, pr, val.size(), act, (int)has_bias,
+                  (int)has_res, (int)flat, ypt, ypl, ypb, ypr, ni);
+    desc = buf;
+    return true;
+  }
+
+  ConvCall call(int m) {
+    ConvCall c{};
+    c.x = x.data() + m * xstride; c.x_row = Wp; c.L = L; c.Wrow = Wrow; c.Ho = Ho; c.Wo = Wo;
+    c.rowptr = rowptr.data(); c.off = off.empty() ? nullptr : off.data(); c.val = val.empty() ? nullptr : val.data();
+    c.doff = doff.data(); c.dw = dwt.data(); c.ntaps = ntaps; c.Og = Og; c.nblk = nblk; c.gofs = Cg * Pin;
+    c.bias = has_bias ? bias.data() : nullptr;
+    c.y = y.data() + m * ystride; c.y_plane = yplane; c.y_Wp = yWp; c.y_Hp = yHp;
+    c.y_pt = ypt; c.y_pb = ypb; c.y_pl = ypl; c.y_pr = ypr;
+    if (has_res) { c.r = r.data() + m * rstride; c.r_plane = rplane; c.r_Wp = rWp; c.r_pt = rpt; c.r_pl = rpl; }
+    c.flat = flat;
+    c.cmask = flat ? cmask.data() : nullptr;
+    c.scratch = scratch.data(); c.scratch_plane = (int64_t)Ho * Wrow + 512;
+    c.act = act; c.a0 = a0; c.a1 = a1;
+    return c;
+  }
+
+  // every element of y (all images, padding ring and gaps included) against the reference
+  bool verify(const KernelTable* t, const char* entry, int cs) {
+    for (int m = 0; m < ni; m++) {
+      const float* xm = x.data() + m * xstride;
+      for (int64_t i = 0; i < ystride; i++) {
+        const int o = (int)(i / yplane), hh = (int)(i % yplane / yWp), ww = (int)(i % yWp);
+        double ref = kNaN, mag = 0;
+        if (o < O) {
+          const int oh = hh - ypt, ow = ww - ypl;
+          ref = 0;
+          if (oh >= 0 && oh < Ho && ow >= 0 && ow < Wo) {
+            const int gi = o / Og;
+            double acc = has_bias ? bias[o] : 0.0;
+            mag = std::fabs(acc);
+            for (int tp = 0; tp < ntaps; tp++) {
+              const int c = tp / (KH * KW), kh = tp / KW % KH, kw = tp % KW;
+              const double v = (double)w[(size_t)o * ntaps + tp] *
+                               xm[(gi * Cg + c) * Pin + (int64_t)(oh * s + kh * dh) * Wp + ow * s + kw * dw];
+              acc += v; mag += std::fabs(v);
+            }
+            if (has_res) {
+              const double rv = r[m * rstride + o * rplane + (int64_t)(oh + rpt) * rWp + ow + rpl];
+              acc += rv; mag += std::fabs(rv);
+            }
+            ref = act_ref(acc, act, a0, a1);
+          }
+        }
+        const float got = y[m * ystride + i];
+        if (!close(got, ref, mag)) {
+          char where[96];
+          std::snprintf(where, sizeof where, "image %d y[o=%d][row %d][col %d]", m, o, hh, ww);
+          return report(t, entry, cs, desc, where, got, ref);
+        }
+      }
+    }
+    return true;
+  }
+};
+
+const int kCases = 120;  // per entry and variant
+
+bool check_conv_sparse(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  while (!k.generate(g, 1, 1, g.chance(0.3), t->ob)) {}
+  ConvCall c = k.call(0);
+  for (auto [b, e] : split(g, k.O)) t->conv_sparse(c, b, e);
+  return k.verify(t, "conv_sparse", cs);
+}
+
+bool check_conv_sparse_s2(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  while (!k.generate(g, 2, 1, g.chance(0.3), t->ob)) {}
+  ConvCall c = k.call(0);
+  for (auto [b, e] : split(g, k.O)) t->conv_sparse_s2(c, b, e);
+  return k.verify(t, "conv_sparse_s2", cs);
+}
+
+bool check_conv_dense(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  while (!k.generate(g, 1, 1, g.chance(0.3), t->ob)) {}
+  ConvCall c = k.call(0);
+  for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_dense(c, b, e);
+  return k.verify(t, "conv_dense", cs);
+}
+
+bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  const int ni = g.range(1, 19);
+  while (!k.generate(g, 1, ni, g.chance(0.8), t->ob)) {}
+  std::vector<ConvCall> calls;
+  for (int m = 0; m < ni; m++) calls.push_back(k.call(m));
+  for (auto [b, e] : split(g, k.O)) t->conv_sparse_multi(calls.data(), ni, b, e);
+  return k.verify(t, "conv_sparse_multi", cs);
+}
+
+bool check_gather2(const KernelTable* t, Rng& g, int cs) {
+  const int n = g.range(0, 90);
+  std::vector<float> src(2 * n + 1), dst(n + 8, kNaN);
+  for (auto& v : src) v = g.uni(-1.f, 1.f);
+  t->gather2(src.data(), dst.data(), n);
+  for (int j = 0; j < n + 8; j++) {
+    const double ref = j < n ? src[2 * j] : kNaN;
+    if (!close(dst[j], ref, 0)) return report(t, "gather2", cs, "n=" + std::to_string(n),
+                                              "dst[" + std::to_string(j) + "]", dst[j], ref);
+  }
+  return true;
+}
+
+// ---- fully connected cases ------------------------------------------------------------------------
+// y[n][o] = act(sum_f W[o][f] x[n][f] + b[o] + r[n][o]); nb == 1 reads x, nb > 1 reads xT [F][nbp]
+// (nbp = nb rounded up to the vector width, zero lanes past nb, as the engine packs it)
+struct FcCase {
+  int F, O, nb, nbp, ldy, ldr, act; float a0, a1; bool has_bias, has_res;
+  std::vector<float> w, bias, x, xT, r, y, val;
+  std::vector<uint32_t> rowptr, col;
+  std::string desc;
+
+  void generate(Rng& g, int vw) {
+    F = g.range(1, 300); O = g.range(1, 40);
+    nb = g.chance(0.4) ? 1 : g.range(2, 4 * vw);
+    nbp = (nb + vw - 1) / vw * vw;
+    ldy = O + g.range(0, 3); ldr = O + g.range(0, 3);
+    pick_act(g, act, a0, a1);
+    has_bias = g.chance(0.7); has_res = g.chance(0.4);
+    const double density = g.chance(0.1) ? 1.0 : g.uni(0.0f, 0.4f);
+    w.assign((size_t)O * F, 0.f);
+    for (auto& v : w) if (g.chance(density)) v = g.uni(-1.f, 1.f);
+    rowptr.assign(1, 0); col.clear(); val.clear();
+    for (int o = 0; o < O; o++) {
+      for (int f = 0; f < F; f++)
+        if (w[(size_t)o * F + f] != 0.f) { col.push_back(f); val.push_back(w[(size_t)o * F + f]); }
+      rowptr.push_back((uint32_t)col.size());
+    }
+    bias.resize(O);
+    for (auto& v : bias) v = g.uni(-1.f, 1.f);
+    x.resize((size_t)nb * F);
+    for (auto& v : x) v = g.uni(-1.f, 1.f);
+    xT.assign((size_t)F * nbp, 0.f);
+    for (int f = 0; f < F; f++) for (int n = 0; n < nb; n++) xT[(size_t)f * nbp + n] = x[(size_t)n * F + f];
+    r.resize((size_t)nb * ldr);
+    for (auto& v : r) v = g.uni(-1.f, 1.f);
+    y.assign((size_t)nb * ldy + 16, kNaN);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "F=%d O=%d nb=%d nnz=%zu act=%d bias=%d res=%d", F, O, nb, val.size(), act,
+                  (int)has_bias, (int)has_res);
+    desc = buf;
+  }
+
+  FcCall call(bool sparse) {
+    FcCall c{};
+    c.x = x.data(); c.xT = nb > 1 ? xT.data() : nullptr; c.F = F; c.nb = nb; c.nbp = nb > 1 ? nbp : 0;
+    if (sparse) { c.rowptr = rowptr.data(); c.col = col.empty() ? nullptr : col.data(); c.val = val.empty() ? nullptr : val.data(); }
+    else c.w = w.data();
+    c.bias = has_bias ? bias.data() : nullptr;
+    c.y = y.data(); c.ldy = ldy;
+    if (has_res) { c.r = r.data(); c.ldr = ldr; }
+    c.act = act; c.a0 = a0; c.a1 = a1;
+    return c;
+  }
+
+  bool verify(const KernelTable* t, const char* entry, int cs) {
+    for (size_t i = 0; i < y.size(); i++) {
+      const int n = (int)(i / ldy), o = (int)(i % ldy);
+      double ref = kNaN, mag = 0;
+      if (n < nb && o < O) {
+        double acc = has_bias ? bias[o] : 0.0;
+        mag = std::fabs(acc);
+        for (int f = 0; f < F; f++) {
+          const double v = (double)w[(size_t)o * F + f] * x[(size_t)n * F + f];
+          acc += v; mag += std::fabs(v);
+        }
+        if (has_res) { acc += r[(size_t)n * ldr + o]; mag += std::fabs(r[(size_t)n * ldr + o]); }
+        ref = act_ref(acc, act, a0, a1);
+      }
+      if (!close(y[i], ref, mag)) {
+        char where[64];
+        std::snprintf(where, sizeof where, "y[n=%d][o=%d]", n, o);
+        return report(t, entry, cs, desc, where, y[i], ref);
+      }
+    }
+    return true;
+  }
+};
+
+bool check_fc_sparse(const KernelTable* t, Rng& g, int cs) {
+  FcCase k;
+  k.generate(g, t->vw);
+  FcCall c = k.call(true);
+  for (auto [b, e] : split(g, k.O)) t->fc_sparse(c, b, e);
+  return k.verify(t, "fc_sparse", cs);
+}
+
+bool check_fc_dense(const KernelTable* t, Rng& g, int cs) {
+  FcCase k;
+  k.generate(g, t->vw);
+  FcCall c = k.call(false);
+  for (auto [b, e] : split(g, k.O)) t->fc_dense(c, b, e);
+  return k.verify(t, "fc_dense", cs);
+}
+
+// ---- driver ---------------------------------------------------------------------------------------
+struct Entry { const char* name; bool (*check)(const KernelTable*, Rng&, int); };
+const Entry kEntries[] = {
+    {"conv_sparse", check_conv_sparse},       {"conv_sparse_s2", check_conv_sparse_s2},
+    {"conv_dense", check_conv_dense},         {"conv_sparse_multi", check_conv_sparse_multi},
+    {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
+    {"gather2", check_gather2},
+};
+
+// the variants compiled into this binary that this CPU can run (others are listed as skipped)
+std::vector<const KernelTable*> variants() {
+  std::vector<const KernelTable*> v{&sk::isa_baseline::table};
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+#ifdef SK_HAVE_AVX2
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) v.push_back(&sk::isa_avx2::table);
+  else std::printf("SKIP avx2: this CPU lacks avx2/fma\n");
+#endif
+#ifdef SK_HAVE_AVX512
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    v.push_back(&sk::isa_avx512::table);
+  else std::printf("SKIP avx512: this CPU lacks avx512f/bw/vl/dq\n");
+#endif
+#endif
+#ifdef SK_HAVE_NEON
+  v.push_back(&sk::isa_neon::table);  // Advanced SIMD is mandatory on aarch64
+#endif
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t seed = 20261203;
+  int cases = kCases;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (!std::strcmp(argv[i], "--cases") && i + 1 < argc) cases = std::atoi(argv[++i]);
+    else { std::fprintf(stderr, "usage: %s [--seed N] [--cases N]\n", argv[0]); return 2; }
+  }
+  int total = 0;
+  for (const KernelTable* t : variants()) {
+    std::printf("%-8s vw=%-2d ob=%d:", t->name, t->vw, t->ob);
+    for (const Entry& e : kEntries) {
+      uint64_t h = seed;  // per entry stream: the same cases for every variant (FNV-1a of the name)
+      for (const char* p = e.name; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001B3ull;
+      Rng g{h};
+      int bad = 0;
+      for (int cs = 0; cs < cases; cs++) bad += !e.check(t, g, cs);
+      std::printf(" %s %s", e.name, bad ? "FAILED" : "ok");
+      total += cases;
+    }
+    std::printf("\n");
+  }
+  if (g_fail) {
+    std::printf("FAIL: %d of %d kernel parity cases mismatched the scalar reference\n", g_fail, total);
+    return 1;
+  }
+  std::printf("OK: %d kernel parity cases match the scalar reference (seed %llu)\n", total,
+              (unsigned long long)seed);
+  return 0;
+}
