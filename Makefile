@@ -24,8 +24,19 @@ data:
 demo: $(STAMP) data
 	$(PY) examples/demo.py $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) test-native
 	$(PY) -m pytest -q -x --durations=15
+
+.PHONY: test-native test-aarch64
+# standalone kernel parity test (native/tests, no Python): every x86 kernel variant this CPU runs vs a scalar
+# reference; incremental build in build/native-tests/
+test-native:
+	$(MAKE) --no-print-directory -C native/tests run
+
+# the same test cross-compiled for aarch64 (baseline + NEON variants) and run under qemu-aarch64; installs
+# g++-aarch64-linux-gnu and qemu-user with apt-get when run as root, else prints "SKIP: ..." and passes
+test-aarch64:
+	bash scripts/test_aarch64.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check sparsekit tests

@@ -132,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
             f"`*` = Pareto-optimal across runtimes. Recommendation ({'met' if decision.ok else 'MISSED'}): "
             f"{decision.message}",
             "",
-            f"Wall time: training {t['train_wall_s']:.1f} s vs one pretrain {t['pretrain_s']:.1f} s + one dense "
+            (
+                f"Resumed: {t['cells_trained_before']} cell(s) trained by an earlier run; the wall "
+                "times below are this run's only. "
+                if t["cells_trained_before"]
+                else ""
+            )
+            + f"Wall time: training {t['train_wall_s']:.1f} s vs one pretrain {t['pretrain_s']:.1f} s + one dense "
             f"reference {t['dense_reference_s']:.1f} s + cells' search + fine-tune {t['cells_search_finetune_s']:.1f} s "
             f"= {t['budget_s']:.1f} s (overhead {t['train_wall_s'] - t['budget_s']:+.1f} s: data loading, evaluation, "
             f"run bookkeeping); export {t['export_s']:.1f} s, bench {t['bench_s']:.1f} s, sweep {t['wall_s']:.1f} s.",

@@ -32,6 +32,9 @@ SK_DECLARE_TABLE(isa_avx2)
 #ifdef SK_HAVE_AVX512
 SK_DECLARE_TABLE(isa_avx512)
 #endif
+#ifdef SK_HAVE_NEON
+SK_DECLARE_TABLE(isa_neon)
+#endif
 
 namespace py = pybind11;
 
@@ -64,6 +67,9 @@ static std::vector<const KernelTable*> available_tables() {
 #ifdef SK_HAVE_AVX2
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) t.push_back(&isa_avx2::table);
 #endif
+#endif
+#if defined(__aarch64__) && defined(SK_HAVE_NEON)
+  t.push_back(&isa_neon::table);  // Advanced SIMD is mandatory on aarch64 (baseline: built without it)
 #endif
   t.push_back(&isa_baseline::table);
   return t;
@@ -579,6 +585,17 @@ struct Engine {
           float* yr = at(to, yo, (int)c, h, 0);
           const float* ar = ab + aoff + c * asc + h * ash;
           const float* br = bb + boff + c * bsc + h * bsh;
+          if (act == ACT_NONE && asw == 1 && bsw == 0 && (opc == 1 || opc == 0)) {
+            // channel-broadcast scale / shift (squeeze-excitation gate, per-channel bias): a vectorizable row
+            const float y = br[0];
+            if (opc == 1) for (int w = 0; w < to.W; w++) yr[w] = ar[w] * y;
+            else for (int w = 0; w < to.W; w++) yr[w] = ar[w] + y;
+            continue;
+          }
+          if (act == ACT_NONE && asw == 1 && bsw == 1 && opc == 0) {  // same-shape add
+            for (int w = 0; w < to.W; w++) yr[w] = ar[w] + br[w];
+            continue;
+          }
           for (int w = 0; w < to.W; w++) {
             float x = ar[w * asw], y = br[w * bsw], v;
             switch (opc) { case 0: v = x + y; break; case 1: v = x * y; break; case 2: v = x - y; break; default: v = x / y; }

@@ -175,6 +175,10 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
             f"every cell of the sweep failed (first: {next(iter(timings['cells'].values()))['failed']})"
         )
     timings["train_wall_s"] = time.perf_counter() - t_start
+    # cells finished by an earlier invocation: train_wall_s does not contain them (nor, then, the pretrain)
+    timings["cells_trained_before"] = sum(
+        1 for c in timings["cells"].values() if c.get("redone") is False
+    )
     timings["cells_search_finetune_s"] = sum(
         c["search_s"] + c["finetune_s"] for c in timings["cells"].values()
     )

@@ -214,6 +214,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_cells(tmp_path, monkeyp
     monkeypatch.setattr(pipeline, "prune", real)
     t = train_all(cfg)
     assert [t["cells"][c.id]["redone"] for c in cells] == [False, False, True]
+    assert t["cells_trained_before"] == 2
     for c in cells[:2]:
         assert read_json(cfg.cell_dir(c) / "run.json")["created"] == finished[c.id]
         assert (cfg.cell_dir(c) / "final.safetensors").stat().st_mtime_ns == mtimes[c.id]
