@@ -16,7 +16,8 @@ line before it, so a step that works for minutes without saying what it does sho
 Usage (one JSON line per model appended to --log; models run smallest first):
 
     .venv/bin/python benchmarks/tv_sweep.py --log /work/notes/macs/tv_sweep.jsonl [--only NAME ...]
-        [--size 64] [--timeout 900] [--max-params 100e6]
+        [--size 64] [--timeout 900] [--max-params 100e6] [--skip-done]
+    .venv/bin/python benchmarks/tv_sweep.py --log /work/notes/macs/tv_sweep.jsonl --summary
 """
 
 from __future__ import annotations
@@ -158,9 +159,27 @@ def sweep_one(name: str, data: Path, work: Path, size: int, timeout: float) -> d
     return rec
 
 
+def summary(log: Path) -> str:
+    """Markdown table of the last record of each model in ``log``."""
+    last: dict[str, dict] = {}
+    for line in log.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            last[rec["model"]] = rec
+    rows = ["| model | params (M) | status | MACs recorded | MACs converted | longest silence (s) | why |",
+            "|---|---|---|---|---|---|---|"]
+    for name in sorted(last, key=lambda n: (last[n].get("params", 0), n)):
+        r = last[name]
+        silence = max((v["max_silence_s"] for v in r.get("steps", {}).values()), default=0)
+        rows.append(f"| {name} | {r.get('params', 0) / 1e6:.1f} | {r['status']} | {r.get('macs_recorded', '')} | "
+                    f"{r.get('macs_converted', '')} | {silence} | {r.get('why', '')} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log", required=True, help="JSON lines file to append one record per model to")
+    ap.add_argument("--summary", action="store_true", help="print a table of --log and exit")
     ap.add_argument("--only", nargs="*", help="model names (default: every torchvision classifier)")
     ap.add_argument("--size", type=int, default=64, help="input height = width")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per command")
@@ -168,6 +187,9 @@ def main() -> int:
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--skip-done", action="store_true", help="skip models --log already has a result for")
     args = ap.parse_args()
+    if args.summary:
+        print(summary(Path(args.log)))
+        return 0
     names = args.only or classifiers()
     if args.skip_done and Path(args.log).exists():
         done = {json.loads(line)["model"] for line in Path(args.log).read_text().splitlines() if line.strip()

@@ -69,7 +69,7 @@ static std::vector<const KernelTable*> available_tables() {
 #endif
 #endif
 #if defined(__aarch64__) && defined(SK_HAVE_NEON)
-  t.push_back(&isa_neon::table);  // Advanced SIMD is mandatory on aarch64 (baseline: built without it)
+  t.push_back(&isa_neon::table);  // Advanced SIMD is mandatory on aarch64
 #endif
   t.push_back(&isa_baseline::table);
   return t;

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sparsekit.bench.macs import torch_macs
-from sparsekit.formats.base import FORMATS, Converted, SparseFormat, check_equal
+from sparsekit.formats.base import FORMATS, Converted, SparseFormat, check_equal, float32_noise
 from sparsekit.mask import Mask
 
 # channel-group discovery lives in masking/channel_groups (the search uses it too); the converter uses it
@@ -177,9 +177,13 @@ def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.T
     function on ``example`` (within ``atol``); a step the dependency graph cannot apply to this
     architecture (channel shuffle, split, odd concatenations) is recorded in ``skipped`` instead of
     failing the whole conversion. ``atol`` is relative to max(1, max |output|), as in the final
-    ``check_equal``. Returns (pruned model, accepted steps)."""
+    ``check_equal``. The comparison runs in float64 when the model allows it: removing dead channels
+    is exact, while float32 rounding of a badly conditioned net (random init: logits ~1e4) moves the
+    output by more than any tolerance. Returns (pruned model, accepted steps)."""
+    wide = _float64_runs(model, example)
+    x = example.double() if wide else example
     with torch.no_grad():
-        ref = model(example)
+        ref = (copy.deepcopy(model).double() if wide else model)(x)
     atol = atol * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
 
     def attempt(base: nn.Module, steps: list[dict[str, Any]]) -> tuple[nn.Module | None, str]:
@@ -187,7 +191,8 @@ def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.T
         try:
             apply_plan(trial, steps, example)
             with torch.no_grad():
-                diff = float((trial(example) - ref).abs().max())
+                out = (copy.deepcopy(trial).double() if wide else trial)(x)
+                diff = float((out - ref).abs().max())
         except Exception as exc:  # noqa: BLE001 - any failure leaves those channels in place
             return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
         return (trial, "") if diff <= atol else (None, f"output changed by {diff:.2e} > {atol:g}")
@@ -210,6 +215,15 @@ def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.T
         return base, first + second
 
     return apply(model, plan)
+
+
+def _float64_runs(model: nn.Module, example: torch.Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            copy.deepcopy(model).double().eval()(example[:1].double())
+    except Exception:  # noqa: BLE001 - float32-only code: compare in float32
+        return False
+    return True
 
 
 def apply_plan(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor) -> nn.Module:
@@ -280,7 +294,8 @@ class Structured(SparseFormat):
         ]
         converted = Converted(pruned, new_mask, mask, plan={"steps": plan})
         with step("checking the converted model against masked-dense"):
-            diff = check_equal(converted, base, example, self.atol, "structured conversion")
+            diff = check_equal(converted, base, example, self.atol, "structured conversion",
+                               noise=float32_noise(base, example))
             macs_before, macs_after = torch_macs(base, in_shape), torch_macs(pruned, in_shape)
         converted.report = {
             "layers": layers,

@@ -25,7 +25,10 @@ STEPS = 450
 
 @pytest.fixture(scope="module")
 def data():
-    return make_synthetic(n_train=2048, n_test=1024, noise=2.0)
+    # noise 2.5: hard enough that the previous defaults fail the 2-pt margin (annealed projection without
+    # the weight scale: 0.975 / 0.954 for seeds 0 / 1, no scale: 0.943 / 0.958; these defaults 0.992 / 0.991;
+    # edge-popup 1.0 / 0.999)
+    return make_synthetic(n_train=2048, n_test=1024, noise=2.5)
 
 
 def frozen_mlp(seed: int) -> nn.Module:
