@@ -180,10 +180,13 @@ def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.T
     ``check_equal``. The comparison runs in float64 when the model allows it: removing dead channels
     is exact, while float32 rounding of a badly conditioned net (random init: logits ~1e4) moves the
     output by more than any tolerance. Returns (pruned model, accepted steps)."""
-    wide = _float64_runs(model, example)
-    x = example.double() if wide else example
+    wide, x = True, example.double()
     with torch.no_grad():
-        ref = (copy.deepcopy(model).double() if wide else model)(x)
+        try:
+            ref = copy.deepcopy(model).double()(x)
+        except Exception:  # noqa: BLE001 - float32-only code: compare in float32
+            wide, x = False, example
+            ref = model(x)
     atol = atol * max(1.0, float(ref.abs().max()) if ref.numel() else 1.0)
 
     def attempt(base: nn.Module, steps: list[dict[str, Any]]) -> tuple[nn.Module | None, str]:
@@ -215,15 +218,6 @@ def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.T
         return base, first + second
 
     return apply(model, plan)
-
-
-def _float64_runs(model: nn.Module, example: torch.Tensor) -> bool:
-    try:
-        with torch.no_grad():
-            copy.deepcopy(model).double().eval()(example[:1].double())
-    except Exception:  # noqa: BLE001 - float32-only code: compare in float32
-        return False
-    return True
 
 
 def apply_plan(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor) -> nn.Module:
