@@ -108,6 +108,8 @@ def prune_config(root: Path, method: str, cfg: tuple, sparsity: float, seed: int
         MODEL, "fashion-mnist", method, sparsity, str(run_dir(root, method, cfg, sparsity, seed)), seed=seed,
         pretrain_epochs=0, finetune_epochs=0, search_steps=STEPS, batch_size=BATCH, weight_init=INIT,
         layerwise=method == "gates" and tk == "layer", method_options=opts, dense_reference=False,
+        # a config whose global top-k empties a layer is a (bad) result to select against, not a crash
+        allow_layer_collapse=True,
     )
 
 

@@ -143,7 +143,7 @@ struct ConvCase {
     if (g.chance(0.2)) G = C;                      // depthwise
     else if (C % 2 == 0 && g.chance(0.2)) G = 2;   // grouped
     Cg = C / G;
-    Og = g.range(1, G > 1 ? 3 : 14);
+    Og = G == 1 ? g.range(1, 14) : g.chance(0.5) ? 1 : g.range(2, 3);  // Og == 1: the depthwise paths
     O = Og * G;
     H = small ? g.range(1, 4) : g.range(1, 18);
     W = small ? g.range(1, 4) : g.range(1, 22);

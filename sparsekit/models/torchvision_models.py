@@ -49,6 +49,25 @@ def _versioned_mnasnet() -> type:
     return VersionedMNASNet
 
 
+def _first(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+
+
+def _check_input_size(net: nn.Module, name: str, in_shape: tuple[int, int, int]) -> None:
+    """One eval forward of a zero sample: an input too small for the architecture (inception_v3 below
+    75x75, a ViT whose patch size does not divide the image) is a usage error, not an internal one."""
+    was_training = net.training
+    x = torch.zeros(1, 3, *in_shape[1:], device=next(net.parameters()).device)
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        raise UsageError(f"tv:{name} cannot take {'x'.join(map(str, in_shape))} inputs ({_first(exc)}); "
+                         "use larger images") from None
+    finally:
+        net.train(was_training)
+
+
 def build_torchvision(name: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     import torchvision
 
@@ -68,9 +87,13 @@ def build_torchvision(name: str, in_shape: tuple[int, int, int], num_classes: in
         # output is not one logits tensor; built without them (init_weights: torchvision's default,
         # stated so it does not warn)
         kwargs.update(aux_logits=False, init_weights=True)
-    net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    try:
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a ViT's patch size vs the image size
+        raise UsageError(f"tv:{name} cannot be built for {'x'.join(map(str, in_shape))} inputs ({_first(exc)})") from None
     if isinstance(net, torchvision.models.MNASNet):
         net.__class__ = _versioned_mnasnet()
+    _check_input_size(net, name, in_shape)
     if in_shape[0] == 1:
         return _Wrapped(net)
     if in_shape[0] != 3:

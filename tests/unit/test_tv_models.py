@@ -64,3 +64,12 @@ def test_regnet_grouped_channels_are_removed_as_the_search_counts():
     grouped = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels]
     after = {lay["name"]: lay for lay in rep["layers"]}
     assert any(after[n]["out_after"] < after[n]["out_before"] for n in grouped)
+
+
+def test_an_input_too_small_for_the_architecture_is_a_usage_error():
+    from sparsekit.errors import UsageError
+
+    with pytest.raises(UsageError, match="tv:inception_v3 cannot take 3x64x64 inputs .*use larger images"):
+        build_model(ModelSpec("tv:inception_v3", (3, 64, 64), 10), seed=0)
+    with pytest.raises(UsageError, match="tv:vit_b_16 cannot be built for 3x40x40"):
+        build_model(ModelSpec("tv:vit_b_16", (3, 40, 40), 10), seed=0)

@@ -1,0 +1,69 @@
+"""sparse-cpu dense depthwise kernel (one channel at a time, bias in the accumulators): parity with the numpy
+reference over kernel size x stride x dilation x batch, every ISA, plus wide rows, activations, residual."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tests.unit.test_engine_graphs import conv_model
+
+engine = pytest.importorskip("sparsekit.engine")
+from sparsekit.engine.reference import run_reference  # noqa: E402
+
+ISAS = engine.available_isas()
+
+
+def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-4) -> None:
+    scale = max(1.0, float(np.max(np.abs(b))))
+    err = float(np.max(np.abs(a.astype(np.float64) - b)))
+    assert err <= tol * scale, f"max|diff| {err} > {tol * scale}"
+
+
+def run_dense(path, x, isa, threads=1):
+    s = engine.load(path, threads=threads, isa=isa, cache=False, verify=False, kernels="dense")
+    return s.run(x)
+
+
+GRID = list(itertools.product((3, 5, 7), (1, 2), (1, 2)))
+
+
+@pytest.mark.parametrize("k,s,d", GRID, ids=[f"k{k}s{s}d{d}" for k, s, d in GRID])
+def test_dense_depthwise_grid(tmp_path, k, s, d):
+    rng = np.random.default_rng(100 * k + 10 * s + d)
+    p = d * (k - 1) // 2
+    C, H, W = 6, 13, 11
+    path = conv_model(tmp_path / "dw.onnx", rng, C=C, O=C, H=H, W=W, k=k, s=s, d=d, g=C, pads=(p, p, p, p),
+                      density=1.0, act="Relu")
+    x = rng.standard_normal((8, C, H, W)).astype(np.float32)
+    ref = run_reference(path, x)
+    for isa in ISAS:
+        for b in (1, 3, 8):
+            close(run_dense(path, x[:b], isa), ref[:b])
+
+
+WIDE = [
+    dict(W=70, H=5),  # 8-vector tiles and a tail tile on every ISA
+    dict(W=70, H=6, s=2, act="Clip"),
+    dict(W=37, H=9, act=None, bias=False),
+    dict(W=21, H=7, residual=True, act="HardSwish"),
+    dict(W=12, H=12, act="Sigmoid"),  # activation dispatched at run time
+    dict(W=9, H=1, pads=(1, 1, 1, 1)),
+    dict(W=15, H=11, pads=(0, 2, 1, 0)),  # asymmetric padding
+]
+
+
+@pytest.mark.parametrize("cfg", WIDE, ids=[str(i) for i in range(len(WIDE))])
+def test_dense_depthwise_shapes(tmp_path, cfg):
+    rng = np.random.default_rng(len(str(cfg)))
+    cfg = dict(cfg)
+    C, H, W = 5, cfg.pop("H"), cfg.pop("W")
+    path = conv_model(tmp_path / "dw.onnx", rng, C=C, O=C, H=H, W=W, g=C, density=1.0, **cfg)
+    x = rng.standard_normal((3, C, H, W)).astype(np.float32)
+    ref = run_reference(path, x)
+    for isa in ISAS:
+        y1 = run_dense(path, x, isa)
+        close(y1, ref)
+        np.testing.assert_array_equal(run_dense(path, x, isa, threads=2), y1)
