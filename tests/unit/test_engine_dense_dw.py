@@ -67,3 +67,28 @@ def test_dense_depthwise_shapes(tmp_path, cfg):
         y1 = run_dense(path, x, isa)
         close(y1, ref)
         np.testing.assert_array_equal(run_dense(path, x, isa, threads=2), y1)
+
+
+# dense (non-depthwise) convs: OB-channel blocks with a partial last block, NVD-vector tiles, then a tail
+# computed one vector at a time (1x1 = a GEMM over the flat positions)
+DENSE = [
+    dict(k=1, C=13, O=19, H=5, W=7, pads=(0, 0, 0, 0)),
+    dict(k=1, C=29, O=7, H=3, W=3, pads=(0, 0, 0, 0), act=None),
+    dict(k=1, C=11, O=25, H=9, W=10, s=2, pads=(0, 0, 0, 0), act="Clip"),
+    dict(k=1, C=5, O=17, H=1, W=1, pads=(0, 0, 0, 0), residual=True),
+    dict(k=3, C=7, O=13, H=6, W=11),
+    dict(k=3, g=3, C=9, O=15, H=7, W=5, act="HardSwish"),
+]
+
+
+@pytest.mark.parametrize("cfg", DENSE, ids=[str(i) for i in range(len(DENSE))])
+def test_dense_conv_tails(tmp_path, cfg):
+    rng = np.random.default_rng(7 + len(str(cfg)))
+    cfg = dict(cfg)
+    C, H, W = cfg["C"], cfg.pop("H"), cfg.pop("W")
+    path = conv_model(tmp_path / "c.onnx", rng, H=H, W=W, density=1.0, **cfg)
+    x = rng.standard_normal((8, C, H, W)).astype(np.float32)
+    ref = run_reference(path, x)
+    for isa in ISAS:
+        for b in (1, 3, 8):
+            close(run_dense(path, x[:b], isa), ref[:b])
