@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml $(ENGINE_SRC)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
 	$(PY) -m pip install -q -e ".[dev]"
+	# the optional runtimes, so their tests run here and in CI (skipped with a reason when absent)
+	$(PY) -m pip install -q openvino "mnn>=3.6" || echo "optional runtimes openvino/mnn not installed: their tests skip"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -40,6 +42,7 @@ test-aarch64:
 
 lint: $(STAMP)
 	$(PY) -m ruff check sparsekit tests
+	$(VENV)/bin/lint-imports  # import contracts in .importlinter (layers; methods/masking never import bench)
 
 bench-tickets: $(STAMP) data
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) benchmarks/bench_tickets.py $(BENCH_TICKETS_ARGS)
