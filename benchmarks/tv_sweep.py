@@ -126,6 +126,8 @@ def sweep_one(name: str, data: Path, work: Path, size: int, timeout: float) -> d
     out = work / name
     run_dir = out / "run"
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("prune.json", "structured.json", "masked.json"):  # a rerun must not read an older result
+        (out / stale).unlink(missing_ok=True)
     steps: dict[str, dict] = {}
     prune = SPARSEKIT + ["prune", "--model", f"tv:{name}", "--data", f"imagefolder:{data}", "--method",
                          "magnitude-channel", "--budget", "macs=0.5", "--out", str(run_dir), "--pretrain-epochs", "0",
