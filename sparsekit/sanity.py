@@ -1,4 +1,4 @@
-"""Sanity checks of a ticket (Frankle et al. 2021; ALGORITHMS.md §5 and §2.10).
+"""Sanity checks of a ticket (Frankle et al. 2021; docs/algorithms.md §5).
 
 For a complete run directory, three ablated tickets are trained with the run's own budget (recipe and
 epochs from run.json) and compared with the original ticket:

@@ -5,7 +5,7 @@ with zero kept weights makes the output constant (chance accuracy, whatever fine
 residual network the block is reduced to its shortcut (measured: resnet20 tickets with 2-5 empty
 layers still reach 41-48 % on the Fashion-MNIST subset of bench-tickets), which is still not the
 network asked for. Global
-rankings produce this at extreme sparsity (random and magnitude pruning, ALGORITHMS.md §4.1-4.2), and so
+rankings produce this at extreme sparsity (random, magnitude: docs/algorithms.md §1.4), and so
 does an untrained learned mask. The pipeline refuses such a ticket unless told otherwise.
 """
 

@@ -1,6 +1,6 @@
 """Binary Concrete (Gumbel-sigmoid) relaxation of a Bernoulli mask, CTS parameterization.
 
-Reference parameterization (ALGORITHMS.md §2.2): one logit ``a`` per weight, logistic noise
+Reference parameterization (docs/algorithms.md §2.2): one logit ``a`` per weight, logistic noise
 ``l = log u - log(1 - u)`` with ``u ~ U(0, 1)`` clamped to [1e-10, 1 - 1e-10], and the relaxed mask
 
     m = sigmoid(a + l / tau)          (tau = 2/3)

@@ -1,4 +1,4 @@
-"""Gaussian stochastic gates, STG (Yamada, Lindenbaum et al. 2020; ALGORITHMS.md §3.2).
+"""Gaussian stochastic gates, STG (Yamada, Lindenbaum et al. 2020; docs/algorithms.md §3.3).
 
 A gate z in [0, 1] per parameter ``mu`` with a fixed noise scale ``sigma``:
 

@@ -1,6 +1,6 @@
 """GradBalance: hold the expected density of a relaxed mask near a target by balancing gradients.
 
-Implements the rule of the CTS reference code (ALGORITHMS.md §2.4), for any relaxation whose keep
+Implements the CTS reference rule (docs/algorithms.md §2.4), for any relaxation whose keep
 probability is pi = sigmoid(theta) of the trained parameter theta (CTS: pi = sigmoid(a); hard-concrete
 gates: pi = P(z != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta))); other keep probabilities
 (Gaussian gates: pi = Phi((mu + 0.5) / sigma)) pass their derivative ``dpi`` to ``step``:

@@ -1,4 +1,4 @@
-"""Hard-concrete gates (Louizos, Welling & Kingma 2018; ALGORITHMS.md §4.8).
+"""Hard-concrete gates (Louizos, Welling & Kingma 2018; docs/algorithms.md §3.2).
 
 A gate z in [0, 1] per parameter ``log_alpha``:
 
@@ -46,7 +46,7 @@ class HardConcrete:
         return self.beta * math.log(-self.gamma / self.zeta)
 
     def init_param(self, density: float) -> float:
-        """log_alpha whose keep probability P(z != 0) equals ``density`` (the §10 pitfall)."""
+        """log_alpha whose keep probability P(z != 0) is ``density`` (docs/algorithms.md §3.4)."""
         density = min(max(density, 1e-6), 1 - 1e-6)
         return math.log(density / (1 - density)) + self._shift
 

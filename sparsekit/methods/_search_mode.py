@@ -1,6 +1,6 @@
 """The model state during a mask search: frozen weights, eval mode, chosen BatchNorm statistics.
 
-BatchNorm (ALGORITHMS.md §2.13): the CTS reference builds BN without running statistics, so BN always
+BatchNorm (docs/algorithms.md §2.8): the CTS reference keeps no BN running statistics, so BN always
 normalizes with the current batch. With standard BN we reproduce that by putting BN modules in train
 mode (batch statistics) while everything else is in eval mode, and we snapshot every buffer on entry and
 restore it on exit, so running statistics (and ``num_batches_tracked``) are never corrupted by a search.

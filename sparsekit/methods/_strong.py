@@ -10,7 +10,7 @@ ticket is the network the search saw):
   keeping a fraction d of its inputs then keeps the dense layer's output variance, as in edge-popup's
   scaled init (Ramanujan et al.'s code: std sqrt(2 / (d * fan_in))). For a network without biases
   and BN this changes no mask's predictions, only the softmax temperature the search starts from
-  (at 95 % on lenet300 the gated outputs start with std 4e-4 instead of 1.5; ALGORITHMS.md §11).
+  (at 95 % on lenet300 the gated outputs start with std 4e-4, not 1.5; docs/algorithms.md §7.4).
 * ``bn_affine=False`` (non-affine BN, the edge-popup reference's choice): BN scale 1 and shift 0.
   The zoo's BN models start with BN scale ~ U(0, 1) (open_lth's init), a random frozen per-channel
   factor a strong ticket cannot train; non-affine BN removes it.

@@ -1,4 +1,4 @@
-"""Concrete Ticket Search (CTS, Arora & Teuscher 2025) — ALGORITHMS.md §2.
+"""Concrete Ticket Search (CTS, Arora & Teuscher 2025; docs/algorithms.md §2).
 
 One logit per prunable weight, a binary Concrete relaxation of the mask (sparsekit.masking.concrete),
 weights frozen at theta_K, Adam on the logits, sparsity held near 1.1 * kappa by GradBalance
@@ -16,7 +16,7 @@ Deviations from the reference, on purpose:
       at epoch floor(0.88 * E) - 1: with the short searches used here (1-3 epochs) the epoch rule
       would cut the LR for the whole search or never.
     * BatchNorm: the reference has no running statistics; we use batch statistics in the search for
-      both the dense teacher and the sparse student and restore every buffer afterwards (§2.13).
+      both the dense teacher and the sparse student and restore every buffer afterwards (§2.8).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ from sparsekit.methods.cts_objectives import OBJECTIVES, ReluCapture, get_object
 log = logging.getLogger("sparsekit")
 
 #: the reference's shortest search (its "short" length, r = 0.125 of a 160-epoch training budget on
-#: CIFAR-10: 20 epochs x 98 steps at batch 512 = 1,960 steps; ALGORITHMS.md §2.5), rounded to 2,000.
-#: Measured on lenet300 / Fashion-MNIST at 99.26 % (ALGORITHMS.md §11): CTS-KL 84.2 % at 400 steps,
+#: CIFAR-10: 20 epochs x 98 steps at batch 512 = 1,960 steps; docs/algorithms.md §2.6) -> 2,000.
+#: On lenet300 / Fashion-MNIST at 99.26 % (docs/algorithms.md §7.3): CTS-KL 84.2 % at 400 steps,
 #: 85.0 % at 2,000, 85.1 % at 4,000 (plateau).
 REFERENCE_MIN_STEPS = 2000
 BALANCES = ("gradbalance", "lagrange")
@@ -108,7 +108,7 @@ def settle_steps(ema: float) -> int:
 
 @dataclass(frozen=True)
 class Options:
-    """CTS options; defaults reproduce the reference implementation (ALGORITHMS.md §2.5)."""
+    """CTS options; defaults reproduce the reference implementation (docs/algorithms.md §2.6)."""
 
     objective: str = field(default="kl", metadata={"help": "kl (reverse KL sparse||dense), fkl, ce, msefeature"})
     balance: str = field(default="gradbalance", metadata={"help": "gradbalance or lagrange"})

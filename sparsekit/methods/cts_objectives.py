@@ -1,4 +1,4 @@
-"""The CTS objective family R(sparse, dense, y) (ALGORITHMS.md §2.3), each with its reference loss scale.
+"""The CTS objective family R(sparse, dense, y) (docs/algorithms.md §2.3), each with its loss scale.
 
 Every objective is evaluated on one training mini-batch; the dense reference is the same frozen
 network with the mask switched off, computed without gradient on the same batch.

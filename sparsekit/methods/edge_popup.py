@@ -1,4 +1,4 @@
-"""edge-popup (Ramanujan et al., CVPR 2020; ALGORITHMS.md §4.7): strong tickets by score top-k.
+"""edge-popup (Ramanujan et al., CVPR 2020; docs/algorithms.md §4.7): strong tickets by score top-k.
 
 Every prunable weight gets a real score s; each forward keeps, per layer, the top-k fraction of |s|
 (exactly ``budget_keep(d_l, sparsity)`` weights) and the backward pass sends the gradient w.r.t. the

@@ -1,4 +1,4 @@
-"""Strong lottery tickets with continuously relaxed Bernoulli gates (ALGORITHMS.md §3, §4.8).
+"""Strong lottery tickets with continuously relaxed Bernoulli gates (docs/algorithms.md §3).
 
 Only gate parameters are trained; every weight stays frozen at theta_K. Each gate (one per weight,
 or one per output channel with ``--granularity channel``) is a relaxed Bernoulli variable:
@@ -14,7 +14,7 @@ Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 pena
     of a tuned lambda, so ``--sparsity`` is met exactly. Measured on lenet300 / Fashion-MNIST (frozen
     kaiming-normal weights scaled, 938 steps; /work/notes/slt/measurements.md, docs/benchmarks.md
     bench-slt): it beat one-sided GradBalance (the CTS rule, ``objective=gradbalance``: headroom 1.1,
-    c_s 100, EMA 0.01; ALGORITHMS.md §2.4) by 4.4 / 4.4 pt at 95 % and 3.9 / 0.8 pt at 90 % (seeds 0 / 1):
+    c_s 100, EMA 0.01; docs/algorithms.md §2.4) by 4.4 / 4.4 pt at 95 % and 3.9 / 0.8 pt at 90 % (seeds 0 / 1):
     below the target one-sided GradBalance is inactive, the CE objective closes gates by itself and
     the final top-k re-admits gates the search had closed (7-8 pt lost in the 0/1 conversion at 95 %).
     The previous default (projection with annealing, unscaled weights, lr 0.1) lost 24 pt at 95 %,
@@ -28,7 +28,7 @@ Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 pena
     gaussian sigma -> 0.1, geometric in the step), the gate parameters clamped after every step
     (``clamp``: log_alpha in [log 1e-2, log 1e2] as in Louizos et al.'s code, mu in [-1.5, 1.5]) and
     a cosine Adam lr (``lr_schedule``);
-  * gate parameters start at the target expected density (§10 pitfall), not "open";
+  * gate parameters start at the target expected density (§3.4), not "open";
   * Adam lr 0.3 on the gate parameters (3x the CTS logit recipe; measured). ``lr_schedule=constant`` with
     ``lr_drop_at`` gives the old step drop (on Fashion-MNIST / LeNet-300-100 at 90 %, 3 epochs, a
     x0.1 drop at 88 % cost ~2 pp: seeds 0/1 80.2/78.0 % with it, 82.1/80.5 % without).
@@ -309,7 +309,7 @@ class GatesMethod(SearchMethod):
         model, frozen = prepare_frozen(model, ctx.names, init_density, o.weight_scale, o.bn_affine)
         headroom = o.resolved_headroom()
 
-        # every gate starts at the target expected density (ALGORITHMS.md §10 pitfall)
+        # every gate starts at the target expected density (docs/algorithms.md §3.4)
         flat = nn.Parameter(torch.full((n_gates,), relax0.init_param(init_density), device=device))
         lr0 = o.resolved_lr()
         opt = torch.optim.Adam([flat], lr=lr0)

@@ -1,4 +1,4 @@
-"""GraSP (Wang et al. 2020) and GraSP-magnitude (Frankle et al. 2021) — ALGORITHMS.md §4.4.
+"""GraSP (Wang et al. 2020) and GraSP-magnitude (Frankle et al. 2021) (docs/algorithms.md §4.4).
 
 S = -theta * (H g), H the Hessian and g the gradient of CE(f(x) / T, y) w.r.t. the prunable weights,
 T = 200, ``per_class`` images per class (stratified). GraSP removes the weights with the *largest* S,

@@ -1,4 +1,4 @@
-"""Lottery Ticket Rewinding (IMP with rewinding to theta_K) — ALGORITHMS.md §4.6.
+"""Lottery Ticket Rewinding (IMP with rewinding to theta_K) (docs/algorithms.md §4.6).
 
 Round i: rewind every weight and BN buffer to theta_K, train ``ctx.finetune_epochs`` epochs from there
 with the current mask (sparsekit.train.loop.train_epochs, the run's recipe, fresh optimizer), then

@@ -1,4 +1,4 @@
-"""SNIP (Lee et al. 2019): connection sensitivity |w * dL/dw| at theta_K, exact top-k (ALGORITHMS.md §4.3).
+"""SNIP (Lee et al. 2019; docs/algorithms.md §4.3): sensitivity |w * dL/dw| at theta_K, exact top-k.
 
 Data: ``per_class * num_classes`` shuffled training images (Synaptic-Flow's sampler, not stratified),
 gradients accumulated in batches of 256. BatchNorm uses batch statistics and every buffer is restored

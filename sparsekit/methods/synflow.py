@@ -1,4 +1,4 @@
-"""SynFlow (Tanaka et al. 2020): iterative, data-free synaptic-flow scores — ALGORITHMS.md §4.5.
+"""SynFlow (Tanaka et al. 2020): iterative data-free synaptic-flow scores (docs/algorithms.md §4.5).
 
 On a float64 copy with every parameter and buffer replaced by its absolute value and BatchNorm in eval
 mode (running statistics), R = sum(f(1)) for one all-ones input of the data's shape; the score of a

@@ -8,9 +8,9 @@ The recipe (``TrainConfig``): SGD with momentum and weight decay, a learning-rat
 absolute epoch horizon (``cosine``, ``step`` = x0.1 at 50 % and 75 % of the horizon, or ``constant``)
 with an optional linear warm-up, cross-entropy with optional label smoothing, optional global
 gradient-norm clipping, and optional crop+flip augmentation (4-px reflect pad, random 32x32-style
-crop, horizontal flip: the CIFAR recipe of ALGORITHMS.md §2.9). The schedule position is absolute:
+crop, h-flip: the CIFAR recipe of docs/algorithms.md §6.2). The schedule position is absolute:
 training "from epoch K for E epochs" with horizon K + E continues the schedule the dense pretraining
-started (the rewinding recipe, §2.9: fine-tune, dense reference and every LTR round all run epochs
+started (the rewinding recipe, §6.1: fine-tune, dense reference and every LTR round all run epochs
 K..K+E of the same schedule). The LR is set per step, so resuming from an epoch checkpoint is exact.
 """
 

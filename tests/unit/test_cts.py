@@ -110,7 +110,7 @@ def test_binary_concrete_reference_parameterization():
     g = torch.Generator().manual_seed(0)
     ell = logistic_noise(200_000, g)
     assert torch.isfinite(ell).all()
-    # P(m > 1/2) = sigma(tau * a) for this parameterization (ALGORITHMS.md §2.2)
+    # P(m > 1/2) = sigma(tau * a) for this parameterization (docs/algorithms.md §2.2)
     a0 = math.log(0.01 / 0.99)
     p = float((relaxed_mask(torch.full_like(ell, a0), ell, tau) > 0.5).float().mean())
     assert abs(p - 1 / (1 + math.exp(-tau * a0))) < 0.003

@@ -78,7 +78,7 @@ def test_closed_form_keep_probability_matches_monte_carlo(relax):
 
 
 def test_hard_concrete_reference_value():
-    # ALGORITHMS.md §4.8: log_alpha = 0 -> P(z != 0) = 0.8318
+    # docs/algorithms.md §3.2: log_alpha = 0 -> P(z != 0) = 0.8318
     assert float(HardConcrete().keep_prob(torch.zeros(1))) == pytest.approx(0.8318, abs=1e-4)
 
 

@@ -172,7 +172,7 @@ def test_grasp_scores_and_sign_match_a_hand_computed_hessian_gradient_product():
     gm1, gm2 = _hand_grad(w1 - eps * g1, w2 - eps * g2, x, y, t)
     hg1, hg2 = (gp1 - gm1) / (2 * eps), (gp2 - gm2) / (2 * eps)
     s_ref = torch.cat([(-(w1 * hg1)).reshape(-1), (-(w2 * hg2)).reshape(-1)])  # S = -theta * Hg
-    norm = abs(float(s_ref.sum())) + 1e-10  # the reference normalization (ALGORITHMS.md §4.4)
+    norm = abs(float(s_ref.sum())) + 1e-10  # the reference normalization (docs/algorithms.md §4.4)
     scores = get_method("grasp", {"per_class": 3}).score(ctx)
     got = torch.cat([scores["1.weight"].reshape(-1), scores["3.weight"].reshape(-1)]).double()
     torch.testing.assert_close(got, -s_ref / norm, rtol=1e-5, atol=1e-9)  # keep-top of -S

@@ -19,7 +19,7 @@ from sparsekit.train.loop import TrainConfig
 from tests.unit._nets import one_thread  # noqa: F401  (autouse: one torch thread)
 
 SPARSITY = 0.9
-#: >= GradBalance's settle length (400) and the length the defaults were measured at (ALGORITHMS.md §11)
+#: >= GradBalance's settle length (400) and the length the defaults were measured at (docs/algorithms.md §7)
 STEPS = 450
 
 
