@@ -66,6 +66,7 @@ from sparsekit.engine.errors import (
     EngineUnsupported,
     EngineVerifyError,
 )
+from sparsekit.engine.native import lib
 
 #: absolute tolerance of the load-time check against ONNX Runtime
 VERIFY_ATOL = 1e-4
@@ -84,14 +85,7 @@ __all__ = ["load", "Session", "available_isas", "VERIFY_ATOL", "VERIFY_RTOL", "E
            "EngineInputError", "EngineVerifyError", "EngineLoadError", "EngineBuildError"]
 
 
-def _lib() -> Any:
-    try:
-        from sparsekit.engine import _native
-    except ImportError as exc:
-        raise EngineBuildError(
-            f"the sparse-cpu native library is not built ({exc}); reinstall with `pip install -e .`"
-        ) from None
-    return _native
+_lib = lib  # the native module (sparsekit.engine.native.lib)
 
 
 def available_isas() -> list[str]:

@@ -69,7 +69,7 @@ class ENode:
 @functools.lru_cache(maxsize=1)
 def native_codes() -> tuple[dict[str, int], dict[str, int]]:
     """(op codes, activation codes), defined once in native/engine.cpp and exported by the native module."""
-    from sparsekit.engine import _lib
+    from sparsekit.engine.native import lib as _lib
 
     lib = _lib()
     return dict(lib.OP_CODES), dict(lib.ACT_CODES)
