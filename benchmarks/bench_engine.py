@@ -168,6 +168,25 @@ def interleaved(fns: dict, rounds: int, block_s: float, seed: int) -> dict[str, 
     return {k: statistics.median(v) * 1e6 for k, v in res.items()}
 
 
+def other_runtimes(path: Path, threads: int) -> dict:
+    """Loaded callables of the other dense runtimes installed (OpenVINO, MNN dense) and of MNN's sparse path,
+    timed in the same interleaved rounds as ORT and the engine; a runtime that cannot load the file is left
+    out with one line."""
+    from sparsekit.bench.runtimes import RUNTIMES, dense_runtimes
+
+    rts = {n: rt for n, rt in dense_runtimes().items() if n not in ("ort-cpu", "torch-cpu")}
+    sparse = RUNTIMES.get("mnn-sparse")
+    if sparse.unavailable_reason() is None:
+        rts["mnn-sparse"] = sparse
+    out = {}
+    for n, rt in rts.items():
+        try:
+            out[n] = rt.load(str(path), threads=threads)
+        except Exception as exc:  # noqa: BLE001 - a runtime that cannot run this file is reported, not fatal
+            print(f"  {n}: not measured on {path.name} ({str(exc).splitlines()[0][:120]})", flush=True)
+    return out
+
+
 def ort_session(path: str, threads: int):
     import onnxruntime as ort
 
@@ -230,23 +249,31 @@ def measure(name: str, shape: tuple, path: Path, sp: float, mask: str, zeros: fl
     ms = sum(p["macs_sparse"] or 0 for p in plan)
     ort_s = ort_session(str(path), T)
     iname = ort_s.get_inputs()[0].name
+    others = other_runtimes(path, T)  # OpenVINO / MNN dense and MNN sparse, when installed
     rows = []
     for B in batches:
         x = np.random.default_rng(B).standard_normal((B, *shape)).astype(np.float32)
         feed = {iname: x}
         ref = ort_s.run(None, feed)[0]
         err = float(np.max(np.abs(sess.run(x) - ref)))
-        t = interleaved({"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)},  # noqa: B023
-                        rounds, block_s, seed=hash((name, sp, mask, T, B)) % 2**31)
+        fns = {"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)}  # noqa: B023
+        fns.update({n: (lambda f=f: f(x)) for n, f in others.items()})  # noqa: B023
+        t = interleaved(fns, rounds, block_s, seed=hash((name, sp, mask, T, B)) % 2**31)
         speed = t["ort"] / t["engine"]
+        dense_us = {"ort-cpu": t["ort"], **{n: t[n] for n in others if n != "mnn-sparse"}}
+        best = min(dense_us, key=dense_us.get)
         ratio = md / max(ms, 1)
         rows.append(dict(model=name, in_shape=list(shape), sparsity=sp, mask=mask, zeros=zeros, batch=B, threads=T,
                          ort_us=t["ort"], engine_us=t["engine"], speedup=speed, macs_dense=md, macs_exec=ms,
                          mac_ratio=ratio, efficiency=speed / ratio, max_abs_err=err, isa=sess.isa,
-                         load1=round(os.getloadavg()[0], 2),
+                         load1=round(os.getloadavg()[0], 2), dense_us=dense_us, best_dense=best,
+                         best_dense_us=dense_us[best], speedup_vs_best_dense=dense_us[best] / t["engine"],
+                         mnn_sparse_us=t.get("mnn-sparse"),
                          kernels={k: sum(1 for p in plan if p["kernel"] == k) for k in ("sparse", "dense")}))
         print(f"{name:16s} {sp * 100:7.1f}% {mask[:2]} {B:3d} {T:2d} {t['ort']:10.1f} {t['engine']:10.1f} "
-              f"{speed:7.2f}x {ratio:8.1f}x {speed / ratio:6.2f}", flush=True)
+              f"{speed:7.2f}x {ratio:8.1f}x {speed / ratio:6.2f}  best dense {best} {dense_us[best]:.1f} "
+              f"({dense_us[best] / t['engine']:.2f}x)"
+              + (f", mnn-sparse {t['mnn-sparse']:.1f}" if "mnn-sparse" in t else ""), flush=True)
     return rows
 
 
@@ -482,6 +509,16 @@ def readme_summary(meta: dict, rows: list, summary: list) -> str:
          + "; ".join(f"{n} {cross(cs(n, 1))} / {cross(cs(n, bmax[n]))} (b{bmax[n]})" for n in models) + ".",
          "- speed-up at 99 %, batch 1 / largest: "
          + "; ".join(f"{n} {s99(cs(n, 1))} / {s99(cs(n, bmax[n]))}" for n in models) + "."]
+    fastest = []
+    for name in models:
+        pick = {b: next((r for r in glob if (r["model"], r["batch"], r["sparsity"]) == (name, b, 0.99)), None)
+                for b in (1, bmax[name])}
+        if all(p and p.get("best_dense") for p in pick.values()):
+            fastest.append(f"{name} {pick[1]['best_dense']} / {pick[bmax[name]]['best_dense']}: "
+                           f"{pick[1]['speedup_vs_best_dense']:.2f}x / {pick[bmax[name]]['speedup_vs_best_dense']:.2f}x")
+    if fastest:
+        L.append("- fastest dense runtime measured in the same rounds (of ORT, OpenVINO, MNN dense; batch 1 / largest) "
+                 "and sparse-cpu's speed-up over it at 99 %: " + "; ".join(fastest) + ".")
     if lw:
         L.append("- per-layer masks: " + "; ".join(f"{r['model']} {r['sparsity'] * 100:g} % b{r['batch']} "
                                                     f"{r['speedup']:.2f}x" for r in lw) + ".")
@@ -507,16 +544,20 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
          f"* {meta['rounds']} interleaved rounds, ~{meta['block_ms']:.0f} ms blocks, median of per-round block means",
          "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
          "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
-         "| model | sparsity | mask | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency | load |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| model | sparsity | mask | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency | load "
+         "| best dense (µs) | engine vs best dense | mnn-sparse µs |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         head = (f"| {r['model']} | {r['sparsity'] * 100:.1f} % | {r.get('mask', 'global')} | {r['batch']} | "
                 f"{r['threads']} |")
         if "skipped" in r:
-            L.append(f"{head} {r['skipped']} (load {r.get('load1')}) | | | | | | |")
+            L.append(f"{head} {r['skipped']} (load {r.get('load1')}) | | | | | | | | | |")
             continue
+        bd = (f"{r['best_dense']} ({r['best_dense_us']:.1f}) | {r['speedup_vs_best_dense']:.2f}x"
+              if r.get("best_dense") else "- | -")
+        ms = f"{r['mnn_sparse_us']:.1f}" if r.get("mnn_sparse_us") else "-"
         L.append(f"{head} {r['ort_us']:.1f} | {r['engine_us']:.1f} | {r['speedup']:.2f}x | {r['mac_ratio']:.1f}x | "
-                 f"{r['efficiency']:.2f} | {r.get('load1', '-')} |")
+                 f"{r['efficiency']:.2f} | {r.get('load1', '-')} | {bd} | {ms} |")
     L += ["", f"{h}# Crossover (lowest sparsity with engine >= 1.1x ORT at it and every higher one)", "",
           "| model | batch | threads | crossover | speed-up at 99 % |", "|---|---|---|---|---|"]
     for c in summary:
