@@ -16,7 +16,7 @@ subset (--subset TRAIN,TEST; 0 = the full dataset), E = --finetune-epochs, CTS -
 Resumable: rerun the same command; finished cells are read back, not redone.
 
 Usage:
-    .venv/bin/python benchmarks/bench_sweep.py [--out /work/notes/sweep/bench] [--subset 5000,1000]
+    .venv/bin/python benchmarks/bench_sweep.py [--out .bench/sweep] [--subset 5000,1000]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def runtimes() -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/work/notes/sweep/bench")
+    ap.add_argument("--out", default=".bench/sweep")
     ap.add_argument("--models", default="lenet300")
     ap.add_argument(
         "--subset", default="5000,1000", help="TRAIN,TEST images of Fashion-MNIST (0 = full)"

@@ -15,9 +15,9 @@ line before it, so a step that works for minutes without saying what it does sho
 
 Usage (one JSON line per model appended to --log; models run smallest first):
 
-    .venv/bin/python benchmarks/tv_sweep.py --log /work/notes/macs/tv_sweep.jsonl [--only NAME ...]
+    .venv/bin/python benchmarks/tv_sweep.py --log .bench/tv_sweep.jsonl [--only NAME ...]
         [--size 64] [--timeout 900] [--max-params 100e6] [--skip-done]
-    .venv/bin/python benchmarks/tv_sweep.py --log /work/notes/macs/tv_sweep.jsonl --summary
+    .venv/bin/python benchmarks/tv_sweep.py --log .bench/tv_sweep.jsonl --summary
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Deviations from the (unreadable) CRBG paper, which uses a plain lambda * L0 pena
   * by default the expected density is held exactly at the target by a uniform shift of the gate
     parameters after every step (``objective=project``, no annealing) plus a final exact top-k, instead
     of a tuned lambda, so ``--sparsity`` is met exactly. Measured on lenet300 / Fashion-MNIST (frozen
-    kaiming-normal weights scaled, 938 steps; /work/notes/slt/measurements.md, docs/benchmarks.md
+    kaiming-normal weights scaled, 938 steps; docs/gates-defaults.md, docs/benchmarks.md
     bench-slt): it beat one-sided GradBalance (the CTS rule, ``objective=gradbalance``: headroom 1.1,
     c_s 100, EMA 0.01; docs/algorithms.md §2.4) by 4.4 / 4.4 pt at 95 % and 3.9 / 0.8 pt at 90 % (seeds 0 / 1):
     below the target one-sided GradBalance is inactive, the CE objective closes gates by itself and
