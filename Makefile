@@ -6,13 +6,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv data demo test lint bench-tickets bench-slt bench-deploy bench-structured clean
 
-# native engine sources (sparsekit/engine/_native): editing them re-runs the editable install (rebuild)
-ENGINE_SRC := CMakeLists.txt $(wildcard native/*.cpp native/*.h native/*.inc)
+# native engine sources (distribution sparsekit-engine in engine/, module sparsekit_engine._native):
+# editing them re-runs the editable install of the engine (incremental rebuild in engine/build/)
+ENGINE_SRC := engine/pyproject.toml engine/CMakeLists.txt $(wildcard engine/native/*.cpp engine/native/*.h engine/native/*.inc)
 
 $(STAMP): pyproject.toml $(ENGINE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
+	# the engine first (sparsekit depends on sparsekit-engine, which is not on PyPI: pip takes it from here),
+	# built without isolation so its CMake tree (engine/build/) is reused by rebuilds and the wheel test
+	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "setuptools>=77"
+	$(PY) -m pip install -q --no-build-isolation -e ./engine
 	$(PY) -m pip install -q -e ".[dev]"
 	# the optional runtimes, so their tests run here and in CI (skipped with a reason when absent)
 	$(PY) -m pip install -q openvino "mnn>=3.6" || echo "optional runtimes openvino/mnn not installed: their tests skip"
@@ -30,10 +35,10 @@ test: $(STAMP) test-native
 	$(PY) -m pytest -q -x --durations=15
 
 .PHONY: test-native test-aarch64
-# standalone kernel parity test (native/tests, no Python): every x86 kernel variant this CPU runs vs a scalar
-# reference; incremental build in build/native-tests/
+# standalone kernel parity test (engine/native/tests, no Python): every x86 kernel variant this CPU runs vs a scalar
+# reference; incremental build in engine/build/native-tests/
 test-native:
-	$(MAKE) --no-print-directory -C native/tests run
+	$(MAKE) --no-print-directory -C engine/native/tests run
 
 # the same test cross-compiled for aarch64 (baseline + NEON variants) and run under qemu-aarch64; installs
 # g++-aarch64-linux-gnu and qemu-user with apt-get when run as root, else prints "SKIP: ..." and passes

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test-aarch64`: cross-compile the standalone kernel parity test (native/tests) for aarch64 with Debian's
+# `make test-aarch64`: cross-compile the standalone kernel parity test (engine/native/tests) for aarch64 with Debian's
 # g++-aarch64-linux-gnu and run it under qemu-aarch64 (user-mode emulation): the baseline and NEON kernel
 # variants against the scalar reference. Checks correctness only; emulated speed means nothing.
 # Missing tools are installed with apt-get when run as root; otherwise (or if that fails) it prints one
@@ -33,4 +33,4 @@ if ! have_tools; then
   fi
 fi
 
-make --no-print-directory -C native/tests ARCH=aarch64 CXX="$CXX_A64" EMU="$QEMU_A64" run
+make --no-print-directory -C engine/native/tests ARCH=aarch64 CXX="$CXX_A64" EMU="$QEMU_A64" run

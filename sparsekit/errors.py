@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+# the root of the tree and the two kinds the engine raises live in the engine distribution (it installs
+# without sparsekit); re-exported here so every sparsekit error is one tree
+from sparsekit_engine.errors import ArtifactError, SparsekitError, VerificationError
 
-class SparsekitError(Exception):
-    """A failure the user can act on (exit code 1)."""
-
-    exit_code = 1
+__all__ = [
+    "ArtifactError", "DataNotFoundError", "LayerCollapseError", "SparsekitError", "TrainingDivergedError",
+    "UsageError", "VerificationError",
+]
 
 
 class UsageError(SparsekitError):
@@ -21,14 +24,6 @@ class DataNotFoundError(SparsekitError):
 
 class TrainingDivergedError(SparsekitError):
     """The loss became NaN or infinite (exit code 1)."""
-
-
-class VerificationError(SparsekitError):
-    """An exported or converted model does not compute the same function as the masked-dense one."""
-
-
-class ArtifactError(SparsekitError):
-    """A run directory or model file is missing, incomplete or corrupt."""
 
 
 class LayerCollapseError(SparsekitError):

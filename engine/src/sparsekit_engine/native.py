@@ -1,4 +1,4 @@
-"""The compiled sparse-cpu module (sparsekit/engine/_native, sources in native/), loaded on first use.
+"""The compiled sparse-cpu module (sparsekit_engine/_native, sources in engine/native/), loaded on first use.
 
 Its own module so the planner and the session both reach it without importing the package's __init__.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from sparsekit.engine.errors import EngineBuildError
+from sparsekit_engine.errors import EngineBuildError
 
 
 def lib() -> Any:
@@ -16,7 +16,7 @@ def lib() -> Any:
     try:
         # the compiled extension (no Python source, so import graphs would attribute a static import
         # of it to the package __init__, which imports this module)
-        _native = importlib.import_module("sparsekit.engine._native")
+        _native = importlib.import_module("sparsekit_engine._native")
     except ImportError as exc:
         raise EngineBuildError(
             f"the sparse-cpu native library is not built ({exc}); reinstall with `pip install -e .`"

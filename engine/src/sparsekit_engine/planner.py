@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.engine.errors import EngineUnsupported, unsupported
-from sparsekit.engine.graph import Graph
-from sparsekit.engine.reference import (
+from sparsekit_engine.errors import EngineUnsupported, unsupported
+from sparsekit_engine.graph import Graph
+from sparsekit_engine.reference import (
     ACTIVATIONS,
     _pads_2d,
     clip_bounds,
@@ -69,7 +69,7 @@ class ENode:
 @functools.lru_cache(maxsize=1)
 def native_codes() -> tuple[dict[str, int], dict[str, int]]:
     """(op codes, activation codes), defined once in native/engine.cpp and exported by the native module."""
-    from sparsekit.engine.native import lib as _lib
+    from sparsekit_engine.native import lib as _lib
 
     lib = _lib()
     return dict(lib.OP_CODES), dict(lib.ACT_CODES)

@@ -5,7 +5,7 @@ loader. It implements exactly the op set sparse-cpu accepts plus a few shape/cas
 see constants. No torch, no native code.
 
 Example:
-    >>> from sparsekit.engine.reference import run_reference
+    >>> from sparsekit_engine.reference import run_reference
     >>> y = run_reference("model.onnx", x)  # doctest: +SKIP
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.engine.errors import unsupported
-from sparsekit.engine.graph import Graph, Node, load_graph
+from sparsekit_engine.errors import unsupported
+from sparsekit_engine.graph import Graph, Node, load_graph
 
 
 def _pads_2d(attrs: dict, in_hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], d: tuple[int, int],

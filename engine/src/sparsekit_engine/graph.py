@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsekit.engine.errors import EngineLoadError, EngineUnsupported
+from sparsekit_engine.errors import EngineLoadError, EngineUnsupported
 
 
 @dataclass

@@ -1,8 +1,25 @@
-"""Exceptions of the sparse-cpu engine (all one-line messages, all SparsekitError subclasses)."""
+"""Exceptions of the sparse-cpu engine (all one-line messages, all SparsekitError subclasses).
+
+The root of sparsekit's error tree (``SparsekitError`` and the two kinds the engine raises) lives here, in
+the lowest distribution, so that the engine installs without sparsekit and ``sparsekit.errors`` re-exports
+the same classes: ``except sparsekit.errors.VerificationError`` catches the engine's verify failure.
+"""
 
 from __future__ import annotations
 
-from sparsekit.errors import ArtifactError, SparsekitError, VerificationError
+
+class SparsekitError(Exception):
+    """A failure the user can act on (exit code 1)."""
+
+    exit_code = 1
+
+
+class VerificationError(SparsekitError):
+    """An exported or converted model does not compute the same function as the masked-dense one."""
+
+
+class ArtifactError(SparsekitError):
+    """A run directory or model file is missing, incomplete or corrupt."""
 
 
 class EngineError(SparsekitError):
@@ -26,7 +43,7 @@ class EngineLoadError(ArtifactError):
 
 
 class EngineBuildError(EngineError):
-    """The native extension is not built/importable (reinstall: ``pip install -e .``)."""
+    """The native extension is not built/importable (reinstall: ``pip install -e engine``)."""
 
 
 def unsupported(op: str, node: str, detail: str = "") -> EngineUnsupported:
