@@ -7,8 +7,8 @@ from __future__ import annotations
 from sparsekit_engine.errors import ArtifactError, SparsekitError, VerificationError
 
 __all__ = [
-    "ArtifactError", "DataNotFoundError", "LayerCollapseError", "SparsekitError", "TrainingDivergedError",
-    "UsageError", "VerificationError",
+    "ArtifactError", "DataNotFoundError", "LayerCollapseError", "SettingError", "SparsekitError",
+    "TrainingDivergedError", "UsageError", "VerificationError",
 ]
 
 
@@ -28,3 +28,21 @@ class TrainingDivergedError(SparsekitError):
 
 class LayerCollapseError(SparsekitError):
     """A mask keeps no weight of some prunable layer: the network is disconnected (exit code 1)."""
+
+
+class SettingError(UsageError):
+    """A bad value of named settings (config fields), phrased in their names, not in CLI flags.
+
+    ``template`` writes each setting as ``{name}``: ``str(exc)`` shows the names (``sparsity must be in
+    [0, 1), got 1.5``), and the CLI renders the same template with each setting's flag
+    (``--sparsity must be in [0, 1), got 1.5``). Braces that are not a listed setting stay as they are.
+    """
+
+    def __init__(self, template: str, *settings: str) -> None:
+        self.template, self.settings = template, settings
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, spell) -> str:  # noqa: ANN001  (spell: setting name -> how to write it)
+        import re
+
+        return re.sub(r"\{(\w+)\}", lambda m: spell(m[1]) if m[1] in self.settings else m[0], self.template)

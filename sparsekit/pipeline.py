@@ -19,9 +19,15 @@ import torch
 
 from sparsekit import paths
 from sparsekit._io import append_jsonl, load_tensors, save_tensors
-from sparsekit.budget import Budget, parse_budget, search_budget
+from sparsekit.cost.budget import (
+    Budget,
+    check_granularity,
+    for_search,
+    is_weight_latency,
+    parse_budget,
+)
 from sparsekit.data.bundle import DataBundle, load_dataset
-from sparsekit.errors import ArtifactError, UsageError
+from sparsekit.errors import ArtifactError, SettingError, UsageError
 from sparsekit.mask import Mask, sparsity_of
 from sparsekit.masking.bn_stats import recalibrate
 from sparsekit.masking.channel_groups import training_mask
@@ -30,12 +36,16 @@ from sparsekit.masking.prunable import PrunePolicy, prunable_tensors, unprunable
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import ModelSpec, build_model, default_policy
-from sparsekit.ticket import (
+from sparsekit.ticket import (  # the run record: legacy defaults, stored configs, the run.json writer
+    LEGACY_CONFIG,
     SCHEMA_VERSION,
+    RunRecord,
     Ticket,
     library_versions,
     load_state,
     save_state,
+    stored_config,  # noqa: F401  (re-exported: it lived here before the record)
+    stored_train_config,  # noqa: F401  (re-exported: it lived here before the record)
     write_meta,
 )
 from sparsekit.train.loop import TrainConfig, evaluate, resolve_augment, train_epochs
@@ -45,130 +55,124 @@ log = logging.getLogger("sparsekit")
 DEFAULT_PRETRAIN_EPOCHS = 1
 DEFAULT_FINETUNE_EPOCHS = 3
 
-#: config keys added after run.json's first schema, with the value that reproduces what runs written
-#: before them did. ``identity`` leaves a key out when it has that value (so old runs still resume);
-#: ``stored_config`` fills missing keys of an old run.json with it (so old runs stay loadable).
-LEGACY_CONFIG: dict[str, Any] = {"channel_multiple": 1, "search_steps": None, "schedule": "constant",
-                                  "budget": None, "budget_runtime": "ort-cpu", "budget_batch": 1, "budget_threads": 1,
-                                  "warmup_epochs": 0.0, "augment": "none", "grad_clip": 0.0, "label_smoothing": 0.0}
-
-
-def stored_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """A run's ``config`` with the keys it predates filled with their legacy values."""
-    return {**LEGACY_CONFIG, **meta.get("config", {})}
-
-
-def stored_train_config(meta: dict[str, Any], first_epoch_count: int, epochs: int, device: str = "cpu") -> TrainConfig:
-    """The training recipe a run used (run.json ``recipe``; runs before it: constant LR, no augmentation),
-    with the schedule horizon set for retraining ``epochs`` epochs after ``first_epoch_count``."""
-    cfg = stored_config(meta)
-    recipe = dict(meta.get("recipe") or {})
-    if not recipe:
-        recipe = {k: cfg[k] for k in ("lr", "momentum", "weight_decay", "batch_size", "grad_clip", "schedule",
-                                      "warmup_epochs", "label_smoothing")}
-        recipe["augment"] = resolve_augment(cfg["augment"], tuple(meta.get("model", {}).get("in_shape") or ()))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    recipe = {k: v for k, v in recipe.items() if k in known}
-    recipe.update(device=device, horizon_epochs=first_epoch_count + epochs)
-    return TrainConfig(**recipe)
-
-
 @dataclass(frozen=True)
 class PruneConfig:
     """Configuration of one ``prune`` run (every CLI option of ``sparsekit prune``)."""
 
     model: str = field(metadata={"help": "registered model, tv:NAME, pkg.mod:factory or file.py:factory"})
-    data: str = field(metadata={"help": "dataset spec (fashion-mnist, mnist, cifar10, imagefolder:PATH, synthetic)"})
-    method: str = field(metadata={"help": "search method"})
-    sparsity: float = field(metadata={"help": "fraction of prunable weights removed, 0 <= s < 1"})
-    out: str = field(metadata={"help": "run directory"})
-    seed: int = field(default=0, metadata={"help": "seed for init, data order and the search"})
+    data: str = field(metadata={"help": "fashion-mnist, mnist, cifar10, imagefolder:PATH, synthetic"})
+    method: str = field(metadata={"help": "search method", "cli_help": "search method (sparsekit list methods)"})
+    sparsity: float = field(metadata={"help": "fraction of prunable weights (channels at channel granularity) removed, 0 <= s < 1",
+                                         "cli_help": "fraction of prunable weights (channels with --granularity channel) removed, 0 <= s < 1; or give --budget",
+                                         "cli_type": "str | None", "cli_default": None})
+    out: str = field(metadata={"help": "run directory to write"})
+    seed: int = field(default=0, metadata={"help": "seed for init, data order and search"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     pretrain_epochs: int = field(default=DEFAULT_PRETRAIN_EPOCHS, metadata={"help": "dense epochs before the search (rewind point K)"})
-    finetune_epochs: int | None = field(default=None, metadata={"help": "ticket training epochs (None: method default)"})
-    search_epochs: int | None = field(default=None, metadata={"help": "epochs of a learned-mask search (None: method default)"})
-    search_steps: int | None = field(default=None, metadata={"help": "steps of a learned-mask search, instead of epochs (None: use epochs)"})
+    finetune_epochs: int | None = field(default=None, metadata={"help": "ticket training epochs (None: method default)",
+                                                 "cli_help": "ticket training epochs [default: 3; 0 for gates/edge-popup]"})
+    search_epochs: int | None = field(default=None, metadata={"help": "epochs of a learned-mask search (None: method default)",
+                                               "cli_help": "epochs of a learned-mask search (cts, gates, edge-popup) [default: cts: the training budget (pretrain + fine-tune epochs, the reference's rule) but at least 2,000 steps (the reference's shortest search) and at least GradBalance's 4/ema = 400 steps, in whole epochs; gates: 10 epochs, at least 400 steps; edge-popup: 10 epochs]"})
+    search_steps: int | None = field(default=None, metadata={"help": "steps of a learned-mask search, instead of epochs (None: use epochs)",
+                                              "cli_help": "steps of a learned-mask search, instead of --search-epochs"})
     batch_size: int = field(default=128, metadata={"help": "training batch size"})
     lr: float = field(default=0.1, metadata={"help": "SGD learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
-    data_dir: str | None = field(default=None, metadata={"help": "where dataset files are"})
-    download: bool = field(default=False, metadata={"help": "allow torchvision downloads"})
-    layerwise: bool = field(default=False, metadata={"help": "per-layer budgets instead of global"})
-    granularity: str | None = field(default=None, metadata={"help": "weight or channel (None: the method's first, weight for most)"})
-    channel_multiple: int = field(default=1, metadata={"help": "round kept channels per coupling family to a multiple of N (channel granularity)"})
-    budget: str | None = field(default=None, metadata={"help": "params=F, macs=F or latency=MS (None: --sparsity alone)"})
-    budget_runtime: str = field(default="ort-cpu", metadata={"help": "runtime of a latency budget's table"})
+    data_dir: str | None = field(default=None, metadata={"help": "directory holding the dataset files"})
+    download: bool = field(default=False, metadata={"help": "allow torchvision downloads", "flag": "--download/--no-download"})
+    layerwise: bool = field(default=False, metadata={"help": "per-layer budgets instead of one global ranking", "flag": "--layerwise/--global"})
+    granularity: str | None = field(default=None, metadata={"help": "weight or channel (None: the method's first, weight for most)",
+                                                  "cli_help": "weight or channel (whole output channels) [default: weight; channel for *-channel and tp-* methods]"})
+    channel_multiple: int = field(default=1, metadata={"help": "round kept channels per coupling family to a multiple of N (channel granularity)",
+                                             "cli_help": "channel granularity with --layerwise or a --budget: round kept channels per coupling family to a multiple of N (8 suits CPU kernels)"})
+    budget: str | None = field(default=None, metadata={"help": "params=F, macs=F or latency=MS (None: the sparsity alone)",
+                                          "cli_help": "params=F (fraction of weights kept), macs=F (fraction of the dense MACs kept) or latency=MS; macs and dense-runtime latency need --granularity channel, sparse-cpu latency --granularity weight"})
+    budget_runtime: str = field(default="ort-cpu", metadata={"help": "runtime of a latency budget's table",
+                                                 "cli_help": "runtime whose measured per-layer latency a latency budget uses: ort-cpu, torch-cpu, openvino-cpu (channel tickets) or sparse-cpu (weight tickets)"})
     budget_batch: int = field(default=1, metadata={"help": "batch size of a latency budget"})
     budget_threads: int = field(default=1, metadata={"help": "threads of a latency budget"})
-    include: tuple[str, ...] = field(default=("*",), metadata={"help": "FQN patterns of prunable weights"})
-    exclude: tuple[str, ...] | None = field(default=None, metadata={"help": "FQN patterns left dense (None: model default)"})
+    include: tuple[str, ...] = field(default=("*",), metadata={"help": "FQN patterns of prunable weights", "cli_help": "FQN pattern of prunable weights (repeatable)"})
+    exclude: tuple[str, ...] | None = field(default=None, metadata={"help": "FQN patterns left dense (None: model default)", "cli_help": "FQN pattern left dense (repeatable)"})
     weight_init: str = field(default="default", metadata={"help": "default, kaiming-normal, signed-kaiming-constant, kaiming-uniform (U(+-sqrt(6/fan_in))), uniform (U(-1, 1), unscaled; before 2026-12-03 an alias of kaiming-uniform)"})
-    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
-    dense_reference: bool = field(default=True, metadata={"help": "also train the dense model with the same budget"})
-    force: bool = field(default=False, metadata={"help": "redo completed stages"})
-    schedule: str = field(default="cosine", metadata={"help": "LR schedule over pretrain + fine-tune epochs: cosine, step, constant"})
-    warmup_epochs: float = field(default=0.0, metadata={"help": "linear LR warm-up epochs (from epoch 0)"})
-    augment: str = field(default="auto", metadata={"help": "auto (crop-flip for 3-channel >= 32x32 images), none, crop-flip"})
-    grad_clip: float = field(default=0.0, metadata={"help": "max global gradient norm (0 = no clipping)"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
-    allow_layer_collapse: bool = field(default=False, metadata={"help": "keep a mask that leaves a prunable layer with 0 weights"})
-    eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples (None: all)"})
-    workers: int = field(default=0, metadata={"help": "DataLoader worker processes decoding image-folder samples (0: main process)"})
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options (sparsekit list methods -v)", "flag": "--opt",
+                                                  "cli_help": "method option KEY=VALUE (repeatable; sparsekit list methods -v lists them). gates: objective=project (default: expected density held at the target) | gradbalance (one-sided, the CTS rule) | l0; two_sided=true makes gradbalance push up below the target too, but it oscillates (density 2.3 % -> 93.7 % -> 3.4 % in a 95 % search); bn_affine=true keeps BN scale/shift (default: non-affine BN for strong tickets)"})
+    dense_reference: bool = field(default=True, metadata={"help": "also train the dense reference with the same budget", "flag": "--dense/--no-dense"})
+    force: bool = field(default=False, metadata={"help": "redo completed stages of an existing run", "flag": "--force"})
+    schedule: str = field(default="cosine", metadata={"help": "LR schedule over pretrain + fine-tune epochs: cosine, step (x0.1 at 50%/75%), constant"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear LR warm-up epochs"})
+    augment: str = field(default="auto", metadata={"help": "auto (crop+flip for 3-channel images >= 32x32, else none), none, crop-flip"})
+    grad_clip: float = field(default=0.0, metadata={"help": "max global gradient norm (0 = off)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing in [0, 1)"})
+    allow_layer_collapse: bool = field(default=False, metadata={"help": "keep a mask that leaves a prunable layer with 0 weights (else exit 1)",
+                                                       "flag": "--allow-layer-collapse"})
+    eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples only (None: all)",
+                                                  "cli_help": "evaluate on the first N test samples only (quick looks)"})
+    workers: int = field(default=0, metadata={"help": "DataLoader worker processes decoding image-folder samples (0 = main process)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.sparsity, (int, float)) or not math.isfinite(self.sparsity) or not 0 <= self.sparsity < 1:
-            raise UsageError(f"--sparsity must be a number in [0, 1), got {self.sparsity!r}")
+            raise SettingError(f"{{sparsity}} must be a number in [0, 1), got {self.sparsity!r}", "sparsity")
         for name in ("pretrain_epochs", "finetune_epochs", "search_epochs", "search_steps"):
             v = getattr(self, name)
             if v is not None and v < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+                raise SettingError(f"{{{name}}} must be >= 0, got {v}", name)
         if self.channel_multiple < 1:
-            raise UsageError(f"--channel-multiple must be >= 1, got {self.channel_multiple}")
+            raise SettingError(f"{{channel_multiple}} must be >= 1, got {self.channel_multiple}", "channel_multiple")
         method = METHODS.get(self.method)  # unknown method -> UsageError with "did you mean"
         if self.granularity is None:
             object.__setattr__(self, "granularity", method.granularities[0])
         if self.granularity not in ("weight", "channel"):
-            raise UsageError(f"--granularity must be weight or channel, got {self.granularity!r}")
+            raise SettingError(f"{{granularity}} must be weight or channel, got {self.granularity!r}", "granularity")
+        # the one parse of --budget and its runtime/batch/threads (``parsed_budget``, ``search_budget``)
+        object.__setattr__(self, "_budget", None if self.budget is None else
+                           parse_budget(self.budget, self.budget_runtime, self.budget_batch, self.budget_threads))
         budget = self.parsed_budget()
-        cost_budget = search_budget(self.budget, self.granularity, self.budget_runtime, self.budget_batch,
-                                    self.budget_threads) is not None
-        if budget is not None and budget.kind in ("macs", "latency") and self.granularity != "channel":
-            raise UsageError(f"--budget {budget.kind}= removes whole channels: it needs --granularity channel "
-                             "(a weight mask does not change what a dense runtime executes)")
+        cost_budget = self.search_budget() is not None
+        check_granularity(budget, self.granularity)  # macs/dense-runtime latency: channel; sparse-cpu: weight
         if budget is not None and budget.kind == "params" and self.granularity == "weight" \
                 and abs(self.sparsity - (1.0 - budget.value)) > 1e-12:
             raise UsageError(f"--budget params={budget.value:g} is --sparsity {1 - budget.value:g}; give one of them")
         if cost_budget and self.layerwise:
             raise UsageError("--layerwise splits a count budget per layer; a params/macs/latency budget is one "
                              "global cost: drop --layerwise")
-        if cost_budget and not getattr(method, "cost_budgets", False):
+        if cost_budget and self.granularity == "channel" and not getattr(method, "cost_budgets", False):
             raise UsageError(f"--method {self.method} does not take a --budget {budget.kind}= at channel granularity "
                              "(methods that do: sparsekit list methods)")
+        if is_weight_latency(budget, self.granularity) and not getattr(method, "weight_latency_budgets", False):
+            raise UsageError(f"--method {self.method} does not take a --budget latency= at weight granularity "
+                             "(methods that do: " + ", ".join(n for n in METHODS.names() if "weight" in
+                                                               METHODS.get(n).granularities and
+                                                               getattr(METHODS.get(n), "weight_latency_budgets", False))
+                             + ")")
         if self.channel_multiple != 1 and not (self.granularity == "channel" and (self.layerwise or cost_budget)):
             # it rounds per-family channel budgets; a global channel count has none to round
-            raise UsageError("--channel-multiple rounds kept channels per coupling family: it needs --granularity "
-                             "channel and --layerwise or a --budget")
+            raise SettingError("{channel_multiple} rounds kept channels per coupling family: it needs {granularity} "
+                               "channel and {layerwise} or a {budget}", "channel_multiple", "granularity", "layerwise",
+                               "budget")
         if self.workers < 0:
             raise UsageError(f"--workers must be >= 0, got {self.workers}")
         if self.eval_limit is not None and self.eval_limit < 1:
-            raise UsageError(f"--eval-limit must be >= 1, got {self.eval_limit}")
+            raise SettingError(f"{{eval_limit}} must be >= 1, got {self.eval_limit}", "eval_limit")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise UsageError(f"--device must be cpu or cuda, got {self.device!r}")
+            raise SettingError(f"{{device}} must be cpu or cuda, got {self.device!r}", "device")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError("--device cuda requested but CUDA is not available on this machine")
+            raise SettingError("{device} cuda requested but CUDA is not available on this machine", "device")
         if self.search_epochs is not None and self.search_steps is not None:
-            raise UsageError("give --search-epochs or --search-steps, not both")
+            raise SettingError("give {search_epochs} or {search_steps}, not both", "search_epochs", "search_steps")
         if getattr(method, "learned_search", False) and 0 in (self.search_epochs, self.search_steps):
-            what = "--search-steps 0" if self.search_steps == 0 else "--search-epochs 0"
-            raise UsageError(f"--method {self.method}: {what} is a search of 0 steps, which returns the untrained "
-                             "initial mask (a disconnected network); give at least one step")
+            what = "{search_steps} 0" if self.search_steps == 0 else "{search_epochs} 0"
+            raise SettingError(f"{{method}} {self.method}: {what} is a search of 0 steps, which returns the "
+                               "untrained initial mask (a disconnected network); give at least one step",
+                               "method", "search_steps", "search_epochs")
 
     def parsed_budget(self) -> Budget | None:
-        """The ``--budget`` as a Budget (None without one)."""
-        if self.budget is None:
-            return None
-        return parse_budget(self.budget, self.budget_runtime, self.budget_batch, self.budget_threads)
+        """The ``--budget`` as a Budget (None without one), parsed once when the config is made."""
+        return self._budget  # type: ignore[attr-defined]
+
+    def search_budget(self) -> Budget | None:
+        """The Budget the search selects against (None: a count, ``--sparsity`` or params= at weight level)."""
+        return for_search(self.parsed_budget(), self.granularity)
 
     def train_config(self, in_shape: tuple[int, ...] = ()) -> TrainConfig:
         """The one recipe of dense pretraining, ticket fine-tuning, the dense reference and every LTR
@@ -217,14 +221,14 @@ class _Stages:
     """Per-stage completion bookkeeping inside run.json."""
 
     def __init__(self, out: Path, meta: dict[str, Any]) -> None:
-        self.out, self.meta = out, meta
+        self.out, self.record = out, RunRecord(meta)
 
     def done(self, name: str) -> bool:
-        return bool(self.meta["stages"].get(name, {}).get("complete"))
+        return self.record.stage_done(name)
 
     def finish(self, name: str, **info: Any) -> None:
-        self.meta["stages"][name] = {"complete": True, **info}
-        write_meta(self.out, self.meta)
+        self.record.stages[name] = {"complete": True, **info}
+        self.record.save(self.out)
         # the stage's files are safe now; its mid-stage checkpoint is no longer needed
         paths.checkpoint(self.out, name).unlink(missing_ok=True)
         paths.checkpoint_meta(self.out, name).unlink(missing_ok=True)
@@ -250,14 +254,14 @@ def _start_meta(cfg: PruneConfig, out: Path, spec: ModelSpec) -> dict[str, Any]:
 
 def _existing_meta(cfg: PruneConfig, out: Path) -> dict[str, Any] | None:
     """Meta of a previous run of the same configuration in ``out`` (None: start fresh)."""
-    if not paths.run_json(out).exists():
+    if not RunRecord.exists(out):
         if out.exists() and any(p.name != ".write-probe" for p in out.iterdir()):
             raise UsageError(f"--out {out} exists and is not a sparsekit run; choose an empty directory")
         return None
     if cfg.force:
         return None
     try:
-        meta = Ticket.load(out, require_complete=False).meta
+        meta = RunRecord.load(out, require_complete=False).raw
     except ArtifactError:
         return None
     if meta.get("config") != cfg.identity():
@@ -285,7 +289,7 @@ def prune(cfg: PruneConfig, data: DataBundle | None = None, dist: Any = None) ->
 
 def _holds_complete_run(out: Path) -> bool:
     try:
-        return bool(Ticket.load(out, require_complete=False).meta.get("complete"))
+        return RunRecord.load(out, require_complete=False).complete
     except ArtifactError:
         return False
 
@@ -298,13 +302,14 @@ def _check_budget(cfg: PruneConfig, model: torch.nn.Module, names: list[str]) ->
     sizes = {n: params[n].numel() for n in names if n in params}
     total = sum(sizes.values())
     if total and total - round(cfg.sparsity * total) < 1:
-        raise UsageError(f"--sparsity {cfg.sparsity} keeps 0 of the {total:,} prunable weights; "
-                         f"the largest that keeps one is {(total - 1) / total:.9g}")
+        raise SettingError(f"{{sparsity}} {cfg.sparsity} keeps 0 of the {total:,} prunable weights; "
+                           f"the largest that keeps one is {(total - 1) / total:.9g}", "sparsity")
     if cfg.layerwise:
         for n, size in sizes.items():
             if size - round(cfg.sparsity * size) < 1:
-                raise UsageError(f"--sparsity {cfg.sparsity} with --layerwise keeps 0 of the {size:,} weights of "
-                                 f"{n}; use at most {(size - 1) / size:.6g} or --exclude it")
+                raise SettingError(f"{{sparsity}} {cfg.sparsity} with {{layerwise}} keeps 0 of the {size:,} weights "
+                                   f"of {n}; use at most {(size - 1) / size:.6g} or {{exclude}} it",
+                                   "sparsity", "layerwise", "exclude")
 
 
 @dataclasses.dataclass
@@ -323,6 +328,12 @@ class _Run:
     names: list[str]
     meta: dict[str, Any]
     stages: _Stages
+    latency: Any = None  # the LatencySource of a latency budget (sparsekit.cost.latency), prepared by _setup
+
+    @property
+    def record(self) -> RunRecord:
+        """The run record being written (wraps ``meta``, the same JSON object)."""
+        return self.stages.record
 
     def log_epoch(self, rec: dict) -> None:
         log.info("%s epoch %d: loss %.4f (%.1fs)", rec["stage"], rec["epoch"], rec["train_loss"], rec["seconds"])
@@ -344,7 +355,7 @@ def _prune(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> dict[str, An
     mask, state_updates = _stage_search(run, theta_k)
     held = _ticket_at_theta_k(run, theta_k, mask, state_updates)
     _stage_finetune(run, held, state_updates)
-    run.meta["metrics"]["accuracy"] = run.evaluate(run.model)
+    run.record.metrics["accuracy"] = run.evaluate(run.model)
     measured = sparsity_of(run.model, run.names)
     _stage_dense(run, theta_k)
     return _finish(run, mask, measured)
@@ -361,12 +372,12 @@ def _setup(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> _Run | dict[
     tcfg = cfg.train_config(data.in_shape)
     method = get_method(cfg.method, cfg.method_options)
     if cfg.granularity not in method.granularities:
-        raise UsageError(
-            f"--method {cfg.method} supports --granularity {'/'.join(method.granularities)}, not {cfg.granularity!r}"
-        )
+        raise SettingError(f"{{method}} {cfg.method} supports {{granularity}} {'/'.join(method.granularities)}, "
+                           f"not {cfg.granularity!r}", "method", "granularity")
     model = build_model(spec, seed=cfg.seed)
     names = list(prunable_tensors(model, cfg.policy()))
     _check_budget(cfg, model, names)
+    latency = _latency_source(cfg, model, names, data.in_shape, out if is_main else None)
     apply_weight_init(model, names, cfg.weight_init, cfg.seed)
     dense_attention = unprunable_weights(model)
     if dense_attention:  # say so: a ViT ticket's sparsity covers the MLPs and heads, not attention
@@ -394,14 +405,30 @@ def _setup(cfg: PruneConfig, data: DataBundle | None, dist: Any) -> _Run | dict[
             write_meta(out, meta)
     meta["recipe"] = tcfg.to_dict()  # the resolved training recipe (augment "auto" -> what ran)
     meta["left_dense"] = dense_attention  # weights no method prunes (attention projections), with sizes
-    return _Run(cfg, data, dist, out, is_main, spec, tcfg, method, model, names, meta, _Stages(out, meta))
+    return _Run(cfg, data, dist, out, is_main, spec, tcfg, method, model, names, meta, _Stages(out, meta),
+                latency)
+
+
+def _latency_source(cfg: PruneConfig, model: torch.nn.Module, names: list[str], in_shape: tuple[int, ...],
+                    out: Path | None) -> Any:
+    """The LatencySource a latency budget's search spends (tables measured in sparsekit.bench); a
+    sparse-cpu budget the engine cannot reach is refused here, before any training."""
+    budget = cfg.parsed_budget()
+    if budget is None or budget.kind != "latency":
+        return None
+    from sparsekit.cost.latency import prepare
+
+    source = prepare(budget, out)
+    if is_weight_latency(budget, cfg.granularity):
+        source.for_weights(model, names, tuple(in_shape)).check(budget.value)
+    return source
 
 
 def _stage_pretrain(run: _Run) -> dict[str, torch.Tensor]:
     """1. The dense model at the rewind point theta_K; returns a copy of theta_K's state."""
     cfg, model, out = run.cfg, run.model, run.out
     if run.stages.done("pretrain"):
-        load_state(model, Ticket(out, run.meta).state("theta_k"), str(out))
+        load_state(model, Ticket(out, run.record).state("theta_k"), str(out))
     else:
         t0 = time.perf_counter()
         train_epochs(model, run.data, run.tcfg, cfg.pretrain_epochs, seed=cfg.seed, on_epoch=run.log_epoch,
@@ -409,8 +436,8 @@ def _stage_pretrain(run: _Run) -> dict[str, torch.Tensor]:
         secs = time.perf_counter() - t0
         if run.is_main:
             save_state(paths.theta_k(out), model)
-        run.meta["timings"]["pretrain_s"] = secs
-        run.meta["metrics"]["accuracy_at_theta_k"] = run.evaluate(model)
+        run.record.timings["pretrain_s"] = secs
+        run.record.metrics["accuracy_at_theta_k"] = run.evaluate(model)
         if run.is_main:
             run.stages.finish("pretrain", epochs=cfg.pretrain_epochs)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -441,7 +468,8 @@ def _stage_search(run: _Run, theta_k: dict[str, torch.Tensor]) -> tuple[Mask, di
         search_epochs=cfg.search_epochs,
         search_steps=cfg.search_steps,
         channel_multiple=cfg.channel_multiple,
-        budget=search_budget(cfg.budget, cfg.granularity, cfg.budget_runtime, cfg.budget_batch, cfg.budget_threads),
+        budget=cfg.search_budget(),
+        latency=run.latency,
     )
     t0 = time.perf_counter()
     result = run.method.search(ctx)
@@ -453,7 +481,7 @@ def _stage_search(run: _Run, theta_k: dict[str, torch.Tensor]) -> tuple[Mask, di
         result.info["collapsed_layers"] = collapsed
         log.warning("warning: %d prunable layer(s) keep 0 weights (--allow-layer-collapse): %s",
                     len(collapsed), ", ".join(collapsed))
-    run.meta["timings"]["search_s"] = secs
+    run.record.timings["search_s"] = secs
     run.meta["method"]["info"] = result.info
     if run.is_main:
         mask.save(paths.mask(out))
@@ -471,8 +499,9 @@ def _ticket_at_theta_k(run: _Run, theta_k: dict[str, torch.Tensor], mask: Mask,
     # the mask held while training: channel tickets also zero the BN affine/bias of dead channels
     # (else they emit a constant and cannot be removed); mask.safetensors keeps the prunable weights
     held = _held_mask(run.cfg.granularity, run.model, mask, run.data.in_shape)
-    if "accuracy_before_finetune" not in run.meta["metrics"]:
-        run.meta["metrics"]["accuracy_before_finetune"] = _untrained_mask_accuracy(run.model, held, run.data, run.cfg)
+    if "accuracy_before_finetune" not in run.record.metrics:
+        run.record.metrics["accuracy_before_finetune"] = _untrained_mask_accuracy(run.model, held, run.data,
+                                                                                  run.cfg)
     return held
 
 
@@ -481,7 +510,7 @@ def _stage_finetune(run: _Run, held: Mask, state_updates: dict[str, torch.Tensor
     cfg, model, out = run.cfg, run.model, run.out
     epochs = cfg.resolved_finetune_epochs()
     if run.stages.done("finetune"):
-        load_state(model, Ticket(out, run.meta).state("final"), str(out))
+        load_state(model, Ticket(out, run.record).state("final"), str(out))
         return
     t0 = time.perf_counter()
     train_epochs(model, run.data, run.tcfg, epochs, mask=held, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
@@ -493,7 +522,7 @@ def _stage_finetune(run: _Run, held: Mask, state_updates: dict[str, torch.Tensor
         # network's: on resnet20 at 99.26 % its variances are orders of magnitude larger, and a 39-step
         # fine-tune evaluated at 9.9 % with them vs 67.1 % with recomputed ones (bench-tickets, 2026-12-03)
         model.load_state_dict(_masked_bn_stats(model, run.data, cfg), strict=False)
-    run.meta["timings"]["finetune_s"] = time.perf_counter() - t0
+    run.record.timings["finetune_s"] = time.perf_counter() - t0
     if run.is_main:
         save_state(paths.final_weights(out), model)
         run.stages.finish("finetune", epochs=epochs)
@@ -510,8 +539,8 @@ def _stage_dense(run: _Run, theta_k: dict[str, torch.Tensor]) -> None:
     t0 = time.perf_counter()
     train_epochs(dense, run.data, run.tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
                  on_epoch=run.log_epoch, stage="dense", ddp=run.dist, checkpoint=paths.checkpoint(out, "dense"))
-    run.meta["timings"]["dense_s"] = time.perf_counter() - t0
-    run.meta["metrics"]["dense_accuracy"] = run.evaluate(dense)
+    run.record.timings["dense_s"] = time.perf_counter() - t0
+    run.record.metrics["dense_accuracy"] = run.evaluate(dense)
     if run.is_main:
         save_state(paths.dense_weights(out), dense)
         run.stages.finish("dense", epochs=epochs)
@@ -597,60 +626,58 @@ def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | Non
 def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, dense_reference: bool,
               dist: Any, workers: int = 0) -> dict[str, Any]:
     ticket = Ticket.load(run_dir)
-    meta = ticket.meta
-    cfg_d = meta["config"]
+    record = ticket.record
     if epochs is None:
-        epochs = meta["stages"]["finetune"]["epochs"]
+        epochs = record.finetune_epochs
     if epochs < 0:
         raise UsageError(f"--epochs must be >= 0, got {epochs}")
     if workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
-    data = load_dataset(meta["data"]["name"], data_dir)
+    data = load_dataset(record.data_name, data_dir)
     data.workers = workers
-    tcfg = stored_train_config(meta, first_epoch_count=cfg_d["pretrain_epochs"], epochs=epochs)
+    tcfg = record.train_config(epochs)
     out = Path(run_dir)
     mask = ticket.mask()
-    seed = meta["seed"]
-    first = cfg_d["pretrain_epochs"]
+    seed, first = record.seed, record.pretrain_epochs
     is_main = getattr(dist, "rank", 0) == 0
     if dist is not None:
         dist.barrier()  # every rank has read run.json before rank 0 marks it incomplete
-    meta["complete"] = False
+    record.raw["complete"] = False
     if is_main:
-        write_meta(out, meta)
+        record.save(out)
 
     model = ticket.materialize("theta_k")
-    held = _held_mask(cfg_d.get("granularity", "weight"), model, mask, data.in_shape)
+    held = _held_mask(record.granularity, model, mask, data.in_shape)
     t0 = time.perf_counter()
     train_epochs(model, data, tcfg, epochs, mask=held, seed=seed, first_epoch=first, stage="finetune", ddp=dist)
     held.apply(model)
-    meta["timings"]["finetune_s"] = time.perf_counter() - t0
+    t = record.timings
+    t["finetune_s"] = time.perf_counter() - t0
     if is_main:
         save_state(paths.final_weights(out), model)
-    meta["stages"]["finetune"] = {"complete": True, "epochs": epochs}
-    meta["metrics"]["accuracy"] = evaluate(model, data)["accuracy"]
-    if dense_reference and meta["stages"].get("dense", {}).get("epochs") != epochs:
+    record.stages["finetune"] = {"complete": True, "epochs": epochs}
+    record.metrics["accuracy"] = evaluate(model, data)["accuracy"]
+    if dense_reference and record.stage_epochs("dense") != epochs:
         dense = _theta_k_dense(ticket)
         t0 = time.perf_counter()
         train_epochs(dense, data, tcfg, epochs, seed=seed, first_epoch=first, stage="dense", ddp=dist)
-        meta["timings"]["dense_s"] = time.perf_counter() - t0
+        t["dense_s"] = time.perf_counter() - t0
         if is_main:
             save_state(paths.dense_weights(out), dense)
-        meta["stages"]["dense"] = {"complete": True, "epochs": epochs}
-        meta["metrics"]["dense_accuracy"] = evaluate(dense, data)["accuracy"]
-    t = meta["timings"]
+        record.stages["dense"] = {"complete": True, "epochs": epochs}
+        record.metrics["dense_accuracy"] = evaluate(dense, data)["accuracy"]
     t["ticket_total_s"] = t.get("pretrain_s", 0.0) + t.get("search_s", 0.0) + t.get("finetune_s", 0.0)
-    meta["sparsity"] = sparsity_of(model, mask.names)
-    meta["result"].update(
-        accuracy=meta["metrics"]["accuracy"],
-        dense_accuracy=meta["metrics"].get("dense_accuracy"),
-        sparsity=meta["sparsity"],
+    record.raw["sparsity"] = sparsity_of(model, mask.names)
+    record.result.update(
+        accuracy=record.metrics["accuracy"],
+        dense_accuracy=record.metrics.get("dense_accuracy"),
+        sparsity=record.sparsity,
         timings=dict(t),
     )
-    meta["complete"] = True
+    record.raw["complete"] = True
     if is_main:
-        write_meta(out, meta)
-    return meta["result"]
+        record.save(out)
+    return record.result
 
 
 def _held_mask(granularity: str, model: torch.nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> Mask:
@@ -665,5 +692,7 @@ def _theta_k_dense(ticket: Ticket) -> torch.nn.Module:
 
 
 def config_fields() -> list[dataclasses.Field]:
+    """PruneConfig's fields: each one's metadata declares its CLI option too (``help``, ``cli_help``,
+    ``flag``, ``cli_type``/``cli_default``; sparsekit/cli/options.py builds ``sparsekit prune`` from them)."""
     return list(dataclasses.fields(PruneConfig))
 

@@ -19,22 +19,21 @@ def collect(run_dirs: list[str]) -> list[dict[str, Any]]:
         raise UsageError("give at least one run directory")
     rows = []
     for d in run_dirs:
-        t = Ticket.load(d)
-        m = t.meta
+        r = Ticket.load(d).record
         rows.append({
             "run": str(d),
-            "model": m["model"]["name"],
-            "data": m["data"]["name"],
-            "method": m["method"]["name"],
-            "objective": m["method"].get("options", {}).get("objective"),
-            "seed": m["seed"],
-            "sparsity": m["sparsity"],
-            "accuracy": m["metrics"].get("accuracy"),
-            "dense_accuracy": m["metrics"].get("dense_accuracy"),
-            "accuracy_before_finetune": m["metrics"].get("accuracy_before_finetune"),
-            "ticket_total_s": m["timings"].get("ticket_total_s"),
-            "mask_sha256": m.get("mask_sha256"),
-            "layers": m.get("layers", []),
+            "model": r.model_name,
+            "data": r.data_name,
+            "method": r.method_name,
+            "objective": r.method_options.get("objective"),
+            "seed": r.seed,
+            "sparsity": r.sparsity,
+            "accuracy": r.metrics.get("accuracy"),
+            "dense_accuracy": r.metrics.get("dense_accuracy"),
+            "accuracy_before_finetune": r.metrics.get("accuracy_before_finetune"),
+            "ticket_total_s": r.timings.get("ticket_total_s"),
+            "mask_sha256": r.mask_sha256,
+            "layers": r.layers,
         })
     return rows
 

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 from sparsekit import paths
-from sparsekit.budget import search_budget
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
@@ -40,7 +39,6 @@ from sparsekit.methods._strong import apply_recorded
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext, parse_options, select
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import build_model
-from sparsekit.pipeline import stored_config, stored_train_config
 from sparsekit.ticket import Ticket, load_state
 from sparsekit.train.loop import evaluate, train_epochs
 
@@ -75,25 +73,25 @@ class _Run:
 
     def __init__(self, run_dir: Path | str, data: DataBundle | None, data_dir: str | None, device: str) -> None:
         self.ticket = Ticket.load(run_dir)
-        meta = self.ticket.meta
-        self.cfg = stored_config(meta)
-        self.seed = int(meta["seed"])
+        self.record = record = self.ticket.record
+        self.cfg = record.config
+        self.seed = record.seed
         self.device = device
-        self.data = data if data is not None else load_dataset(meta["data"]["name"], data_dir)
-        self.pretrain_epochs = int(self.cfg["pretrain_epochs"])
-        self.epochs = int(meta["stages"]["finetune"]["epochs"])
+        self.data = data if data is not None else load_dataset(record.data_name, data_dir)
+        self.pretrain_epochs = record.pretrain_epochs
+        self.epochs = record.finetune_epochs
         # the run's own recipe (schedule, augmentation, ...), horizon pretrain + fine-tune epochs
-        self.tcfg = stored_train_config(meta, self.pretrain_epochs, self.epochs, device=device)
+        self.tcfg = record.train_config(self.epochs, device=device)
         self.mask = self.ticket.mask()
         self.theta_k = self.ticket.state("theta_k")
-        self.accuracy = float(meta["metrics"]["accuracy"])
+        self.accuracy = float(record.metrics["accuracy"])
         # how the ticket got BN statistics for its mask (each ablation gets them the same way):
         # strong-ticket searches recompute them for the final mask (search_state.safetensors), and a
         # ticket with no training after the search has them recomputed by the pipeline.
         self.search_recal = paths.search_state(self.ticket.run_dir).is_file()
-        info = meta["method"].get("info") or {}
+        info = record.method_info
         self.search_info = info
-        options = meta["method"].get("options") or {}
+        options = record.method_options
         self.recal_batch = int(info.get("batch_size") or self.cfg["batch_size"])
         self.recal_batches = int(options.get("bn_batches", 50))
 
@@ -136,30 +134,20 @@ class _Run:
             model=self.model_at_theta_k().to(self.device) if with_model else torch.nn.Identity(),
             data=self.data,
             names=self.mask.names,
-            sparsity=float(self.cfg["sparsity"]),
-            layerwise=bool(self.cfg.get("layerwise", False)),
-            granularity=self.cfg.get("granularity", "weight"),
-            seed=self.seed,
             train_cfg=self.tcfg,
             pretrain_epochs=self.pretrain_epochs,
             finetune_epochs=self.epochs,
             device=self.device,
             theta_k=self.theta_k,
-            search_epochs=self.cfg.get("search_epochs"),
-            search_steps=self.cfg.get("search_steps"),
-            channel_multiple=int(self.cfg.get("channel_multiple", 1)),
-            budget=search_budget(self.cfg.get("budget"), self.cfg.get("granularity", "weight"),
-                                 self.cfg.get("budget_runtime", "ort-cpu"), int(self.cfg.get("budget_batch", 1)),
-                                 int(self.cfg.get("budget_threads", 1))),
+            **self.record.search_context(),  # sparsity, granularity, seed, search length, budget
         )
 
 
 def inverted_mask(run: _Run) -> tuple[Mask | None, str]:
     """The score-inverted mask of the run's method, or (None, reason) when it has no scores."""
-    meta = run.ticket.meta
-    name = meta["method"]["name"]
+    name = run.record.method_name
     cls = METHODS.get(name)
-    options = dict(meta["method"].get("options") or {})
+    options = run.record.method_options
     fields = getattr(cls.Options, "__dataclass_fields__", {})
     if "invert" in fields:
         method = cls(parse_options(cls.Options, {**options, "invert": True}, f"--method {name}"))
@@ -277,7 +265,7 @@ def run_sanity(
     v, sentence = verdict(results)
     return {
         "run_dir": str(run_dir),
-        "method": run.ticket.meta["method"]["name"],
+        "method": run.record.method_name,
         "sparsity": float(run.cfg["sparsity"]),
         "seeds": seeds,
         "budget": {"pretrain_epochs": run.pretrain_epochs, "finetune_epochs": run.epochs,

@@ -120,77 +120,16 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
     """
     from sparsekit.bench.env import fingerprint
     from sparsekit.bench.report import best_dense_summary, finalize_rows
-    from sparsekit.progress import track
 
     environment = fingerprint(cfg.threads)  # load average before this bench adds its own
     runtimes, skipped = select_runtimes(cfg.runtimes)
     sources = resolve(list(cfg.inputs), cfg.formats, cfg.dense)
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sparsekit-bench-", dir=workdir) as tmp:
         tmpdir = Path(tmp)
         data_files = _DataFiles(tmpdir, cfg)
-        onnx_cache: dict[str, tuple[str, int]] = {}
-        # one timing group per (engine, device, run): torch-cpu and torch-csr variants share processes
-        groups: dict[tuple[str, str, str], list[tuple[Runtime, Source, dict[str, Any]]]] = {}
-        names = {rt.name for rt in runtimes}
-        for rt in runtimes:
-            for src in sources:
-                reason = _cannot_run(rt, src)
-                if reason:
-                    skipped.append({"model": src.label, "runtime": rt.name, "reason": reason})
-                    continue
-                if src.variant == "dense" and rt.dense_runtime in names:
-                    continue  # e.g. torch-csr's dense IS torch-cpu's dense: measured once, under that name
-                data_files.get(src)  # a model/data mismatch is the user's to fix: UsageError, exit 2
-                try:
-                    spec = _variant_spec(rt, src, cfg, tmpdir, onnx_cache)
-                except UsageError:
-                    raise
-                except SparsekitError as exc:
-                    skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
-                    continue
-                if src.fixed_batch is not None and src.fixed_batch not in cfg.batches:
-                    skipped.append({"model": src.label, "runtime": rt.name, "reason": f"exported for batch "
-                                    f"{src.fixed_batch} only (--static-batch); add --batch {src.fixed_batch}"})
-                    continue
-                groups.setdefault((rt.engine, rt.device, src.pair_key), []).append((rt, src, spec))
-        timings: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        failed: set[tuple[str, str, str]] = set()
-        jobs = [(rep, key) for rep in range(cfg.repeats) for key in groups]
-        for rep, key in track(jobs, len(jobs), "bench timing"):
-            if key in failed:
-                continue
-            members = groups[key]
-            job = {"kind": "time", "threads": cfg.threads, "batches": _batches(cfg, [m[1] for m in members]),
-                   "warmup": cfg.warmup, "min_time_s": cfg.min_time, "block_s": BLOCK_S,
-                   "min_rounds": MIN_ROUNDS, "seed": cfg.seed * 100 + rep, "x": data_files.get(members[0][1])[0],
-                   "variants": [{**spec, "id": _vid(rt, src)} for rt, src, spec in members]}
-            try:
-                res = _run_child(job, tmpdir)
-            except SparsekitError as exc:
-                failed.add(key)
-                skipped += [{"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"}
-                            for rt, src, _ in members]
-                continue
-            timings.setdefault(key, []).append(res)
-        mem_jobs = [(key, m) for key, members in groups.items() if key not in failed for m in members]
-        baselines: dict[tuple[str, str], dict[int, tuple[int | None, int | None]]] = {}
-        empty_onnx = _empty_onnx(tmpdir)
-        for key, (rt, src, spec) in track(mem_jobs, len(mem_jobs), "bench memory"):
-            x, y = data_files.get(src)
-            base_key = (rt.engine, rt.device)
-            try:
-                if base_key not in baselines:
-                    baselines[base_key] = _baseline_rss(spec, cfg, tmpdir, x, empty_onnx)
-                mem = _run_child({"kind": "memory", "threads": cfg.threads,
-                                  "batches": _batches(cfg, [m[1] for m in groups[key]]),
-                                  "x": x, "y": y, "accuracy_limit": cfg.accuracy_limit,
-                                  "accuracy_batch": src.fixed_batch or ACCURACY_BATCH,
-                                  "whole_batches_only": src.fixed_batch is not None, "variant": spec}, tmpdir)
-            except SparsekitError as exc:
-                skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
-                continue
-            rows += _rows(src, rt, cfg, spec, [t["batches"] for t in timings[key]], mem, baselines[base_key])
+        groups = _timing_groups(runtimes, sources, cfg, tmpdir, data_files, skipped)
+        timings, failed = _time_groups(groups, cfg, tmpdir, data_files, skipped)
+        rows = _measure_memory(groups, timings, failed, cfg, tmpdir, data_files, skipped)
     if not rows:
         reasons = "; ".join(f"{s['model']} on {s['runtime']}: {s['reason']}" for s in skipped[:2])
         raise SparsekitError(f"nothing was measured ({reasons or 'no runtime could run the inputs'})")
@@ -204,6 +143,98 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
         "best_dense": best_dense_summary(rows),  # rows are finalized in place above
         "skipped": skipped,
     }
+
+
+#: one timing group per (engine, device, run): its (runtime, source, variant spec) members
+_Groups = dict[tuple[str, str, str], list[tuple[Runtime, Source, dict[str, Any]]]]
+
+
+def _timing_groups(runtimes: list[Runtime], sources: list[Source], cfg: BenchConfig, tmpdir: Path,
+                   data_files: _DataFiles, skipped: list[dict[str, Any]]) -> _Groups:
+    """The variants to measure, grouped so torch-cpu and torch-csr variants share processes; what
+    cannot run is appended to ``skipped`` with its reason."""
+    onnx_cache: dict[str, tuple[str, int]] = {}
+    groups: _Groups = {}
+    names = {rt.name for rt in runtimes}
+    for rt in runtimes:
+        for src in sources:
+            reason = _cannot_run(rt, src)
+            if reason:
+                skipped.append({"model": src.label, "runtime": rt.name, "reason": reason})
+                continue
+            if src.variant == "dense" and rt.dense_runtime in names:
+                continue  # e.g. torch-csr's dense IS torch-cpu's dense: measured once, under that name
+            data_files.get(src)  # a model/data mismatch is the user's to fix: UsageError, exit 2
+            try:
+                spec = _variant_spec(rt, src, cfg, tmpdir, onnx_cache)
+            except UsageError:
+                raise
+            except SparsekitError as exc:
+                skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
+                continue
+            if src.fixed_batch is not None and src.fixed_batch not in cfg.batches:
+                skipped.append({"model": src.label, "runtime": rt.name, "reason": f"exported for batch "
+                                f"{src.fixed_batch} only (--static-batch); add --batch {src.fixed_batch}"})
+                continue
+            groups.setdefault((rt.engine, rt.device, src.pair_key), []).append((rt, src, spec))
+    return groups
+
+
+def _time_groups(groups: _Groups, cfg: BenchConfig, tmpdir: Path, data_files: _DataFiles,
+                 skipped: list[dict[str, Any]]) -> tuple[dict[tuple[str, str, str], list[dict[str, Any]]],
+                                                         set[tuple[str, str, str]]]:
+    """(timings per group, one result per repeat; the groups whose timing process failed)."""
+    from sparsekit.progress import track
+
+    timings: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    failed: set[tuple[str, str, str]] = set()
+    jobs = [(rep, key) for rep in range(cfg.repeats) for key in groups]
+    for rep, key in track(jobs, len(jobs), "bench timing"):
+        if key in failed:
+            continue
+        members = groups[key]
+        job = {"kind": "time", "threads": cfg.threads, "batches": _batches(cfg, [m[1] for m in members]),
+               "warmup": cfg.warmup, "min_time_s": cfg.min_time, "block_s": BLOCK_S,
+               "min_rounds": MIN_ROUNDS, "seed": cfg.seed * 100 + rep, "x": data_files.get(members[0][1])[0],
+               "variants": [{**spec, "id": _vid(rt, src)} for rt, src, spec in members]}
+        try:
+            res = _run_child(job, tmpdir)
+        except SparsekitError as exc:
+            failed.add(key)
+            skipped += [{"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"}
+                        for rt, src, _ in members]
+            continue
+        timings.setdefault(key, []).append(res)
+    return timings, failed
+
+
+def _measure_memory(groups: _Groups, timings: dict[tuple[str, str, str], list[dict[str, Any]]],
+                    failed: set[tuple[str, str, str]], cfg: BenchConfig, tmpdir: Path, data_files: _DataFiles,
+                    skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Memory and accuracy of every timed variant (one process each, RSS over an empty baseline of its
+    engine); the report rows."""
+    from sparsekit.progress import track
+
+    rows: list[dict[str, Any]] = []
+    mem_jobs = [(key, m) for key, members in groups.items() if key not in failed for m in members]
+    baselines: dict[tuple[str, str], dict[int, tuple[int | None, int | None]]] = {}
+    empty_onnx = _empty_onnx(tmpdir)
+    for key, (rt, src, spec) in track(mem_jobs, len(mem_jobs), "bench memory"):
+        x, y = data_files.get(src)
+        base_key = (rt.engine, rt.device)
+        try:
+            if base_key not in baselines:
+                baselines[base_key] = _baseline_rss(spec, cfg, tmpdir, x, empty_onnx)
+            mem = _run_child({"kind": "memory", "threads": cfg.threads,
+                              "batches": _batches(cfg, [m[1] for m in groups[key]]),
+                              "x": x, "y": y, "accuracy_limit": cfg.accuracy_limit,
+                              "accuracy_batch": src.fixed_batch or ACCURACY_BATCH,
+                              "whole_batches_only": src.fixed_batch is not None, "variant": spec}, tmpdir)
+        except SparsekitError as exc:
+            skipped.append({"model": src.label, "runtime": rt.name, "reason": f"failed: {exc}"})
+            continue
+        rows += _rows(src, rt, cfg, spec, [t["batches"] for t in timings[key]], mem, baselines[base_key])
+    return rows
 
 
 def _cannot_run(rt: Runtime, src: Source) -> str | None:

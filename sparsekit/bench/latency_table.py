@@ -15,6 +15,8 @@ and corrects the table target by the ratio (``measure``), so the final number is
 
 The table is built once per search and cached in the run directory (``latency_table.json``),
 keyed by the runtime, batch, threads, CPU model and runtime version; a rerun reuses it.
+``ChannelLatencySource`` is what the pipeline hands a channel search for a latency budget
+(sparsekit.cost.latency).
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ import torch
 from torch import nn
 
 from sparsekit._io import write_json
-from sparsekit.budget import LATENCY_RUNTIMES
+from sparsekit.cost.budget import CHANNEL_LATENCY_RUNTIMES
+from sparsekit.cost.models import CostModel
 from sparsekit.errors import UsageError
-from sparsekit.masking.channel_space import CostModel, LayerGeometry, UnitSpace
+from sparsekit.masking.channel_space import LayerGeometry, UnitSpace
 
 log = logging.getLogger("sparsekit")
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
-RUNTIMES = LATENCY_RUNTIMES
+RUNTIMES = CHANNEL_LATENCY_RUNTIMES
 TABLE_FILE = "latency_table.json"
 #: timing of one table point: warm-up runs, then blocks of at least BLOCK_S seconds, median of blocks
 WARMUP, BLOCKS, BLOCK_S = 3, 5, 0.01
@@ -343,3 +346,17 @@ def latency_cost(space: UnitSpace, model: nn.Module, budget: Any, run_dir: Path 
         raise UsageError(f"--budget latency={budget.value:g} ms: the dense model already runs in {dense_ms:.4g} ms "
                          f"({budget.runtime}, batch {budget.batch}); ask for less")
     return cost
+
+
+class ChannelLatencySource:
+    """The ``LatencySource`` of a dense-runtime latency budget (sparsekit.cost.latency): channel tickets."""
+
+    def __init__(self, budget: Any, run_dir: str | Path | None = None) -> None:
+        self.budget, self.run_dir = budget, run_dir
+
+    def for_units(self, space: UnitSpace, model: nn.Module) -> LatencyCost:
+        return latency_cost(space, model, self.budget, Path(self.run_dir) if self.run_dir is not None else None)
+
+    def for_weights(self, model: nn.Module, names: list[str], in_shape: tuple[int, ...]) -> Any:
+        raise UsageError(f"--budget-runtime {self.budget.runtime} times structured tickets: use --granularity "
+                         "channel (unstructured tickets: --budget-runtime sparse-cpu)")

@@ -53,8 +53,10 @@ def resolve(inputs: list[str], formats: tuple[str, ...] = ("masked",), dense: bo
             spec = t.spec
             for fmt in formats:
                 label = f"{p.name}/ticket" + ("" if fmt == "masked" else f"-{fmt}")
-                out.append(Source(label, "run", str(p), "ticket", fmt, key, float(t.meta.get("sparsity", t.mask().sparsity)),
-                                  t.data_spec, spec.in_shape, budget=(t.meta.get("result") or {}).get("budget")))
+                sparsity = t.record.sparsity
+                out.append(Source(label, "run", str(p), "ticket", fmt, key,
+                                  t.mask().sparsity if sparsity is None else sparsity,
+                                  t.data_spec, spec.in_shape, budget=t.record.measured_budget()))
             if dense:
                 if not t.has_dense():
                     raise ArtifactError(f"run {p} has no dense reference; pass --no-dense to bench the ticket alone")

@@ -12,7 +12,12 @@ from typing import Any, TypeVar
 
 import typer
 
-from sparsekit.errors import SparsekitError, UsageError  # no torch: cli modules import it lazily
+from sparsekit.cli.options import flag_for, parse_kv  # noqa: F401  (parse_kv: re-exported)
+from sparsekit.errors import (  # no torch: cli modules import it lazily
+    SettingError,
+    SparsekitError,
+    UsageError,
+)
 
 T = TypeVar("T")
 
@@ -79,7 +84,7 @@ def run(fn: Callable[[], T]) -> T:
     except SparsekitError as exc:
         if state.debug:
             traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {error_text(exc)}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         if state.debug:
@@ -98,6 +103,14 @@ def run(fn: Callable[[], T]) -> T:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def error_text(exc: SparsekitError) -> str:
+    """The message as the CLI prints it: a library error names settings (``sparsity``), the CLI their
+    flags (``--sparsity``)."""
+    if isinstance(exc, SettingError):
+        return exc.render(flag_for)
+    return str(exc)
 
 
 def emit_json(obj: Any, dest: str | None) -> None:
@@ -133,16 +146,6 @@ def parse_ints(value: str, what: str, minimum: int = 1) -> list[int]:
         if n < minimum:
             raise UsageError(f"{what} must be >= {minimum}, got {n}")
         out.append(n)
-    return out
-
-
-def parse_kv(pairs: list[str] | None, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for p in pairs or []:
-        key, sep, value = p.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} expects KEY=VALUE, got {p!r}")
-        out[key.strip()] = value.strip()
     return out
 
 

@@ -31,16 +31,16 @@ def layer_table(run_dir: str) -> dict:
     total = sum(r["numel"] for r in rows)
     kept = sum(r["kept"] for r in rows)
     zeros = sum(r["numel"] - r["nonzero"] for r in rows)
-    meta = ticket.meta
+    record = ticket.record
     return {
         "run": str(run_dir),
-        "model": meta["model"]["name"],
-        "data": meta["data"]["name"],
-        "method": meta["method"]["name"],
+        "model": record.model_name,
+        "data": record.data_name,
+        "method": record.method_name,
         "layers": rows,
         "total": {"numel": total, "kept": kept, "sparsity": 1 - kept / total, "zero_fraction": zeros / total},
-        "metrics": meta.get("metrics", {}),
-        "mask_sha256": meta.get("mask_sha256"),
+        "metrics": record.metrics,
+        "mask_sha256": record.mask_sha256,
     }
 
 

@@ -95,13 +95,33 @@ def catalog(what: str) -> list[tuple[str, str]]:
         return [(n, reg.help(n)) for n in reg.names()]
 
 
+def method_options() -> dict[str, list[tuple[str, str, str, str]]]:
+    """Each method's options (name, type, default, help), from its ``Options`` dataclass (imports torch)."""
+    from sparsekit.cli.options import describe_options
+    from sparsekit.methods import METHODS
+
+    return {n: describe_options(METHODS.get(n).Options) for n in METHODS.names()}
+
+
 @app.command("list")
-def list_cmd(what: Annotated[str, typer.Argument(help="models, datasets, methods, runtimes or formats")]) -> None:
+def list_cmd(
+    what: Annotated[str, typer.Argument(help="models, datasets, methods, runtimes or formats")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="methods: also each method's options "
+                                          "(--opt KEY=VALUE): name, type, default, help")] = False,
+) -> None:
     """List what is registered."""
     rows = run(lambda: catalog(what))
     if what == "models":
         rows = [*rows, ("tv:NAME", "any torchvision classifier, random init"),
                 ("pkg.mod:fn", "your factory (also path/to/file.py:fn)")]
+    options = run(method_options) if verbose and what == "methods" else {}
     w = max(len(n) for n, _ in rows) + 2
     for name, help_text in rows:
         typer.echo(f"{name:<{w}}{help_text}")
+        opts = options.get(name)
+        if opts is None:
+            continue
+        if not opts:
+            typer.echo("    (no options)")
+        for key, typ, default, text in opts:
+            typer.echo(f"    --opt {key}={default}  ({typ})" + (f"\n        {text}" if text else ""))

@@ -252,8 +252,11 @@ def _metadata(ticket: Any, variant: str, fmt: str, mask: Any) -> dict[str, str]:
         sparsity = 0.0
         sha = ""
     else:
-        sparsity = float(ticket.meta.get("sparsity", mask.sparsity if mask is not None else 0.0))
-        sha = ticket.meta.get("mask_sha256") or ticket.mask().sha256()
+        record = ticket.record
+        sparsity = record.sparsity
+        if sparsity is None:
+            sparsity = mask.sparsity if mask is not None else 0.0
+        sha = record.mask_sha256 or ticket.mask().sha256()
     return {
         f"{META_PREFIX}version": __version__,
         f"{META_PREFIX}run_dir": str(Path(ticket.run_dir).resolve()),

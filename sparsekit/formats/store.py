@@ -81,7 +81,7 @@ def _pattern_accuracy(ticket: Any, model: nn.Module, converted: Any, data_dir: s
     from sparsekit.data import load_dataset
     from sparsekit.errors import DataNotFoundError
     from sparsekit.progress import step
-    from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
+    from sparsekit.train.loop import evaluate, train_epochs
 
     rep = converted.report
     try:
@@ -94,13 +94,13 @@ def _pattern_accuracy(ticket: Any, model: nn.Module, converted: Any, data_dir: s
     rep["accuracy_before"] = evaluate(model, data)["accuracy"]
     rep["accuracy_after"] = evaluate(converted.module, data)["accuracy"]
     if epochs:
-        # the run's optimizer settings (its resolved training recipe when run.json records one)
-        cfg = {**ticket.meta.get("config", {}), **(ticket.meta.get("recipe") or {})}
-        tcfg = TrainConfig(lr=cfg.get("lr", 0.1), momentum=cfg.get("momentum", 0.9),
-                           weight_decay=cfg.get("weight_decay", 1e-4), batch_size=cfg.get("batch_size", 128))
+        # the run's own recipe (optimizer, LR schedule, warm-up, augmentation, ...) over the epochs of
+        # its fine-tune stage, as `sparsekit finetune` retrains: schedule from epoch pretrain_epochs on
+        record = ticket.record
+        tcfg = record.train_config(epochs)
         with step(f"fine-tuning the projection for {epochs} epoch(s)"):
-            train_epochs(converted.module, data, tcfg, epochs, mask=converted.mask, seed=ticket.meta.get("seed", 0),
-                         stage="convert-finetune")
+            train_epochs(converted.module, data, tcfg, epochs, mask=converted.mask, seed=record.seed,
+                         first_epoch=record.pretrain_epochs, stage="convert-finetune")
         converted.mask.apply(converted.module)
         converted.module.eval()
         rep["finetune_epochs"] = epochs

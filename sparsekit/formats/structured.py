@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsekit.bench.macs import torch_macs
+from sparsekit.cost.macs import torch_macs
 from sparsekit.errors import VerificationError
 from sparsekit.formats.base import (
     FORMATS,

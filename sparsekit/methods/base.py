@@ -19,11 +19,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparsekit.cost.budget import is_weight_latency
+from sparsekit.cost.correction import correct
+from sparsekit.cost.models import ChannelCost, cost_for
+from sparsekit.cost.select import select_by_cost
 from sparsekit.data.bundle import DataBundle
 from sparsekit.errors import UsageError
 from sparsekit.mask import Mask
 from sparsekit.masking.channel_groups import channel_units, normalized_channel_scores, select_units
-from sparsekit.masking.channel_space import ChannelCost, UnitSpace, cost_for, select_by_cost
+from sparsekit.masking.channel_space import UnitSpace
 from sparsekit.masking.topk import budget_keep, topk_mask
 from sparsekit.registry import Registry
 from sparsekit.train.loop import TrainConfig
@@ -61,8 +65,11 @@ class SearchContext:
             (None = use the epochs).
         channel_multiple: channel granularity: round kept channels per coupling family to a multiple
             of this (1 = exact budget); with --sparsity it needs layerwise budgets.
-        budget: a ``sparsekit.budget.Budget`` with a cost budget (params/MACs/latency at channel
-            granularity), or None: ``sparsity`` counts weights (or channels) as before.
+        budget: a ``sparsekit.cost.budget.Budget`` with a cost budget (params/MACs/latency at channel
+            granularity, sparse-cpu latency at weight granularity), or None: ``sparsity`` counts
+            weights (or channels) as before.
+        latency: the ``sparsekit.cost.latency.LatencySource`` of a latency budget, prepared by the
+            pipeline (its tables are measured in sparsekit.bench); None: prepared on first use.
         progress: callback for one-line progress messages.
     """
 
@@ -84,6 +91,7 @@ class SearchContext:
     search_steps: int | None = None
     channel_multiple: int = 1
     budget: Any = None
+    latency: Any = None
     progress: Callable[[str], None] = lambda msg: log.info(msg)
 
     def params(self) -> dict[str, nn.Parameter]:
@@ -121,6 +129,8 @@ class SearchMethod:
     learned_search: ClassVar[bool] = False
     #: True when the method honours cost budgets (--budget params/macs/latency at channel granularity)
     cost_budgets: ClassVar[bool] = False
+    #: True when the method honours a sparse-cpu latency budget at weight granularity
+    weight_latency_budgets: ClassVar[bool] = False
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -169,11 +179,14 @@ class ScoreMethod(SearchMethod):
 
     granularities = ("weight", "channel")
     cost_budgets = True
+    weight_latency_budgets = True
 
     def score(self, ctx: SearchContext) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def search(self, ctx: SearchContext) -> SearchResult:
+        if uses_weight_latency(ctx):  # score at the budget's nominal sparsity (SynFlow's rounds use it)
+            ctx = dataclasses.replace(ctx, sparsity=1.0 - weight_latency_cost(ctx).uniform_density(ctx.budget.value))
         scores = self.score(ctx)
         return SearchResult(*select_with_info(scores, ctx))
 
@@ -198,6 +211,8 @@ def select_with_info(
     stream; an uncoupled layer is its own family, so for those it means per layer as before).
     """
     sign = -1.0 if invert else 1.0
+    if uses_weight_latency(ctx):
+        return select_weights_within_latency({n: sign * s for n, s in scores.items()}, ctx)
     if ctx.granularity == "channel" and uses_cost_budget(ctx):
         space = UnitSpace(ctx.model, list(scores), tuple(ctx.data.in_shape))
         rows = {n: sign * s for n, s in normalized_channel_scores(scores).items()}
@@ -230,10 +245,11 @@ def uses_cost_budget(ctx: SearchContext) -> bool:
 
 def select_units_within_budget(unit_scores: torch.Tensor, space: UnitSpace, ctx: SearchContext) -> tuple[Mask, dict[str, Any]]:
     """Channel mask of the best-scored units within ``ctx.budget`` (``select_by_cost``), with diagnostics."""
-    cost, budget = cost_for(ctx.budget, space, ctx.model, ctx.run_dir)
+    cost, budget = cost_for(ctx.budget, space, ctx.model, latency_source(ctx))
     keep, stats = select_by_cost(unit_scores, space, cost, budget, ctx.channel_multiple)
-    if callable(getattr(cost, "measure", None)):
-        keep, stats = _measured_selection(unit_scores, space, cost, budget, ctx.channel_multiple, keep, stats)
+    if callable(getattr(cost, "measure", None)):  # latency: measure the converted ticket and correct
+        keep, stats = correct(lambda target: select_by_cost(unit_scores, space, cost, target, ctx.channel_multiple),
+                              cost.measure, budget, (keep, stats), cost.dense)
     mask = space.mask(keep)
     info = {"channel_selection": "group-aware, " + cost.kind + " budget" if space.units.coupled
             else "per-layer (couplings unavailable), " + cost.kind + " budget",
@@ -262,50 +278,60 @@ def select_unit_scores(unit_scores: torch.Tensor, space: UnitSpace, ctx: SearchC
 def channel_budget(space: UnitSpace, ctx: SearchContext) -> tuple[Any, float]:
     """(cost model, absolute budget) a channel-level search holds: the cost budget, or the channel count."""
     if uses_cost_budget(ctx):
-        return cost_for(ctx.budget, space, ctx.model, ctx.run_dir)
+        return cost_for(ctx.budget, space, ctx.model, latency_source(ctx))
     cost = ChannelCost(space)
     return cost, float(budget_keep(int(cost.dense), ctx.sparsity))
 
 
-#: a measured latency within this fraction of the budget ends the correction loop
-LATENCY_TOLERANCE = 0.05
-LATENCY_ROUNDS = 6
+def latency_source(ctx: SearchContext) -> Any:
+    """The LatencySource of ``ctx``'s latency budget (prepared by the pipeline, else here), or None."""
+    if ctx.budget is None or ctx.budget.kind != "latency":
+        return None
+    if ctx.latency is None:
+        from sparsekit.cost.latency import prepare
+
+        ctx.latency = prepare(ctx.budget, ctx.run_dir)
+    return ctx.latency
 
 
-def _measured_selection(unit_scores: torch.Tensor, space: UnitSpace, cost: Any, budget: float, multiple: int,
-                        keep: torch.Tensor, stats: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Latency budgets: measure the converted candidate and correct the table target until the
-    measurement is within LATENCY_TOLERANCE (at most LATENCY_ROUNDS selections): rescaled by
-    budget / measured until the budget is bracketed, then by linear interpolation between the
-    bracketing (table target, measured) pairs. The candidate measured closest to the budget wins."""
-    target, rounds = budget, []
-    best = None
-    below: tuple[float, float] | None = None  # (table target, measured) pairs around the budget
-    above: tuple[float, float] | None = None
-    for _ in range(LATENCY_ROUNDS):
-        ms = cost.measure(keep)
-        rounds.append({"table_target_ms": target, "table_ms": stats["budget_achieved"], "measured_ms": ms})
-        if best is None or abs(ms - budget) < abs(best[2] - budget):
-            best = (keep, stats, ms)
-        if abs(ms - budget) <= LATENCY_TOLERANCE * budget:
-            break
-        if ms < budget and (below is None or target > below[0]):
-            below = (target, ms)
-        if ms > budget and (above is None or target < above[0]):
-            above = (target, ms)
-        if below is not None and above is not None and above[1] > below[1]:
-            w = (budget - below[1]) / (above[1] - below[1])
-            target = below[0] + w * (above[0] - below[0])
-        else:
-            target = target * budget / ms
-        target = min(target, cost.dense)
-        try:
-            keep, stats = select_by_cost(unit_scores, space, cost, target, multiple)
-        except UsageError:  # the corrected target is below the smallest widths: keep the best so far
-            break
-    keep, stats, ms = best
-    return keep, {**stats, "budget_asked": budget, "budget_measured_ms": ms,
-                  "budget_measured_fraction": ms / budget, "budget_rounds": rounds}
+def uses_weight_latency(ctx: SearchContext) -> bool:
+    """True when ``ctx`` carries a sparse-cpu latency budget at weight granularity."""
+    return is_weight_latency(ctx.budget, ctx.granularity)
+
+
+def weight_latency_cost(ctx: SearchContext) -> Any:
+    """The ``EngineLatency`` of ``ctx``'s model (table measured once and cached, calibrated); refuses,
+    with one line, a budget the engine cannot reach."""
+    cost = latency_source(ctx).for_weights(ctx.model, list(ctx.names), tuple(ctx.data.in_shape))
+    cost.check(ctx.budget.value)
+    return cost
+
+
+def select_weights_within_latency(scores: dict[str, torch.Tensor], ctx: SearchContext) -> tuple[Mask, dict[str, Any]]:
+    """Weight mask within a sparse-cpu latency budget: per-layer kept counts allocated greedily against
+    the engine table (``EngineLatency.allocate``), exact top-k within each layer; then measured on the
+    engine and corrected like a channel latency budget (``sparsekit.cost.correction``)."""
+    cost, budget = weight_latency_cost(ctx), float(ctx.budget.value)
+    dense = cost.dense_ms()
+
+    def select_at(target: float) -> tuple[Mask, dict[str, Any]]:
+        counts = cost.allocate(scores, target, fill=True)
+        keep = {}
+        for n, s in scores.items():
+            k = counts.get(n, s.numel())
+            keep.update(topk_mask({n: s.detach().double().nan_to_num(neginf=-1e300, posinf=1e300)},
+                                  1.0 - k / s.numel(), layerwise=True))
+        table_ms = float(cost.of_densities({n: counts[n] / scores[n].numel() for n in counts}))
+        return Mask(keep), {"budget_kind": "latency", "budget_asked": target, "budget_achieved": table_ms,
+                            "budget_dense": dense, "budget_fraction_asked": target / dense,
+                            "budget_fraction_achieved": table_ms / dense,
+                            "budget_layer_density": {n: counts[n] / scores[n].numel() for n in counts}}
+
+    mask, stats = select_at(budget)
+    if cost.measure is not None:
+        mask, stats = correct(select_at, lambda m: cost.measure(dict(m.items())), budget, (mask, stats), dense)
+    return mask, {"weight_selection": "per-layer densities from the sparse-cpu latency table", **stats,
+                  "weight_sparsity": mask.sparsity}
 
 
 def get_method(name: str, options: dict[str, Any] | None = None) -> SearchMethod:

@@ -11,6 +11,11 @@ Per step (one training mini-batch, no augmentation):
     g      = balance.step(dL/da, sigmoid(a))    (GradBalance or the Lagrangian variant)
     Adam step on a with a.grad = g
 
+With ``--budget latency=MS --budget-runtime sparse-cpu`` (weight granularity) GradBalance holds the
+expected engine latency (sparsekit.cost.engine_latency: per-layer table at each layer's mean keep
+probability) instead of the expected density, with the same rule; the final selection then allocates
+per-layer densities against the table, measured on the engine and corrected (methods.base).
+
 Deviations from the reference, on purpose:
     * the LR cut (x0.1) happens at a *step* (the last ``lr_drop_fraction`` of all steps) instead of
       at epoch floor(0.88 * E) - 1: with the short searches used here (1-3 epochs) the epoch rule
@@ -33,8 +38,10 @@ from torch.func import functional_call
 
 from sparsekit import paths
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
+from sparsekit.cost.engine_latency import FlatLatency
+from sparsekit.cost.models import CostModel, uniform_keep
 from sparsekit.errors import UsageError
-from sparsekit.masking.channel_space import CostModel, UnitSpace, uniform_keep
+from sparsekit.masking.channel_space import UnitSpace
 from sparsekit.masking.concrete import (
     DEFAULT_TAU,
     init_logits,
@@ -53,9 +60,11 @@ from sparsekit.methods.base import (
     SearchResult,
     channel_budget,
     search_length,
-    select,
     select_unit_scores,
+    select_with_info,
+    uses_weight_latency,
     warn_short_search,
+    weight_latency_cost,
 )
 from sparsekit.methods.cts_objectives import OBJECTIVES, ReluCapture, get_objective
 
@@ -149,6 +158,7 @@ class CTSMethod(SearchMethod):
     learned_search = True
     granularities = ("weight", "channel")
     cost_budgets = True
+    weight_latency_budgets = True
 
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
@@ -163,7 +173,10 @@ class CTSMethod(SearchMethod):
             return SearchResult(mask, {**info, **sel})
         offsets = _offsets(ctx)
         per_layer = {n: scores[s:e].reshape(ctx.model.get_parameter(n).shape).cpu() for n, (s, e) in offsets.items()}
-        return SearchResult(select(per_layer, ctx), info)
+        if uses_weight_latency(ctx):  # the score a latency allocation gives up: keep probabilities
+            per_layer = {n: torch.sigmoid(s.double()) for n, s in per_layer.items()}
+        mask, sel = select_with_info(per_layer, ctx)
+        return SearchResult(mask, {**info, **sel})
 
 
 def _offsets(ctx: SearchContext) -> dict[str, tuple[int, int]]:
@@ -188,8 +201,16 @@ class _Search:
         self.numel = sum(w.numel() for w in self.weights.values())
         density = 1.0 - ctx.sparsity
         self.space: UnitSpace | None = None
-        self.cost: CostModel | None = None
+        self.cost: CostModel | FlatLatency | None = None
         budget_size, init_density = self.numel, density
+        if uses_weight_latency(ctx):
+            # sparse-cpu latency: GradBalance holds the expected engine latency (per-layer table at the
+            # layers' mean keep probabilities) instead of the expected density
+            elat = weight_latency_cost(ctx)
+            self.cost = FlatLatency(elat, self.offsets)
+            density = ctx.budget.value / self.cost.dense
+            init_density = elat.uniform_density(ctx.budget.value)
+            budget_size = self.cost.dense
         if ctx.granularity == "channel":
             # channel level: one logit per coupled unit; the budget is a cost of the unit keeps
             # (channels, or params/MACs/latency), held by GradBalance on its expectation
@@ -199,7 +220,7 @@ class _Search:
             init_density = uniform_keep(self.cost, density, self.space.size)
             self.numel, budget_size = self.space.size, self.cost.dense
             self.params = {n: p.detach() for n, p in ctx.model.named_parameters()}
-        self.density = density  # kept fraction of the weights, or of the dense cost (channel level)
+        self.density = density  # kept fraction of the weights, or of the dense cost (channel level, latency)
         self.logits = init_logits(self.numel, init_density, self.device)
         self.opt = torch.optim.Adam([self.logits], lr=o.lr)
         if o.balance == "gradbalance":

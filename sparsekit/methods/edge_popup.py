@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -27,19 +26,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit import paths
-from sparsekit._io import append_jsonl
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.masked_forward import freeze, masked_call
 from sparsekit.masking.topk import budget_keep
-from sparsekit.methods._search_progress import SearchProgress
+from sparsekit.methods._search_loop import (
+    SCORE_INIT_SALT,
+    cosine,
+    derived_seed,
+    plan_search,
+    run_search,
+)
 from sparsekit.methods._strong import check_weight_scale, prepare_frozen, scale_factor
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
     SearchMethod,
     SearchResult,
-    search_length,
     select,
 )
 
@@ -108,6 +111,45 @@ def _global_masks(scores: dict[str, nn.Parameter], k: int) -> dict[str, torch.Te
     return out
 
 
+class _EdgePopupSearch:
+    """One edge-popup search: the frozen network, one score per weight, SGD on the scores."""
+
+    def __init__(self, ctx: SearchContext, o: Options) -> None:
+        self.ctx, self.o = ctx, o
+        model = ctx.model.to(torch.device(ctx.device))
+        freeze(model)
+        set_bn_train(model)
+        self.model, self.frozen = prepare_frozen(model, ctx.names, 1.0 - ctx.sparsity, o.weight_scale,
+                                                 o.bn_affine)
+        g = torch.Generator().manual_seed(derived_seed(ctx.seed, SCORE_INIT_SALT))
+        params = ctx.params()
+        self.scores = {n: nn.Parameter(_init_scores(w, g).to(ctx.device)) for n, w in params.items()}
+        self.keep = {n: budget_keep(w.numel(), ctx.sparsity) for n, w in params.items()}
+        self.total_keep = sum(self.keep.values())
+        self.opt = torch.optim.SGD(self.scores.values(), lr=o.lr, momentum=o.momentum,
+                                   weight_decay=o.weight_decay)
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One step: CE through the top-k masks, straight-through to the scores, SGD."""
+        scores = self.scores
+        if self.o.topk == "global":
+            masks = _global_masks(scores, self.total_keep)
+        else:
+            masks = {n: _TopKStraightThrough.apply(s.abs(), self.keep[n]) for n, s in scores.items()}
+        loss = F.cross_entropy(masked_call(self.model, masks, x), y)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(f"edge-popup search loss became {loss.item()} at step {step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.ctx.dist is not None:
+            for s in scores.values():
+                avg = self.ctx.dist.all_reduce_mean(s.grad)
+                if avg is not None:
+                    s.grad = avg
+        self.opt.step()
+        return loss.detach().item()
+
+
 @METHODS.register("edge-popup", help="strong tickets: per-layer top-k of learned scores over frozen weights")
 class EdgePopupMethod(SearchMethod):
     """Train scores over frozen weights; the per-layer top-k of |scores| is the mask."""
@@ -120,70 +162,29 @@ class EdgePopupMethod(SearchMethod):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
-        device = torch.device(ctx.device)
-        model = ctx.model.to(device)
-        freeze(model)
-        set_bn_train(model)
-        model, frozen = prepare_frozen(model, ctx.names, 1.0 - ctx.sparsity, o.weight_scale, o.bn_affine)
-        g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 29)
-        params = ctx.params()
-        scores = {n: nn.Parameter(_init_scores(w, g).to(device)) for n, w in params.items()}
-        keep = {n: budget_keep(w.numel(), ctx.sparsity) for n, w in params.items()}
-        opt = torch.optim.SGD(scores.values(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        rank = getattr(ctx.dist, "rank", 0)
-        world = getattr(ctx.dist, "world_size", 1)
-        bs = o.batch_size or ctx.train_cfg.batch_size
-        per_epoch = ctx.data.num_batches("train", bs, world_size=world)
-        epochs, total_steps = search_length(ctx, per_epoch, DEFAULT_SEARCH_EPOCHS, "edge-popup")
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total_steps)))
-        logfile = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
-
-        t0 = time.perf_counter()
-        step, loss_val = 0, float("nan")
-        progress = SearchProgress("edge-popup", total_steps, ctx.progress)
-        total_keep = sum(keep.values())
-        for epoch in range(epochs):
-            batches = ctx.data.batches(
-                "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
-            )
-            for x, y in batches:
-                if step >= total_steps:
-                    break
-                x, y = x.to(device), y.to(device)
-                if o.topk == "global":
-                    masks = _global_masks(scores, total_keep)
-                else:
-                    masks = {n: _TopKStraightThrough.apply(s.abs(), keep[n]) for n, s in scores.items()}
-                loss = F.cross_entropy(masked_call(model, masks, x), y)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(f"edge-popup search loss became {loss.item()} at step {step}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if ctx.dist is not None:
-                    for s in scores.values():
-                        avg = ctx.dist.all_reduce_mean(s.grad)
-                        if avg is not None:
-                            s.grad = avg
-                opt.step()
-                sched.step()
-                step += 1
-                loss_val = loss.detach().item()
-                if logfile is not None and (step % o.log_every == 0 or step == total_steps):
-                    append_jsonl(logfile, {"step": step, "epoch": epoch + 1, "loss": loss_val,
-                                           "lr": sched.get_last_lr()[0]})
-                progress.update(step, lambda v=loss_val: {"density": f"{1.0 - ctx.sparsity:.4%} (exact top-k)",
-                                                          "loss": v})
-        search_s = time.perf_counter() - t0
-
+        s = _EdgePopupSearch(ctx, o)
+        plan = plan_search(ctx, "edge-popup", o.batch_size or ctx.train_cfg.batch_size,
+                           lambda per_epoch: DEFAULT_SEARCH_EPOCHS)
+        # per step, to 0 (the record's lr is the one the next step uses, as torch's LambdaLR reported it)
+        lr_at = cosine(o.lr, plan.total, torch_rounding=True)
+        density = f"{1.0 - ctx.sparsity:.4%} (exact top-k)"
+        loop = run_search(
+            ctx, plan, s.step, opt=s.opt, lr_at=lr_at,
+            log_path=paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None,
+            record=lambda step, epoch, loss: {"step": step, "epoch": epoch + 1, "loss": loss,
+                                              "lr": lr_at(step)},
+            progress_fields=lambda loss: {"density": density, "loss": loss}, log_every=o.log_every,
+        )
         # the reference is per-layer: force layerwise whatever the run asked (topk=global: one ranking)
-        final = {n: s.detach().abs().cpu() for n, s in scores.items()}
+        final = {n: p.detach().abs().cpu() for n, p in s.scores.items()}
         mask = select(final, dataclasses.replace(ctx, layerwise=o.topk == "layer", granularity="weight"))
-        state_updates = {**frozen, **recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)}
+        recalibrated = recalibrate_for_mask(s.model, mask, ctx, plan.batch_size, o.bn_batches)
+        state_updates = {**s.frozen, **recalibrated}
         info = {
-            "search_epochs": epochs,
-            "steps": step,
-            "batch_size": bs,
-            "search_s": search_s,
+            "search_epochs": plan.epochs,
+            "steps": loop.steps,
+            "batch_size": plan.batch_size,
+            "search_s": loop.seconds,
             "sparsity": mask.sparsity,
             "layerwise": o.topk == "layer",
             "weight_scale": o.weight_scale,

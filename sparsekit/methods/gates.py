@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,24 +60,30 @@ from torch import nn
 from sparsekit import paths
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
-from sparsekit.masking.channel_space import UnitSpace, uniform_keep
 from sparsekit.masking.gaussian_gate import GaussianGate
 from sparsekit.masking.gradbalance import GradBalance
 from sparsekit.masking.hard_concrete import HardConcrete
 from sparsekit.masking.masked_forward import binary_multipliers, freeze, masked_call
-from sparsekit.methods._search_log import SearchLog
-from sparsekit.methods._search_progress import SearchProgress
+from sparsekit.methods._search_loop import (
+    EVAL_SALT,
+    NOISE_SALT,
+    LoopResult,
+    SearchPlan,
+    channel_setup,
+    cosine,
+    derived_seed,
+    plan_search,
+    run_search,
+    step_drop,
+)
 from sparsekit.methods._strong import check_weight_scale, prepare_frozen, scale_factor
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
     SearchMethod,
     SearchResult,
-    channel_budget,
-    search_length,
     select,
     select_unit_scores,
-    warn_short_search,
 )
 from sparsekit.methods.cts import settle_steps
 
@@ -275,6 +281,198 @@ def _reduce_grad(dist: Any, g: torch.Tensor) -> torch.Tensor:
     return g if out is None else out
 
 
+class _GatesSearch:
+    """One gates search: the frozen network, the flat gate vector, its optimizer and sparsity control."""
+
+    def __init__(self, ctx: SearchContext, o: Options) -> None:
+        self.ctx, self.o = ctx, o
+        self.relax0 = self.relax = o.relaxation_obj()
+        self.device = torch.device(ctx.device)
+        model = ctx.model.to(self.device)
+        freeze(model)
+        set_bn_train(model)
+        self.layout = _Layout.build(ctx.params(), ctx.granularity)
+        self.density = 1.0 - ctx.sparsity
+        self.space, self.cost, self.init_density, budget_size = None, None, self.density, self.layout.total
+        self.views = self.layout.views
+        if ctx.granularity == "channel":
+            # one gate per coupled channel unit; the budget is a cost of the unit keeps (channels, or
+            # params/MACs/latency) and closed units also zero their biases and BN affine
+            ch = channel_setup(ctx)
+            self.space, self.cost, self.density = ch.space, ch.cost, ch.density
+            self.init_density, budget_size = ch.init_density, ch.budget_size
+            self.views = ch.space.multipliers
+        n_gates = self.layout.total if self.space is None else self.space.size
+        self.model, self.frozen = prepare_frozen(model, ctx.names, self.init_density, o.weight_scale,
+                                                 o.bn_affine)
+        self.headroom = o.resolved_headroom()
+        # every gate starts at the target expected density (docs/algorithms.md §3.4)
+        start = self.relax0.init_param(self.init_density)
+        self.flat = nn.Parameter(torch.full((n_gates,), start, device=self.device))
+        self.lr0 = o.resolved_lr()
+        self.opt = torch.optim.Adam([self.flat], lr=self.lr0)
+        self.segments, self.balancers = self._balancers(n_gates, budget_size)
+        rank = getattr(ctx.dist, "rank", 0)
+        self.gen = torch.Generator(device=self.device).manual_seed(derived_seed(ctx.seed, NOISE_SALT + rank))
+        self.lo, self.hi = self.relax0.param_range()
+        self.trajectory: list[float] = []
+        self.total = 0
+
+    def _balancers(self, n_gates: int, budget_size: float) -> tuple[list[slice], list[GradBalance]]:
+        """GradBalance over all gates (global), or one per layer when the final top-k is per layer."""
+        o = self.o
+        segments = self.layout.slices() if self.ctx.layerwise and self.space is None else [slice(0, n_gates)]
+        balancers = [
+            GradBalance(self.density, s.stop - s.start if self.space is None else budget_size,
+                        headroom=self.headroom, c_s=o.c_s, beta=o.ema, two_sided=o.two_sided)
+            for s in segments
+        ]
+        return segments, balancers
+
+    def plan(self) -> SearchPlan:
+        """Batch size, length (default: ``default_epochs``) and, for GradBalance, the short-search warning."""
+        o = self.o
+        settle = None
+        if o.objective == "gradbalance":
+            settle = (settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
+        plan = plan_search(self.ctx, "gates", o.batch_size or self.ctx.train_cfg.batch_size,
+                           lambda per_epoch: default_epochs(per_epoch, o.ema), settle=settle)
+        self.total = plan.total
+        return plan
+
+    def schedule(self) -> Callable[[int], float]:
+        """step -> Adam lr: cosine to 0, or constant with the x0.1 drop at ``lr_drop_at``."""
+        if self.o.lr_schedule == "cosine":
+            return cosine(self.lr0, self.total)
+        return step_drop(self.lr0, int(self.o.lr_drop_at * self.total))
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One search step: sample the gates, CE through them, the sparsity control, Adam."""
+        # geometric anneal of beta / sigma toward near-binary samples
+        frac = step / self.total
+        t_start, t_end = self.relax0.temperature, self.o.final_temperature()
+        self.relax = self.relax0
+        if t_end != t_start:
+            self.relax = self.relax0.at_temperature(t_start * (t_end / t_start) ** frac)
+        z = self.relax.sample(self.flat, self.gen)  # one gate sample per step, shared by the batch
+        loss = F.cross_entropy(masked_call(self.model, self.views(z), x), y)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(f"gates search loss became {loss.item()} at step {step}")
+        self.opt.zero_grad(set_to_none=True)
+        if self.o.objective in ("l0", "project"):
+            self._penalized_backward(loss)
+        else:
+            self._balanced_backward(loss)
+        self.opt.step()
+        self._hold_density()
+        return loss.detach().item()
+
+    def _penalized_backward(self, loss: torch.Tensor) -> None:
+        """project: the CE gradient alone; l0: the paper's plain penalty, lambda * expected L0 (as a
+        fraction of the gates, or of the dense cost)."""
+        o, flat, cost = self.o, self.flat, self.cost
+        pen = 0.0
+        if o.objective == "l0":
+            keep = self.relax.keep_prob(flat)
+            pen = o.l0_lambda * (keep.mean() if cost is None
+                                 else (cost.expected(keep.double().cpu()) / cost.dense).to(keep))
+        (loss + pen).backward()
+        flat.grad = _reduce_grad(self.ctx.dist, flat.grad)
+
+    def _balanced_backward(self, loss: torch.Tensor) -> None:
+        """GradBalance: the CE gradient rebalanced against the density (or expected cost) gradient."""
+        loss.backward()
+        g_obj = _reduce_grad(self.ctx.dist, self.flat.grad)
+        relax, cost = self.relax, self.cost
+        with torch.no_grad():
+            theta = self.flat.detach()
+            pi, dpi = relax.keep_prob(theta), relax.keep_prob_grad(theta)
+            g = torch.empty_like(g_obj)
+            if cost is not None:
+                used, g_used = _expected_cost(cost, relax, theta)
+                g = self.balancers[0].step(g_obj, pi, dpi=dpi, used=used, g_used=g_used)
+            for s, gb in zip(self.segments if cost is None else [], self.balancers, strict=False):
+                g[s] = gb.step(g_obj[s], pi[s], dpi=dpi[s])
+        self.flat.grad = g
+
+    @torch.no_grad()
+    def _hold_density(self) -> None:
+        """objective=project: shift the gates so the expected density (cost) is the target; clamp."""
+        o, flat, target = self.o, self.flat, self.headroom * self.density
+        if o.objective == "project" and self.cost is not None:
+            flat += _cost_shift(self.relax, flat, self.cost, target)
+        elif o.objective == "project":
+            for s in self.segments:
+                flat[s] += _density_shift(self.relax, flat[s], target)
+        if o.clamp:
+            flat.clamp_(self.lo, self.hi)
+
+    @torch.no_grad()
+    def record(self, step: int, epoch: int, loss: float) -> dict[str, Any]:
+        """One search.jsonl record (its expected density also kept for the info's trajectory)."""
+        theta = self.flat.detach()
+        rec = {
+            "step": step,
+            "epoch": epoch + 1,
+            "loss": loss,
+            "expected_density": float(self.relax.keep_prob(theta).double().mean()),
+            "gate_density": float((self.relax.test_gate(theta) > 0).double().mean()),
+            "lambda": [gb.lam for gb in self.balancers],
+            "lr": self.opt.param_groups[0]["lr"],
+            "temperature": self.relax.temperature,
+        }
+        self.trajectory.append(rec["expected_density"])
+        return rec
+
+    @torch.no_grad()
+    def progress_fields(self, loss: float) -> dict[str, Any]:
+        """The budget as the search sees it (expected density, or expected cost of dense) and the loss."""
+        keep = self.relax.keep_prob(self.flat.detach())
+        if self.cost is not None:
+            frac = float(self.cost.expected(keep.double().cpu())) / self.cost.dense
+            return {"expected cost": f"{frac:.4f} of dense (budget {self.density:.4f})", "loss": loss}
+        density = float(keep.double().mean())
+        return {"expected density": f"{density:.4%} (target {self.density:.4%})", "loss": loss}
+
+    @torch.no_grad()
+    def final_gates(self) -> dict[str, torch.Tensor]:
+        """The gates the diagnostics compare: the test-time gate and E[z] under the final relaxation
+        (what the search trained), Monte Carlo over EXPECTED_GATE_SAMPLES samples."""
+        theta = self.flat.detach()
+        g_eval = torch.Generator(device=self.device).manual_seed(derived_seed(self.ctx.seed, EVAL_SALT))
+        samples = [self.relax.sample(theta, g_eval) for _ in range(EXPECTED_GATE_SAMPLES)]
+        expected = torch.stack(samples).mean(0)
+        return {"soft": expected, "test_gate": self.relax.test_gate(theta)}
+
+    def info(self, plan: SearchPlan, loop: LoopResult, mask: Any) -> dict[str, Any]:
+        """The search's settings and end state for run.json (before the conversion diagnostic)."""
+        o, theta = self.o, self.flat.detach()
+        with torch.no_grad():
+            soft = self.relax.test_gate(theta)
+            expected_density = float(self.relax.keep_prob(theta).double().mean())
+        return {
+            "relaxation": o.relaxation,
+            "objective": o.objective,
+            "two_sided": o.two_sided,
+            "headroom": self.headroom,
+            "anneal": o.anneal,
+            "weight_scale": o.weight_scale,
+            "weight_scale_factor": scale_factor(self.init_density, o.weight_scale),
+            "bn_affine": o.bn_affine,
+            "lr": self.lr0,
+            "granularity": self.ctx.granularity,
+            "search_epochs": plan.epochs,
+            "steps": loop.steps,
+            "batch_size": plan.batch_size,
+            "search_s": loop.seconds,
+            "temperature_final": self.relax.temperature,
+            "expected_density_final": expected_density,
+            "gate_sparsity_before_topk": float((soft == 0).double().mean()),
+            "gate_binary_fraction": float(((soft == 0) | (soft == 1)).double().mean()),
+            "sparsity": mask.sparsity,
+        }
+
+
 @METHODS.register("gates", help="strong tickets: relaxed Bernoulli gates over frozen weights (hard-concrete/gaussian)")
 class GatesMethod(SearchMethod):
     """Train only gates over frozen weights; exact top-k of the gate parameters at the end."""
@@ -287,168 +485,31 @@ class GatesMethod(SearchMethod):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
-        relax0 = o.relaxation_obj()
-        device = torch.device(ctx.device)
-        model = ctx.model.to(device)
-        freeze(model)
-        set_bn_train(model)
-        layout = _Layout.build(ctx.params(), ctx.granularity)
-        density = 1.0 - ctx.sparsity
-        space, cost, init_density, budget_size = None, None, density, layout.total
-        views = layout.views
-        if ctx.granularity == "channel":
-            # one gate per coupled channel unit; the budget is a cost of the unit keeps (channels, or
-            # params/MACs/latency) and closed units also zero their biases and BN affine
-            space = UnitSpace(ctx.model, ctx.names, tuple(ctx.data.in_shape))
-            cost, budget = channel_budget(space, ctx)
-            density = budget / cost.dense
-            init_density = uniform_keep(cost, density, space.size)
-            budget_size = cost.dense
-            views = space.multipliers
-        n_gates = layout.total if space is None else space.size
-        model, frozen = prepare_frozen(model, ctx.names, init_density, o.weight_scale, o.bn_affine)
-        headroom = o.resolved_headroom()
-
-        # every gate starts at the target expected density (docs/algorithms.md §3.4)
-        flat = nn.Parameter(torch.full((n_gates,), relax0.init_param(init_density), device=device))
-        lr0 = o.resolved_lr()
-        opt = torch.optim.Adam([flat], lr=lr0)
-        # GradBalance over all gates (global), or one per layer when the final top-k is per layer
-        segments = layout.slices() if ctx.layerwise and space is None else [slice(0, n_gates)]
-        balancers = [
-            GradBalance(density, s.stop - s.start if space is None else budget_size, headroom=headroom, c_s=o.c_s,
-                        beta=o.ema, two_sided=o.two_sided)
-            for s in segments
-        ]
-        rank = getattr(ctx.dist, "rank", 0)
-        world = getattr(ctx.dist, "world_size", 1)
-        gen = torch.Generator(device=device).manual_seed(ctx.seed * 1_000_003 + 17 + rank)
-        bs = o.batch_size or ctx.train_cfg.batch_size
-        per_epoch = ctx.data.num_batches("train", bs, world_size=world)
-        epochs, total_steps = search_length(ctx, per_epoch, default_epochs(per_epoch, o.ema), "gates")
-        warning = None
-        if o.objective == "gradbalance":
-            warning = warn_short_search("gates", total_steps, settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
-        drop_step = int(o.lr_drop_at * total_steps)
-        t_start, t_end = relax0.temperature, o.final_temperature()
-        lo, hi = relax0.param_range()
-        slog = SearchLog(paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None)
-        trajectory: list[float] = []
-
-        t0 = time.perf_counter()
-        step, loss_val = 0, float("nan")
-        relax = relax0
-        progress = SearchProgress("gates", total_steps, ctx.progress)
-        try:
-            for epoch in range(epochs):
-                batches = ctx.data.batches(
-                    "train", bs, shuffle=True, seed=ctx.seed * 100_003 + 31 + epoch, rank=rank, world_size=world
-                )
-                for x, y in batches:
-                    if step >= total_steps:
-                        break
-                    frac = step / total_steps
-                    if o.lr_schedule == "cosine":
-                        lr = lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
-                    else:
-                        lr = lr0 * (0.1 if step >= drop_step else 1.0)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    # geometric anneal of beta / sigma toward near-binary samples
-                    relax = relax0.at_temperature(t_start * (t_end / t_start) ** frac) if t_end != t_start else relax0
-                    x, y = x.to(device), y.to(device)
-                    z = relax.sample(flat, gen)  # one gate sample per step, shared by the batch
-                    loss = F.cross_entropy(masked_call(model, views(z), x), y)
-                    if not torch.isfinite(loss):
-                        raise TrainingDivergedError(f"gates search loss became {loss.item()} at step {step}")
-                    opt.zero_grad(set_to_none=True)
-                    if o.objective in ("l0", "project"):
-                        # l0: the paper's plain penalty, lambda * expected L0 (as a fraction of the gates)
-                        pen = 0.0
-                        if o.objective == "l0":
-                            keep = relax.keep_prob(flat)
-                            pen = o.l0_lambda * (keep.mean() if cost is None
-                                                 else (cost.expected(keep.double().cpu()) / cost.dense).to(keep))
-                        (loss + pen).backward()
-                        flat.grad = _reduce_grad(ctx.dist, flat.grad)
-                    else:
-                        loss.backward()
-                        g_obj = _reduce_grad(ctx.dist, flat.grad)
-                        with torch.no_grad():
-                            theta = flat.detach()
-                            pi, dpi = relax.keep_prob(theta), relax.keep_prob_grad(theta)
-                            g = torch.empty_like(g_obj)
-                            if cost is not None:
-                                used, g_used = _expected_cost(cost, relax, theta)
-                                g = balancers[0].step(g_obj, pi, dpi=dpi, used=used, g_used=g_used)
-                            for s, gb in zip(segments if cost is None else [], balancers, strict=False):
-                                g[s] = gb.step(g_obj[s], pi[s], dpi=dpi[s])
-                        flat.grad = g
-                    opt.step()
-                    with torch.no_grad():
-                        if o.objective == "project" and cost is not None:
-                            flat += _cost_shift(relax, flat, cost, headroom * density)
-                        elif o.objective == "project":
-                            for s in segments:
-                                flat[s] += _density_shift(relax, flat[s], headroom * density)
-
-                        if o.clamp:
-                            flat.clamp_(lo, hi)
-                    step += 1
-                    loss_val = loss.detach().item()
-                    if step % o.log_every == 0 or step == total_steps:
-                        rec = self._record(relax, flat, balancers, step, epoch, loss_val)
-                        rec.update(lr=lr, temperature=relax.temperature)
-                        trajectory.append(rec["expected_density"])
-                        slog.add(rec)
-                    progress.update(step, lambda r=relax, v=loss_val, f=flat: self._progress_fields(r, f, cost, density, v))
-        finally:
-            slog.flush()
-        search_s = time.perf_counter() - t0
-
+        s = _GatesSearch(ctx, o)
+        plan = s.plan()
+        loop = run_search(ctx, plan, s.step, opt=s.opt, lr_at=s.schedule(),
+                          log_path=paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None,
+                          record=s.record, progress_fields=s.progress_fields, log_every=o.log_every,
+                          record_always=True)
         with torch.no_grad():
-            theta = flat.detach()
-            soft = relax.test_gate(theta)
-            gate_sparsity = float((soft == 0).double().mean())
-            expected_density = float(relax.keep_prob(theta).double().mean())
-            if space is not None:
-                mask, selection = select_unit_scores(theta.double().cpu(), space, ctx)
+            theta = s.flat.detach()
+            if s.space is not None:
+                mask, selection = select_unit_scores(theta.double().cpu(), s.space, ctx)
             else:
-                mask, selection = select(self._scores(layout, theta), ctx), {}
-            # E[z] under the final relaxation (what the search trained), Monte Carlo over 32 samples
-            g_eval = torch.Generator(device=device).manual_seed(ctx.seed * 1_000_003 + 23)
-            expected = torch.stack([relax.sample(theta, g_eval) for _ in range(EXPECTED_GATE_SAMPLES)]).mean(0)
-        conversion = self._conversion(model, views, {"soft": expected, "test_gate": soft}, mask, ctx,
-                                      o.eval_batches)
-        state_updates = {**frozen, **recalibrate_for_mask(model, mask, ctx, bs, o.bn_batches)}
+                mask, selection = select(self._scores(s.layout, theta), ctx), {}
+        conversion = self._conversion(s.model, s.views, s.final_gates(), mask, ctx, o.eval_batches)
+        recalibrated = recalibrate_for_mask(s.model, mask, ctx, plan.batch_size, o.bn_batches)
+        state_updates = {**s.frozen, **recalibrated}
         info = {
-            "relaxation": o.relaxation,
-            "objective": o.objective,
-            "two_sided": o.two_sided,
-            "headroom": headroom,
-            "anneal": o.anneal,
-            "weight_scale": o.weight_scale,
-            "weight_scale_factor": scale_factor(init_density, o.weight_scale),
-            "bn_affine": o.bn_affine,
-            "lr": lr0,
-            "granularity": ctx.granularity,
-            "search_epochs": epochs,
-            "steps": step,
-            "batch_size": bs,
-            "search_s": search_s,
-            "temperature_final": relax.temperature,
-            "expected_density_final": expected_density,
-            "gate_sparsity_before_topk": gate_sparsity,
-            "gate_binary_fraction": float(((soft == 0) | (soft == 1)).double().mean()),
-            "sparsity": mask.sparsity,
+            **s.info(plan, loop, mask),
             **conversion,
-            "lambda_final": [gb.lam for gb in balancers],
-            "expected_density_trajectory": trajectory[:: max(1, len(trajectory) // 50)],
+            "lambda_final": [gb.lam for gb in s.balancers],
+            "expected_density_trajectory": s.trajectory[:: max(1, len(s.trajectory) // 50)],
             "bn_recalibrated": sorted({k.rsplit(".", 1)[0] for k in state_updates}),
             **selection,
         }
-        if warning:
-            info["warnings"] = [warning]
+        if plan.warning:
+            info["warnings"] = [plan.warning]
         return SearchResult(mask, info, state_updates=state_updates)
 
     @staticmethod
@@ -479,28 +540,6 @@ class GatesMethod(SearchMethod):
         acc = {k: v / n for k, v in right.items()}
         return {"accuracy_soft": acc["soft"], "accuracy_test_gate": acc["test_gate"], "accuracy_hard": acc["hard"],
                 "conversion_loss": acc["soft"] - acc["hard"], "conversion_eval_samples": n}
-
-    @staticmethod
-    def _progress_fields(relax, flat, cost, density: float, loss: float) -> dict[str, Any]:
-        with torch.no_grad():
-            keep = relax.keep_prob(flat.detach())
-            if cost is not None:
-                frac = float(cost.expected(keep.double().cpu())) / cost.dense
-                return {"expected cost": f"{frac:.4f} of dense (budget {density:.4f})", "loss": loss}
-            return {"expected density": f"{float(keep.double().mean()):.4%} (target {density:.4%})", "loss": loss}
-
-    @staticmethod
-    def _record(relax, flat, balancers, step: int, epoch: int, loss: float) -> dict[str, Any]:
-        with torch.no_grad():
-            theta = flat.detach()
-            return {
-                "step": step,
-                "epoch": epoch + 1,
-                "loss": loss,
-                "expected_density": float(relax.keep_prob(theta).double().mean()),
-                "gate_density": float((relax.test_gate(theta) > 0).double().mean()),
-                "lambda": [gb.lam for gb in balancers],
-            }
 
     @staticmethod
     def _scores(layout: _Layout, theta: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -85,26 +85,28 @@ def seed_from_reference(ref_dir: Path, pcfg: Any) -> bool:
     pretrain stage is complete, so it goes straight to the search. Returns False when the cell already
     has a run.json (started or finished before: the pipeline resumes or skips it).
     """
+    from sparsekit.ticket import RunRecord
+
     out = Path(pcfg.out)
-    if paths.run_json(out).exists():
+    if RunRecord.exists(out):
         return False
-    ref = read_json(paths.run_json(ref_dir))
-    meta = {k: ref[k] for k in ("schema_version", "model", "data", "seed", "versions") if k in ref}
+    ref = RunRecord.load(ref_dir, require_complete=False)
+    meta = {k: ref.raw[k] for k in ("schema_version", "model", "data", "seed", "versions") if k in ref.raw}
     meta.update(
         complete=False,
         method={"name": pcfg.method, "options": dict(pcfg.method_options)},
         config=pcfg.identity(),
         target_sparsity=pcfg.sparsity,
-        stages={"pretrain": dict(ref["stages"]["pretrain"])},
+        stages={"pretrain": dict(ref.stages["pretrain"])},
         # the pretrain was paid once, by the reference run: this cell's ticket costs search + fine-tune
         timings={"pretrain_s": 0.0},
-        metrics={"accuracy_at_theta_k": ref["metrics"]["accuracy_at_theta_k"]},
+        metrics={"accuracy_at_theta_k": ref.metrics["accuracy_at_theta_k"]},
         pretrain_from=str(ref_dir.resolve()),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(paths.theta_k(out), lambda p: shutil.copyfile(paths.theta_k(ref_dir), p))
-    write_json(paths.run_json(out), meta)  # last: a cell without it is started from scratch
+    RunRecord(meta).save(out)  # last: a cell without it is started from scratch
     return True
 
 
@@ -189,8 +191,10 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def _complete(run_dir: Path) -> bool:
+    from sparsekit.ticket import RunRecord
+
     try:
-        return bool(read_json(paths.run_json(run_dir)).get("complete"))
+        return RunRecord.load(run_dir, require_complete=False).complete
     except SparsekitError:
         return False
 

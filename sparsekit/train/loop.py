@@ -159,12 +159,7 @@ def train_epochs(
     """
     device = torch.device(cfg.device)
     model.to(device)
-    held: list[tuple[nn.Parameter, torch.Tensor]] = []
-    if mask is not None:
-        mask.apply(model)
-        # float multipliers made once (Mask.apply / mask_grads convert the bool tensors every call)
-        params = dict(model.named_parameters())
-        held = [(params[n], t.to(device=params[n].device, dtype=params[n].dtype)) for n, t in mask.items()]
+    held = _held_masks(model, mask, device)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
@@ -172,42 +167,15 @@ def train_epochs(
     world = getattr(ddp, "world_size", 1)
     if world > 1 and cfg.batch_size % world:
         raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world} ranks")
-    local_batch = cfg.batch_size // world  # the global batch is split across ranks
     runner = getattr(ddp, "wrap", lambda m: m)(model)
     start = first_epoch
     if checkpoint is not None and Path(checkpoint).is_file():
         start = _resume(checkpoint, model, opt, stage, first_epoch)
     horizon = first_epoch + epochs
+    epoch_run = _Epoch(model, runner, opt, held, data, cfg, seed, rank, world, stage, horizon)
     for epoch in range(start, first_epoch + epochs):
-        model.train()
         t0 = time.perf_counter()
-        total, seen = 0.0, 0
-        batches = data.batches(
-            "train", local_batch, shuffle=True, seed=seed * 100_003 + epoch, rank=rank, world_size=world
-        )
-        total_batches = data.num_batches("train", local_batch, world_size=world)
-        aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_777_777 * (rank + 1))
-        for i, (x, y) in enumerate(track(batches, total_batches, f"{stage} epoch {epoch + 1}")):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(epoch + i / total_batches, horizon)
-            x, y = x.to(device), y.to(device)
-            if cfg.augment == "crop-flip":
-                x = crop_flip(x, aug_gen)
-            loss = F.cross_entropy(runner(x), y, label_smoothing=cfg.label_smoothing)
-            _check_finite(loss, f"{stage} epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p, m in held:  # pruned weights get no gradient, so momentum never grows there
-                if p.grad is not None:
-                    p.grad.mul_(m)
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                for p, m in held:  # and weight decay / momentum can never resurrect one
-                    p.mul_(m)
-            total += loss.item() * len(y)
-            seen += len(y)
+        train_loss = epoch_run(epoch)
         if checkpoint is not None and rank == 0:
             _save_checkpoint(checkpoint, model, opt, stage, epoch + 1)
         if on_epoch is not None:
@@ -215,11 +183,75 @@ def train_epochs(
                 {
                     "stage": stage,
                     "epoch": epoch + 1,
-                    "train_loss": total / max(seen, 1),
+                    "train_loss": train_loss,
                     "seconds": time.perf_counter() - t0,
                 }
             )
     return model
+
+
+def _held_masks(model: nn.Module, mask: Mask | None,
+                device: torch.device) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Apply ``mask`` to ``model``; (parameter, float 0/1 multiplier) pairs that keep it held.
+
+    The float multipliers are made once (Mask.apply / mask_grads convert the bool tensors every call).
+    """
+    if mask is None:
+        return []
+    mask.apply(model)
+    params = dict(model.named_parameters())
+    return [(params[n], t.to(device=params[n].device, dtype=params[n].dtype)) for n, t in mask.items()]
+
+
+class _Epoch:
+    """One epoch of ``train_epochs``: seeded data order and augmentation, per-batch LR, masked SGD."""
+
+    def __init__(self, model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
+                 opt: torch.optim.Optimizer, held: list[tuple[nn.Parameter, torch.Tensor]],
+                 data: DataBundle, cfg: TrainConfig, seed: int, rank: int, world: int, stage: str,
+                 horizon: int) -> None:
+        self.model, self.runner, self.opt, self.held = model, runner, opt, held
+        self.data, self.cfg = data, cfg
+        self.seed, self.rank, self.world, self.stage, self.horizon = seed, rank, world, stage, horizon
+        self.local_batch = cfg.batch_size // world  # the global batch is split across ranks
+        self.device = torch.device(cfg.device)
+
+    def __call__(self, epoch: int) -> float:
+        """Train one epoch; the mean training loss over its samples."""
+        cfg, seed, rank, world = self.cfg, self.seed, self.rank, self.world
+        self.model.train()
+        total, seen = 0.0, 0
+        batches = self.data.batches("train", self.local_batch, shuffle=True, seed=seed * 100_003 + epoch,
+                                    rank=rank, world_size=world)
+        total_batches = self.data.num_batches("train", self.local_batch, world_size=world)
+        aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_777_777 * (rank + 1))
+        for i, (x, y) in enumerate(track(batches, total_batches, f"{self.stage} epoch {epoch + 1}")):
+            for group in self.opt.param_groups:
+                group["lr"] = cfg.lr_at(epoch + i / total_batches, self.horizon)
+            x, y = x.to(self.device), y.to(self.device)
+            if cfg.augment == "crop-flip":
+                x = crop_flip(x, aug_gen)
+            loss = self._step(x, y, epoch)
+            total += loss.item() * len(y)
+            seen += len(y)
+        return total / max(seen, 1)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        """One SGD step with the mask held (no gradient, no update where it is 0)."""
+        loss = F.cross_entropy(self.runner(x), y, label_smoothing=self.cfg.label_smoothing)
+        _check_finite(loss, f"{self.stage} epoch {epoch + 1}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p, m in self.held:  # pruned weights get no gradient, so momentum never grows there
+            if p.grad is not None:
+                p.grad.mul_(m)
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        with torch.no_grad():
+            for p, m in self.held:  # and weight decay / momentum can never resurrect one
+                p.mul_(m)
+        return loss
 
 
 def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, stage: str, epochs_done: int) -> None:

@@ -11,7 +11,7 @@ from sparsekit.bench import advise as advise_mod
 from sparsekit.cli.main import app
 from tests.unit._deploy_runs import make_run
 
-pytest.importorskip("sparsekit.engine._native")
+pytest.importorskip("sparsekit_engine._native")  # the native module (sparsekit.engine is sparsekit_engine)
 
 
 @pytest.fixture(autouse=True)

@@ -92,3 +92,29 @@ def test_dense_conv_tails(tmp_path, cfg):
     for isa in ISAS:
         for b in (1, 3, 8):
             close(run_dense(path, x[:b], isa), ref[:b])
+
+
+# inputs larger than L1 (> 32 KB) with several OB-channel blocks (the shapes a cache-blocked loop order
+# would take a different path for): parity at batch 1 and 3, threads 2 and 3 bit-identical to 1
+LARGE = [
+    dict(k=1, C=40, O=20, H=16, W=16, pads=(0, 0, 0, 0)),
+    dict(k=1, C=36, O=25, H=17, W=19, pads=(0, 0, 0, 0), act=None, bias=False),  # partial block, tails
+    dict(k=3, C=24, O=14, H=20, W=20, residual=True, act="Clip"),
+    dict(k=3, C=32, O=13, H=24, W=22, s=2, act="HardSwish"),
+]
+
+
+@pytest.mark.parametrize("cfg", LARGE, ids=[str(i) for i in range(len(LARGE))])
+def test_dense_conv_large_inputs(tmp_path, cfg):
+    rng = np.random.default_rng(11 + len(str(cfg)))
+    cfg = dict(cfg)
+    C, H, W = cfg["C"], cfg.pop("H"), cfg.pop("W")
+    path = conv_model(tmp_path / "c.onnx", rng, H=H, W=W, density=1.0, **cfg)
+    x = rng.standard_normal((3, C, H, W)).astype(np.float32)
+    ref = run_reference(path, x)
+    for isa in ISAS:
+        y1 = run_dense(path, x, isa)
+        close(y1, ref)
+        close(run_dense(path, x[:1], isa), ref[:1])
+        np.testing.assert_array_equal(run_dense(path, x, isa, threads=2), y1)
+        np.testing.assert_array_equal(run_dense(path, x[:1], isa, threads=3), y1[:1])

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from sparsekit.cost.engine_latency import EngineLatency, Layer, build_table, layer_ms, model_layers
+from sparsekit.bench.engine_table import build_table
+from sparsekit.cost.engine_latency import EngineLatency, Layer, layer_ms, model_layers
 from sparsekit.errors import UsageError
 
 
@@ -151,3 +152,16 @@ def test_calibration_adds_an_overhead_or_scales_down():
     assert cost.dense_ms() == pytest.approx(0.5) and float(
         cost.of_densities({"a.weight": 0.1})
     ) == pytest.approx(0.1)
+
+
+def test_two_point_calibration_matches_the_measured_floor_and_dense_model():
+    layer = _layer("a.weight", 10, 10)
+    cost = EngineLatency(
+        [layer], {layer.key: {"density": [0.1, 1.0], "sparse_ms": [0.2, 2.0], "dense_ms": 1.0}}
+    )
+    cost.calibrate(1.5, 0.6)  # table: floor 0.2, dense 1.0
+    assert cost.floor_ms() == pytest.approx(0.6) and cost.dense_ms() == pytest.approx(1.5)
+    assert cost.scale == pytest.approx(0.9 / 0.8)
+    cost.calibrate(1.5, 1.7)  # noise: the floor measured slower than dense -> the dense match alone
+    assert (cost.overhead, cost.scale) == (pytest.approx(0.5), 1.0)
+

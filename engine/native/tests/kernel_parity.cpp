@@ -135,18 +135,20 @@ struct ConvCase {
   std::vector<int32_t> cmask;
   std::string desc;
 
-  // stride s (1 or 2), ni images, small: maps small enough for the multi-image tiles, ob: dense block
-  bool generate(Rng& g, int s_, int ni_, bool small, int ob_) {
+  // stride s (1 or 2), ni images, small: maps small enough for the multi-image tiles, ob: dense block;
+  // big: an input larger than L1 (> 32 KB) and >= 2 dense blocks (cache-blocking shapes)
+  bool generate(Rng& g, int s_, int ni_, bool small, int ob_, bool big = false) {
     s = s_; ni = ni_; ob = ob_;
-    C = g.range(1, 10);
+    C = big ? g.range(32, 40) : g.range(1, 10);
     G = 1;
-    if (g.chance(0.2)) G = C;                      // depthwise
-    else if (C % 2 == 0 && g.chance(0.2)) G = 2;   // grouped
+    if (!big && g.chance(0.2)) G = C;                         // depthwise
+    else if (!big && C % 2 == 0 && g.chance(0.2)) G = 2;      // grouped
     Cg = C / G;
-    Og = G == 1 ? g.range(1, 14) : g.chance(0.5) ? 1 : g.range(2, 3);  // Og == 1: the depthwise paths
+    Og = big ? g.range(ob + 1, 3 * ob)
+             : G == 1 ? g.range(1, 14) : g.chance(0.5) ? 1 : g.range(2, 3);  // Og == 1: the depthwise paths
     O = Og * G;
-    H = small ? g.range(1, 4) : g.range(1, 18);
-    W = small ? g.range(1, 4) : g.range(1, 22);
+    H = big ? g.range(18, 26) : small ? g.range(1, 4) : g.range(1, 18);
+    W = big ? g.range(18, 26) : small ? g.range(1, 4) : g.range(1, 22);
     const int ks[] = {1, 3, 3, 5};
     KH = ks[g.range(0, 3)]; KW = g.chance(0.8) ? KH : ks[g.range(0, 3)];
     dh = g.chance(0.15) ? 2 : 1; dw = g.chance(0.15) ? 2 : 1;
@@ -314,6 +316,15 @@ bool check_conv_dense(const KernelTable* t, Rng& g, int cs) {
   return k.verify(t, "conv_dense", cs);
 }
 
+// inputs larger than L1 with several dense blocks
+bool check_conv_dense_big(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  while (!k.generate(g, 1, 1, false, t->ob, true)) {}
+  ConvCall c = k.call(0);
+  for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_dense(c, b, e);
+  return k.verify(t, "conv_dense_big", cs);
+}
+
 bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
   ConvCase k;
   const int ni = g.range(1, 19);
@@ -433,7 +444,8 @@ bool check_fc_dense(const KernelTable* t, Rng& g, int cs) {
 struct Entry { const char* name; bool (*check)(const KernelTable*, Rng&, int); };
 const Entry kEntries[] = {
     {"conv_sparse", check_conv_sparse},       {"conv_sparse_s2", check_conv_sparse_s2},
-    {"conv_dense", check_conv_dense},         {"conv_sparse_multi", check_conv_sparse_multi},
+    {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
+    {"conv_sparse_multi", check_conv_sparse_multi},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
     {"gather2", check_gather2},
 };
