@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 
 import sparsekit_engine
-from sparsekit_engine import errors, graph, native, planner, reference
+from sparsekit_engine import errors, graph, native, planner, reference, session
 
-for _module in (errors, graph, native, planner, reference):
+for _module in (errors, graph, native, planner, reference, session):
     sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
 sys.modules[__name__] = sparsekit_engine

@@ -114,8 +114,9 @@ def test_engine_wheel_runs_without_torch(engine_venv, tmp_path):
 
 def test_sparsekit_depends_on_the_engine_distribution():
     """sparsekit carries no second copy: its engine is the sparsekit-engine distribution's module."""
-    import sparsekit.engine
     import sparsekit_engine
+
+    import sparsekit.engine
 
     assert sparsekit.engine is sparsekit_engine
     requires = importlib.metadata.requires("sparsekit") or []

@@ -55,12 +55,9 @@ Time a model without sparsekit: ``python -m sparsekit_engine bench model.onnx --
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+# errors import nothing heavy: sparsekit's error tree builds on them without loading numpy or the engine
 from sparsekit_engine.errors import (
     EngineBuildError,
     EngineError,
@@ -69,7 +66,6 @@ from sparsekit_engine.errors import (
     EngineUnsupported,
     EngineVerifyError,
 )
-from sparsekit_engine.native import lib
 
 #: absolute tolerance of the load-time check against ONNX Runtime
 VERIFY_ATOL = 1e-4
@@ -87,272 +83,13 @@ PAR_MIN_MACS = 10**15
 __all__ = ["load", "Session", "available_isas", "VERIFY_ATOL", "VERIFY_RTOL", "EngineError", "EngineUnsupported",
            "EngineInputError", "EngineVerifyError", "EngineLoadError", "EngineBuildError"]
 
-
-_lib = lib  # the native module (sparsekit_engine.native.lib)
-
-
-def available_isas() -> list[str]:
-    """ISA variants usable on this CPU, best first (e.g. ['avx512', 'avx2', 'baseline'])."""
-    return list(_lib().available_isas())
+_LAZY = ("load", "Session", "available_isas", "_lib")
 
 
-def load(path: str | os.PathLike, threads: int = 1, verify: bool = True, verify_input: np.ndarray | None = None,
-         cache: bool | None = None, isa: str | None = None, input_shape: tuple[int, ...] | None = None,
-         kernels: str = "auto") -> Session:
-    """Load an ONNX classifier into a verified sparse-cpu Session (see the module docstring)."""
-    return Session(path, threads=threads, verify=verify, verify_input=verify_input, cache=cache, isa=isa,
-                   input_shape=input_shape, kernels=kernels)
+def __getattr__(name: str) -> Any:
+    """The session API loads numpy and the native module on first use, not at ``import sparsekit_engine``."""
+    if name in _LAZY:
+        from sparsekit_engine import session
 
-
-class Session:
-    """A loaded plan. Use ``load()``; ``run``/``plan`` are the stable API."""
-
-    def __init__(self, path: str | os.PathLike, threads: int = 1, verify: bool = True,
-                 verify_input: np.ndarray | None = None, cache: bool | None = None, isa: str | None = None,
-                 input_shape: tuple[int, ...] | None = None, kernels: str = "auto") -> None:
-        from sparsekit_engine import planner as P
-        from sparsekit_engine.graph import load_graph
-
-        native = _lib()
-        self.path = str(path)
-        if int(threads) < 1:
-            raise EngineError(f"threads must be >= 1, got {threads}")
-        self.threads = int(threads)
-        isa = isa or os.environ.get("SPARSEKIT_ENGINE_ISA") or "auto"
-        avail = list(native.available_isas())
-        if isa != "auto" and isa not in avail:
-            raise EngineError(f"ISA '{isa}' is not available here (available: {', '.join(avail)})")
-        if kernels not in ("auto", "sparse", "dense"):
-            raise EngineError(f"kernels must be 'auto', 'sparse' or 'dense', got {kernels!r}")
-        self.kernels = kernels
-        if cache is None:
-            cache = os.environ.get("SPARSEKIT_ENGINE_CACHE", "1") not in ("0", "false", "no", "off")
-        graph = load_graph(path)
-        self.input_name = graph.input_name
-        dims = graph.input_shape[1:]
-        if input_shape is not None:
-            dims = tuple(int(v) for v in input_shape)
-        if len(graph.input_shape) < 2 or any(d is None or d <= 0 for d in dims):
-            raise EngineUnsupported(
-                f"input '{graph.input_name}' has shape {graph.input_shape}; sparse-cpu needs fixed per-sample dims "
-                "(pass input_shape=...)"
-            )
-        self.input_shape = tuple(int(d) for d in dims)
-        b0 = graph.input_shape[0]
-        self.fixed_batch = int(b0) if isinstance(b0, int) and b0 > 0 else None
-        nodes, shapes, out = P.lower(graph, self.input_shape)
-        nodes = P.fuse(nodes, out, shapes)
-        self.output_shape = tuple(shapes[out])
-        lay = P.plan_layouts(nodes, shapes, graph.input_name)
-        has_fc = any(n.kind == "fc" for n in nodes)
-        bc = 1
-        arena = P.plan_memory(nodes, lay, graph.input_name, out, 1)
-        eng = native.Engine(isa)
-        if has_fc and arena * 4 * P.CHUNK_IMAGES <= P.CHUNK_MAX_BYTES:
-            bc = P.CHUNK_IMAGES
-        elif any(P.small_map_conv(n, lay, eng.vector_width) for n in nodes):
-            # small-map sparse convs tile several images per register block (see planner.small_map_conv)
-            bc = max([1] + [b for b in P.CONV_CHUNKS if arena * 4 * b <= P.CONV_CHUNK_MAX_BYTES])
-        if bc > 1:
-            arena = P.plan_memory(nodes, lay, graph.input_name, out, bc)
-        self.chunk = bc
-        self.isa = eng.isa
-        used = [graph.input_name] + [t for n in nodes for t in n.inputs + [n.output] + ([n.res] if n.res else [])]
-        ti: dict[str, int] = {}
-        for t in used:
-            if t not in ti:
-                L = lay[t]
-                ti[t] = eng.add_tensor([L.C, L.H, L.W, L.pt, L.pb, L.pl, L.pr, L.off, L.istride])
-        shared, private = 1024, 1024
-        built = []
-        for n in nodes:
-            op = P.build_op(n, lay, ti, shapes, eng.dense_ob)
-            ip, info = op.ip, op.info
-            shared = max(shared, int(info.get("scratch_shared", 0)))
-            private = max(private, int(info.get("scratch_private", 0)))
-            idx = eng.add_op(op.code, op.ip, op.fp, op.fa, op.ua)
-            built.append((n, idx, ip, info))
-        eng.set_memory(ti[graph.input_name], ti[out], bc, arena + shared, arena, shared, private)
-        self._engine = eng
-        self._plan = self._choose_kernels(built, bool(cache), P)
-        self.macs_per_sample = int(sum(e["macs_sparse"] or 0 for e in self._plan))
-        eng.set_work(self.macs_per_sample, int(os.environ.get("SPARSEKIT_ENGINE_PAR_MIN_MACS", PAR_MIN_MACS)))
-        self.verification: dict[str, Any] = {"verified": False}
-        if verify:
-            self.verification = self._verify(verify_input)
-
-    # ------------------------------------------------------------------ kernel choice
-    def _choose_kernels(self, built: list, use_cache: bool, P: Any) -> list[dict]:
-        cache = P.ChoiceCache(use_cache)
-        plan = []
-        for n, idx, ip, info in built:
-            entry: dict[str, Any] = {"name": n.name, "op": n.onnx_op, "fused": list(n.fused), "kind": n.kind,
-                                     "kernel": "direct", "density": None, "macs_dense": None, "macs_sparse": None,
-                                     "us": {}, "cached": False}
-            if n.kind in ("conv", "fc"):
-                key = P.layer_key(n, ip, self.isa, self.threads, self.chunk)
-                hit = cache.get(key) if self.kernels == "auto" else None
-                if self.kernels != "auto":
-                    us, choice = {}, self.kernels
-                elif hit is None:
-                    nb = self.chunk if n.kind == "fc" else 1
-                    us = {v: self._time(idx, i, nb) for i, v in enumerate(("sparse", "dense"))}
-                    choice = min(us, key=us.get)
-                    cache.put(key, {"kernel": choice, "us": us})
-                else:
-                    us, choice = hit["us"], hit["kernel"]
-                    entry["cached"] = True
-                v = 0 if choice == "sparse" else 1
-                self._engine.set_variant(idx, v)
-                self._engine.drop_variant(idx, 1 - v)
-                entry.update(kernel=choice, us={k: round(float(x), 3) for k, x in us.items()},
-                             density=info["nnz"] / max(info["numel"], 1), macs_dense=info["macs_dense"],
-                             macs_sparse=info["macs_sparse"] if choice == "sparse" else info["macs_dense"],
-                             nnz=info["nnz"])
-            plan.append(entry)
-        cache.save()
-        return plan
-
-    def _time(self, idx: int, variant: int, nb: int) -> float:
-        t = self._engine.time_op(idx, variant, nb, 1, 1)
-        reps = int(min(200, max(1, 1500.0 / max(t, 1e-3))))
-        return float(self._engine.time_op(idx, variant, nb, reps, 3))
-
-    # ------------------------------------------------------------------ verification
-    def _verify_batch(self, verify_input: np.ndarray | None) -> np.ndarray:
-        if verify_input is not None:
-            return self._check_input(verify_input)
-        n = self.fixed_batch or VERIFY_BATCH
-        return np.random.default_rng(0).standard_normal((n, *self.input_shape)).astype(np.float32)
-
-    def _verify(self, verify_input: np.ndarray | None) -> dict[str, Any]:
-        x = self._verify_batch(verify_input)
-        reference = "onnxruntime"
-        try:
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
-            so.log_severity_level = 3
-            sess = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
-            ref = sess.run(None, {self.input_name: x})[0]
-            del sess
-        except ImportError:
-            ref = None
-        except Exception as exc:  # ORT cannot load it (e.g. too new an IR version): numpy reference instead
-            reference = f"numpy (onnxruntime failed: {type(exc).__name__})"
-            ref = None
-        if ref is None:
-            from sparsekit_engine.reference import run_reference
-
-            if reference == "onnxruntime":
-                reference = "numpy (onnxruntime not installed)"
-            ref = run_reference(self.path, x)
-        got = self.run(x)
-        ref = np.asarray(ref, np.float32).reshape(got.shape)
-        err = float(np.max(np.abs(got.astype(np.float64) - ref))) if got.size else 0.0
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-        tol = VERIFY_ATOL + VERIFY_RTOL * scale
-        flat = ref.reshape(ref.shape[0], -1)
-        vacuous = bool(ref.size == 0 or np.ptp(ref) == 0.0 or (flat.shape[0] > 1 and np.all(flat == flat[0])))
-        res = {"verified": True, "reference": reference, "max_abs_err": err, "atol": VERIFY_ATOL,
-               "rtol": VERIFY_RTOL, "tolerance": tol, "max_abs_ref": scale, "batch": int(x.shape[0]),
-               "vacuous": vacuous}
-        if vacuous:
-            res["note"] = "the reference outputs are all equal/constant, so agreement proves little"
-        if not np.isfinite(err) or err > tol:
-            raise EngineVerifyError(
-                f"sparse-cpu output differs from {reference} on {self.path}: max|diff| {err:.3g} > tolerance "
-                f"{tol:.3g} (batch {x.shape[0]})"
-            )
-        return res
-
-    # ------------------------------------------------------------------ run
-    def _check_input(self, x: Any) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            x = np.asarray(x)
-        want = f"(N, {', '.join(str(d) for d in self.input_shape)}) float32"
-        if x.dtype != np.float32:
-            if x.dtype in (np.float64, np.float16):
-                x = x.astype(np.float32)
-            else:
-                raise EngineInputError(f"expected input {want}, got {tuple(x.shape)} {x.dtype}")
-        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise EngineInputError(f"expected input {want}, got {tuple(x.shape)} {x.dtype}")
-        return np.ascontiguousarray(x)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Run a batch: float32 (N, *input_shape) -> float32 (N, *output_shape)."""
-        x = self._check_input(x)
-        n = x.shape[0]
-        if n == 0:
-            return np.zeros((0, *self.output_shape), np.float32)
-        y = self._engine.run(x, self.threads)
-        return y.reshape((n, *self.output_shape))
-
-    __call__ = run
-
-    def plan(self, profile: bool = False, batch: int = 1, threads: int | None = None) -> list[dict]:
-        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached.
-
-        ``profile=True`` adds ``measured_us`` / ``measured_share``: the op's measured wall time per run of
-        ``batch`` images at ``threads`` (default: the session's), from the native per-op profiler
-        (see ``profile``)."""
-        entries = [dict(e, us=dict(e["us"]), fused=list(e["fused"])) for e in self._plan]
-        if profile:
-            prof = self.profile(batch=batch, threads=threads)
-            for e, p in zip(entries, prof["ops"], strict=True):
-                e["measured_us"], e["measured_share"] = p["us"], p["share"]
-        return entries
-
-    def profile(self, batch: int = 1, threads: int | None = None, seconds: float = 0.3,
-                x: np.ndarray | None = None) -> dict[str, Any]:
-        """Where the time goes: run ``batch`` images repeatedly (~``seconds``) under the native per-op profiler.
-
-        Times are medians over the runs (per op, and of the whole run). Returns batch, threads, runs,
-        wall_us (per run), ops_us (sum over ops, per run), overhead_us
-        (wall - ops: input/output copies, dispatch) and ``ops``: one dict per executed op (same order as
-        ``plan()``) with name, op, kind, kernel, macs (executed per image), us (wall per run; image-parallel
-        runs: the workers' summed op time divided by the threads) and share (of ops_us)."""
-        import time
-
-        threads = self.threads if threads is None else int(threads)
-        if threads < 1 or int(batch) < 1:
-            raise EngineError(f"profile needs batch >= 1 and threads >= 1, got {batch}, {threads}")
-        if x is None:
-            x = np.random.default_rng(0).standard_normal((int(batch), *self.input_shape)).astype(np.float32)
-        x = self._check_input(x)
-        eng = self._engine
-        eng.run(x, threads)  # warm-up (arenas, thread pool)
-        t = time.perf_counter()
-        eng.run(x, threads)
-        runs = max(5, min(1000, int(seconds / max(time.perf_counter() - t, 1e-6))))
-        walls, per_run = [], []
-        try:
-            for _ in range(runs):  # per-op median over runs: robust to the run being descheduled
-                eng.set_profiling(True, threads)
-                t = time.perf_counter()
-                eng.run(x, threads)
-                walls.append((time.perf_counter() - t) * 1e6)
-                per_run.append(list(eng.profile()))
-        finally:
-            eng.set_profiling(False, threads)
-        wall = float(np.median(walls))
-        raw = np.median(np.asarray(per_run), axis=0) if per_run[0] else np.zeros(0)
-        image_parallel = threads > 1 and -(-x.shape[0] // self.chunk) >= 2
-        div = min(threads, -(-x.shape[0] // self.chunk)) if image_parallel else 1
-        us = [float(v) / div for v in raw]
-        total = sum(us) or 1.0
-        ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "macs": e["macs_sparse"],
-                "us": round(u, 3), "share": u / total} for e, u in zip(self._plan, us, strict=True)]
-        return {"batch": int(x.shape[0]), "threads": threads, "runs": runs, "wall_us": wall, "ops_us": sum(us),
-                "overhead_us": wall - sum(us), "ops": ops}
-
-    def memory(self) -> dict[str, int]:
-        """Bytes held natively: weights (chosen formats only) and activation arenas (one per thread)."""
-        return {"weight_bytes": int(self._engine.weight_bytes()), "arena_bytes": int(self._engine.arena_bytes())}
-
-    def __repr__(self) -> str:
-        return (f"<sparse-cpu Session {Path(self.path).name}: isa={self.isa} threads={self.threads} "
-                f"input={self.input_shape} ops={len(self._plan)}>")
+        return getattr(session, name)
+    raise AttributeError(f"module 'sparsekit_engine' has no attribute {name!r}")
