@@ -585,11 +585,14 @@ struct Engine {
           float* yr = at(to, yo, (int)c, h, 0);
           const float* ar = ab + aoff + c * asc + h * ash;
           const float* br = bb + boff + c * bsc + h * bsh;
-          if (act == ACT_NONE && asw == 1 && bsw == 0 && (opc == 1 || opc == 0)) {
-            // channel-broadcast scale / shift (squeeze-excitation gate, per-channel bias): a vectorizable row
-            const float y = br[0];
-            if (opc == 1) for (int w = 0; w < to.W; w++) yr[w] = ar[w] * y;
-            else for (int w = 0; w < to.W; w++) yr[w] = ar[w] + y;
+          // channel-broadcast scale / shift (squeeze-excitation gate, per-channel bias): a vectorizable row;
+          // either operand order (torchvision's SE block is Mul(scale, x)): add and mul commute exactly
+          const bool bc_b = asw == 1 && bsw == 0, bc_a = asw == 0 && bsw == 1;
+          if (act == ACT_NONE && (bc_a || bc_b) && (opc == 1 || opc == 0)) {
+            const float* row = bc_b ? ar : br;
+            const float y = bc_b ? br[0] : ar[0];
+            if (opc == 1) for (int w = 0; w < to.W; w++) yr[w] = row[w] * y;
+            else for (int w = 0; w < to.W; w++) yr[w] = row[w] + y;
             continue;
           }
           if (act == ACT_NONE && asw == 1 && bsw == 1 && opc == 0) {  // same-shape add

@@ -19,7 +19,7 @@ def _channel_parallel_always(monkeypatch):
     monkeypatch.setenv("SPARSEKIT_ENGINE_PAR_MIN_MACS", "0")
 
 
-def _se_silu(tmp_path, rng, C=8, H=9, W=11, k=3, s=1) -> str:
+def _se_silu(tmp_path, rng, C=8, H=9, W=11, k=3, s=1, gate_first=False) -> str:
     r = 4
     inits = {"w": rand_weight(rng, (C, C, k, k), 0.5), "b": rng.standard_normal(C).astype(np.float32),
              "w1": rand_weight(rng, (r, C, 1, 1), 0.8), "b1": rng.standard_normal(r).astype(np.float32),
@@ -35,7 +35,8 @@ def _se_silu(tmp_path, rng, C=8, H=9, W=11, k=3, s=1) -> str:
         helper.make_node("Mul", ["s1s", "s1"], ["s1a"], name="se_silu"),  # sigmoid first: both orders fuse
         helper.make_node("Conv", ["s1a", "w2", "b2"], ["s2"], name="se_expand"),
         helper.make_node("Sigmoid", ["s2"], ["gate"], name="se_gate"),
-        helper.make_node("Mul", ["a", "gate"], ["y"], name="se_scale"),
+        # torchvision's SqueezeExcitation multiplies scale * input: the broadcast operand first
+        helper.make_node("Mul", ["gate", "a"] if gate_first else ["a", "gate"], ["y"], name="se_scale"),
     ]
     return model(nodes, inits, (C, H, W), tmp_path / "se.onnx")
 
@@ -50,6 +51,14 @@ def test_silu_and_se_block(tmp_path, batch, s):
     fused = {f for e in plan for f in e["fused"]}
     assert {"Sigmoid:sig", "Mul:silu", "Sigmoid:se_sig1", "Mul:se_silu", "Sigmoid:se_gate"} <= fused
     assert [e["name"] for e in plan if e["kind"] == "binary"] == ["se_scale"]  # the gate Mul stays a broadcast
+
+
+def test_se_gate_first_operand(tmp_path):
+    rng = np.random.default_rng(5)
+    path = _se_silu(tmp_path, rng, gate_first=True)
+    check_all(path, rng.standard_normal((3, 8, 9, 11)).astype(np.float32))
+    plan = engine.load(path, cache=False, verify=False).plan()
+    assert [e["name"] for e in plan if e["kind"] == "binary"] == ["se_scale"]
 
 
 def test_silu_not_fused_when_x_is_used_elsewhere(tmp_path):
