@@ -92,175 +92,225 @@ def _act_params(op: str, attrs: dict, extra: list) -> tuple[int, float, float]:
 
 
 # ------------------------------------------------------------------------------------------- lowering
-def lower(graph: Graph, in_shape: tuple[int, ...]) -> tuple[list[ENode], dict[str, tuple], str]:
-    consts = dict(graph.consts)
-    shapes: dict[str, tuple] = {graph.input_name: tuple(in_shape)}
-    alias: dict[str, str] = {}
-    nodes: list[ENode] = []
+@dataclass
+class _Lowering:
+    """State of one graph's lowering to engine nodes: folded constants, per-sample shapes, aliases."""
 
-    def res(n: str) -> str:
-        while n in alias:
-            n = alias[n]
+    consts: dict[str, np.ndarray]
+    shapes: dict[str, tuple]
+    alias: dict[str, str] = field(default_factory=dict)
+    nodes: list[ENode] = field(default_factory=list)
+
+    def res(self, n: str) -> str:
+        while n in self.alias:
+            n = self.alias[n]
         return n
 
-    def const(n: str, node: Any, what: str) -> np.ndarray:
-        n = res(n)
-        if n not in consts:
+    def const(self, n: str, node: Any, what: str) -> np.ndarray:
+        n = self.res(n)
+        if n not in self.consts:
             raise unsupported(node.op, node.name, f"{what} must be a constant")
-        return consts[n]
+        return self.consts[n]
 
+    def fold(self, node: Any, ins: list[str]) -> None:
+        """Evaluate a node whose inputs are all constants (numpy reference) into new constants."""
+        try:
+            outs = eval_node(node, [self.consts[i] if i else None for i in ins])
+        except EngineUnsupported:
+            raise
+        except Exception as exc:
+            raise unsupported(node.op, node.name, f"constant folding failed: {exc}") from None
+        for o, v in zip(node.outputs, outs, strict=False):
+            if o:
+                arr = np.asarray(v)
+                self.consts[o] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+
+
+def lower(graph: Graph, in_shape: tuple[int, ...]) -> tuple[list[ENode], dict[str, tuple], str]:
+    """ONNX nodes -> engine nodes (one ``LOWERINGS`` entry per ONNX op), constants folded, shapes inferred."""
+    L = _Lowering(consts=dict(graph.consts), shapes={graph.input_name: tuple(in_shape)})
     for node in graph.nodes:
         if node.domain not in ("", "ai.onnx"):
             raise unsupported(f"{node.domain}.{node.op}", node.name)
-        ins = [res(i) if i else "" for i in node.inputs]
+        ins = [L.res(i) if i else "" for i in node.inputs]
         data_ins = [i for i in ins if i]
-        if node.op == "Constant" or (data_ins and all(i in consts for i in data_ins)):
-            try:
-                outs = eval_node(node, [consts[i] if i else None for i in ins])
-            except EngineUnsupported:
-                raise
-            except Exception as exc:
-                raise unsupported(node.op, node.name, f"constant folding failed: {exc}") from None
-            for o, v in zip(node.outputs, outs, strict=False):
-                if o:
-                    arr = np.asarray(v)
-                    consts[o] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+        if node.op == "Constant" or (data_ins and all(i in L.consts for i in data_ins)):
+            L.fold(node, ins)
             continue
-        op, a, nm = node.op, node.attrs, node.name
-        out = node.outputs[0]
-        x = ins[0]
-        if op in BIN_CODES:
-            _lower_binary(node, ins, shapes, consts, nodes)
+        if node.op in BIN_CODES:
+            _lower_binary(node, ins, L.shapes, L.consts, L.nodes)
             continue
-        if x not in shapes:
-            raise unsupported(op, nm, "its data input must be the first input")
-        xs = shapes[x]
-        if op in ("Identity", "Dropout"):
-            if len(node.outputs) > 1 and node.outputs[1]:
-                raise unsupported(op, nm, "mask output")
-            alias[out] = x
-            continue
-        if op == "Conv":
-            w = const(node.inputs[1], node, "weight").astype(np.float32)
-            if w.ndim != 4 or len(xs) != 3:
-                raise unsupported(op, nm, f"only 2-D convolution (weight rank {w.ndim}, input rank {len(xs) + 1})")
-            g = conv_geometry(a, (1,) + xs, w.shape)
-            if xs[0] != w.shape[1] * g["groups"] or w.shape[0] % g["groups"]:
-                raise unsupported(op, nm, "channel/group mismatch")
-            b = const(node.inputs[2], node, "bias").astype(np.float32) if len(ins) > 2 and ins[2] else None
-            if g["Ho"] < 1 or g["Wo"] < 1:
-                raise unsupported(op, nm, "empty output")
-            nodes.append(ENode("conv", nm, op, [x], out, dict(w=w, b=b, **g)))
-            shapes[out] = (w.shape[0], g["Ho"], g["Wo"])
-        elif op in ("Gemm", "MatMul"):
-            if len(xs) != 1:
-                raise unsupported(op, nm, f"data input must be 2-D [N, F], got rank {len(xs) + 1}")
-            B = const(node.inputs[1], node, "weight").astype(np.float32)
-            if B.ndim != 2:
-                raise unsupported(op, nm, "weight must be 2-D")
-            if op == "Gemm":
-                if a.get("transA", 0):
-                    raise unsupported(op, nm, "transA=1")
-                W = B if a.get("transB", 0) else B.T
-                W = W * np.float32(a.get("alpha", 1.0))
-                bias = None
-                if len(ins) > 2 and ins[2]:
-                    C = const(node.inputs[2], node, "C").astype(np.float32) * np.float32(a.get("beta", 1.0))
-                    if C.size not in (1, W.shape[0]) or (C.ndim == 2 and C.shape[0] != 1):
-                        raise unsupported(op, nm, f"C of shape {C.shape}")
-                    bias = np.broadcast_to(C.reshape(-1), (W.shape[0],)).astype(np.float32).copy()
-            else:
-                W, bias = B.T, None
-            if W.shape[1] != xs[0]:
-                raise unsupported(op, nm, f"weight expects {W.shape[1]} features, input has {xs[0]}")
-            nodes.append(ENode("fc", nm, op, [x], out, dict(w=np.ascontiguousarray(W, np.float32), b=bias)))
-            shapes[out] = (W.shape[0],)
-        elif op == "BatchNormalization":
-            if len(node.outputs) > 1 and any(node.outputs[1:]):
-                raise unsupported(op, nm, "training-mode outputs")
-            sc, bi, mean, var = (const(node.inputs[i], node, "BN parameter").astype(np.float64) for i in range(1, 5))
-            eps = float(a.get("epsilon", 1e-5))
-            s = sc / np.sqrt(var + eps)
-            t = bi - mean * s
-            nodes.append(ENode("affine", nm, op, [x], out, dict(scale=s, shift=t)))
-            shapes[out] = xs
-        elif op in ACTIVATIONS:
-            extra = [consts[i] if i else None for i in ins[1:]]
-            if any(i and i not in consts for i in ins[1:]):
-                raise unsupported(op, nm, "min/max must be constants")
-            code, a0, a1 = _act_params(op, a, extra)
-            nodes.append(ENode("affine", nm, op, [x], out, dict(scale=None, shift=None), act=code, a0=a0, a1=a1))
-            shapes[out] = xs
-        elif op in BIN_CODES:
-            _lower_binary(node, ins, shapes, consts, nodes)
-        elif op == "Concat":
-            axis = int(a["axis"]) % (len(xs) + 1)
-            if axis != 1:
-                raise unsupported(op, nm, f"axis {a['axis']} (only the channel axis)")
-            if any(i not in shapes for i in ins):
-                raise unsupported(op, nm, "constant inputs")
-            ss = [shapes[i] for i in ins]
-            if any(s[1:] != xs[1:] or len(s) != len(xs) for s in ss):
-                raise unsupported(op, nm, "mismatched spatial shapes")
-            nodes.append(ENode("concat", nm, op, list(ins), out))
-            shapes[out] = (sum(s[0] for s in ss),) + xs[1:]
-        elif op in ("MaxPool", "AveragePool"):
-            if len(xs) != 3 or len(a.get("kernel_shape", [])) != 2:
-                raise unsupported(op, nm, "only 2-D pooling")
-            if len(node.outputs) > 1 and node.outputs[1]:
-                raise unsupported(op, nm, "Indices output")
-            k = tuple(int(v) for v in a["kernel_shape"])
-            s = tuple(int(v) for v in a.get("strides", [1, 1]))
-            d = tuple(int(v) for v in a.get("dilations", [1, 1]))
-            pt, pl, pb, pr = _pads_2d(a, xs[1:], k, s, d)
-            cm = bool(a.get("ceil_mode", 0))
-            Ho = pool_out_dim(xs[1], k[0], s[0], d[0], pt, pb, cm)
-            Wo = pool_out_dim(xs[2], k[1], s[1], d[1], pl, pr, cm)
-            nodes.append(ENode("maxpool" if op == "MaxPool" else "avgpool", nm, op, [x], out,
-                               dict(k=k, s=s, d=d, pads=(pt, pl, pb, pr), cip=int(a.get("count_include_pad", 0)))))
-            shapes[out] = (xs[0], Ho, Wo)
-        elif op in ("GlobalAveragePool", "ReduceMean"):
-            if len(xs) != 3:
-                raise unsupported(op, nm, "needs an N x C x H x W input")
-            keep = True
-            if op == "ReduceMean":
-                axes = a.get("axes")
-                if axes is None and len(ins) > 1 and ins[1]:
-                    axes = [int(v) for v in consts[ins[1]].reshape(-1)]
-                if axes is None or sorted(int(v) % 4 for v in axes) != [2, 3]:
-                    raise unsupported(op, nm, f"axes {axes} (only H, W)")
-                keep = bool(a.get("keepdims", 1))
-            nodes.append(ENode("gap", nm, op, [x], out))
-            shapes[out] = (xs[0], 1, 1) if keep else (xs[0],)
-        elif op == "Flatten":
-            ax = int(a.get("axis", 1)) % (len(xs) + 1)
-            if ax != 1:
-                raise unsupported(op, nm, f"axis {a.get('axis')}")
-            _flatten(nodes, shapes, alias, x, out, nm, op)
-        elif op == "Reshape":
-            tgt = [int(v) for v in const(node.inputs[1], node, "shape").reshape(-1)]
-            F = int(np.prod(xs))
-            if len(tgt) == 2 and tgt[0] in (-1, 0, 1) and (tgt[1] == F or (tgt[1] == -1 and tgt[0] != -1)):
-                _flatten(nodes, shapes, alias, x, out, nm, op)
-            elif len(tgt) == len(xs) + 1 and all(t in (0, s) for t, s in zip(tgt[1:], xs, strict=False)):
-                alias[out] = x
-            else:
-                raise unsupported(op, nm, f"reshape of {xs} to {tgt} (only to [N, features])")
-        elif op == "Squeeze":
-            axes = a.get("axes")
-            if axes is None and len(ins) > 1 and ins[1]:
-                axes = [int(v) for v in consts[ins[1]].reshape(-1)]
-            r = len(xs) + 1
-            if len(xs) == 3 and xs[1:] == (1, 1) and (axes is None or sorted(int(v) % r for v in axes) == [2, 3]):
-                _flatten(nodes, shapes, alias, x, out, nm, op)
-            else:
-                raise unsupported(op, nm, f"squeeze of {xs} (only [N, C, 1, 1] -> [N, C])")
-        else:
-            raise unsupported(op, nm)
-    outn = res(graph.output_name)
-    if outn not in shapes:
+        if ins[0] not in L.shapes:
+            raise unsupported(node.op, node.name, "its data input must be the first input")
+        lowering = LOWERINGS.get(node.op)
+        if lowering is None:
+            raise unsupported(node.op, node.name)
+        lowering(L, node, ins, L.shapes[ins[0]])
+    outn = L.res(graph.output_name)
+    if outn not in L.shapes:
         raise EngineUnsupported("the graph output is a constant; use --runtime ort-cpu")
-    return nodes, shapes, outn
+    return L.nodes, L.shapes, outn
+
+
+# One lowering per ONNX op: (state, node, resolved inputs, per-sample shape of the data input) -> None.
+# Each appends its engine node(s) and the output's shape, or aliases the output to an existing tensor.
+
+def _lower_identity(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    if len(node.outputs) > 1 and node.outputs[1]:
+        raise unsupported(node.op, node.name, "mask output")
+    L.alias[node.outputs[0]] = ins[0]
+
+
+def _lower_conv(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, out = node.op, node.name, node.outputs[0]
+    w = L.const(node.inputs[1], node, "weight").astype(np.float32)
+    if w.ndim != 4 or len(xs) != 3:
+        raise unsupported(op, nm, f"only 2-D convolution (weight rank {w.ndim}, input rank {len(xs) + 1})")
+    g = conv_geometry(node.attrs, (1,) + xs, w.shape)
+    if xs[0] != w.shape[1] * g["groups"] or w.shape[0] % g["groups"]:
+        raise unsupported(op, nm, "channel/group mismatch")
+    b = L.const(node.inputs[2], node, "bias").astype(np.float32) if len(ins) > 2 and ins[2] else None
+    if g["Ho"] < 1 or g["Wo"] < 1:
+        raise unsupported(op, nm, "empty output")
+    L.nodes.append(ENode("conv", nm, op, [ins[0]], out, dict(w=w, b=b, **g)))
+    L.shapes[out] = (w.shape[0], g["Ho"], g["Wo"])
+
+
+def _lower_fc(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, out, a = node.op, node.name, node.outputs[0], node.attrs
+    if len(xs) != 1:
+        raise unsupported(op, nm, f"data input must be 2-D [N, F], got rank {len(xs) + 1}")
+    B = L.const(node.inputs[1], node, "weight").astype(np.float32)
+    if B.ndim != 2:
+        raise unsupported(op, nm, "weight must be 2-D")
+    bias = None
+    if op == "Gemm":
+        if a.get("transA", 0):
+            raise unsupported(op, nm, "transA=1")
+        W = B if a.get("transB", 0) else B.T
+        W = W * np.float32(a.get("alpha", 1.0))
+        if len(ins) > 2 and ins[2]:
+            C = L.const(node.inputs[2], node, "C").astype(np.float32) * np.float32(a.get("beta", 1.0))
+            if C.size not in (1, W.shape[0]) or (C.ndim == 2 and C.shape[0] != 1):
+                raise unsupported(op, nm, f"C of shape {C.shape}")
+            bias = np.broadcast_to(C.reshape(-1), (W.shape[0],)).astype(np.float32).copy()
+    else:
+        W = B.T
+    if W.shape[1] != xs[0]:
+        raise unsupported(op, nm, f"weight expects {W.shape[1]} features, input has {xs[0]}")
+    L.nodes.append(ENode("fc", nm, op, [ins[0]], out, dict(w=np.ascontiguousarray(W, np.float32), b=bias)))
+    L.shapes[out] = (W.shape[0],)
+
+
+def _lower_batchnorm(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm = node.op, node.name
+    if len(node.outputs) > 1 and any(node.outputs[1:]):
+        raise unsupported(op, nm, "training-mode outputs")
+    sc, bi, mean, var = (L.const(node.inputs[i], node, "BN parameter").astype(np.float64) for i in range(1, 5))
+    s = sc / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+    L.nodes.append(ENode("affine", nm, op, [ins[0]], node.outputs[0], dict(scale=s, shift=bi - mean * s)))
+    L.shapes[node.outputs[0]] = xs
+
+
+def _lower_activation(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, out = node.op, node.name, node.outputs[0]
+    if any(i and i not in L.consts for i in ins[1:]):
+        raise unsupported(op, nm, "min/max must be constants")
+    code, a0, a1 = _act_params(op, node.attrs, [L.consts[i] if i else None for i in ins[1:]])
+    L.nodes.append(ENode("affine", nm, op, [ins[0]], out, dict(scale=None, shift=None), act=code, a0=a0, a1=a1))
+    L.shapes[out] = xs
+
+
+def _lower_concat(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, a = node.op, node.name, node.attrs
+    if int(a["axis"]) % (len(xs) + 1) != 1:
+        raise unsupported(op, nm, f"axis {a['axis']} (only the channel axis)")
+    if any(i not in L.shapes for i in ins):
+        raise unsupported(op, nm, "constant inputs")
+    ss = [L.shapes[i] for i in ins]
+    if any(s[1:] != xs[1:] or len(s) != len(xs) for s in ss):
+        raise unsupported(op, nm, "mismatched spatial shapes")
+    L.nodes.append(ENode("concat", nm, op, list(ins), node.outputs[0]))
+    L.shapes[node.outputs[0]] = (sum(s[0] for s in ss),) + xs[1:]
+
+
+def _lower_pool(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, a = node.op, node.name, node.attrs
+    if len(xs) != 3 or len(a.get("kernel_shape", [])) != 2:
+        raise unsupported(op, nm, "only 2-D pooling")
+    if len(node.outputs) > 1 and node.outputs[1]:
+        raise unsupported(op, nm, "Indices output")
+    k = tuple(int(v) for v in a["kernel_shape"])
+    s = tuple(int(v) for v in a.get("strides", [1, 1]))
+    d = tuple(int(v) for v in a.get("dilations", [1, 1]))
+    pt, pl, pb, pr = _pads_2d(a, xs[1:], k, s, d)
+    cm = bool(a.get("ceil_mode", 0))
+    Ho = pool_out_dim(xs[1], k[0], s[0], d[0], pt, pb, cm)
+    Wo = pool_out_dim(xs[2], k[1], s[1], d[1], pl, pr, cm)
+    L.nodes.append(ENode("maxpool" if op == "MaxPool" else "avgpool", nm, op, [ins[0]], node.outputs[0],
+                         dict(k=k, s=s, d=d, pads=(pt, pl, pb, pr), cip=int(a.get("count_include_pad", 0)))))
+    L.shapes[node.outputs[0]] = (xs[0], Ho, Wo)
+
+
+def _lower_global_pool(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, a = node.op, node.name, node.attrs
+    if len(xs) != 3:
+        raise unsupported(op, nm, "needs an N x C x H x W input")
+    keep = True
+    if op == "ReduceMean":
+        axes = a.get("axes")
+        if axes is None and len(ins) > 1 and ins[1]:
+            axes = [int(v) for v in L.consts[ins[1]].reshape(-1)]
+        if axes is None or sorted(int(v) % 4 for v in axes) != [2, 3]:
+            raise unsupported(op, nm, f"axes {axes} (only H, W)")
+        keep = bool(a.get("keepdims", 1))
+    L.nodes.append(ENode("gap", nm, op, [ins[0]], node.outputs[0]))
+    L.shapes[node.outputs[0]] = (xs[0], 1, 1) if keep else (xs[0],)
+
+
+def _lower_flatten_op(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    if int(node.attrs.get("axis", 1)) % (len(xs) + 1) != 1:
+        raise unsupported(node.op, node.name, f"axis {node.attrs.get('axis')}")
+    _flatten(L.nodes, L.shapes, L.alias, ins[0], node.outputs[0], node.name, node.op)
+
+
+def _lower_reshape(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    op, nm, x, out = node.op, node.name, ins[0], node.outputs[0]
+    tgt = [int(v) for v in L.const(node.inputs[1], node, "shape").reshape(-1)]
+    F = int(np.prod(xs))
+    if len(tgt) == 2 and tgt[0] in (-1, 0, 1) and (tgt[1] == F or (tgt[1] == -1 and tgt[0] != -1)):
+        _flatten(L.nodes, L.shapes, L.alias, x, out, nm, op)
+    elif len(tgt) == len(xs) + 1 and all(t in (0, s) for t, s in zip(tgt[1:], xs, strict=False)):
+        L.alias[out] = x
+    else:
+        raise unsupported(op, nm, f"reshape of {xs} to {tgt} (only to [N, features])")
+
+
+def _lower_squeeze(L: _Lowering, node: Any, ins: list[str], xs: tuple) -> None:
+    axes = node.attrs.get("axes")
+    if axes is None and len(ins) > 1 and ins[1]:
+        axes = [int(v) for v in L.consts[ins[1]].reshape(-1)]
+    r = len(xs) + 1
+    if len(xs) == 3 and xs[1:] == (1, 1) and (axes is None or sorted(int(v) % r for v in axes) == [2, 3]):
+        _flatten(L.nodes, L.shapes, L.alias, ins[0], node.outputs[0], node.name, node.op)
+    else:
+        raise unsupported(node.op, node.name, f"squeeze of {xs} (only [N, C, 1, 1] -> [N, C])")
+
+
+#: ONNX op -> its lowering (binary ops go through ``_lower_binary``: either input may be the tensor)
+LOWERINGS: dict[str, Any] = {
+    "Identity": _lower_identity, "Dropout": _lower_identity,
+    "Conv": _lower_conv,
+    "Gemm": _lower_fc, "MatMul": _lower_fc,
+    "BatchNormalization": _lower_batchnorm,
+    **{op: _lower_activation for op in ACTIVATIONS},
+    "Concat": _lower_concat,
+    "MaxPool": _lower_pool, "AveragePool": _lower_pool,
+    "GlobalAveragePool": _lower_global_pool, "ReduceMean": _lower_global_pool,
+    "Flatten": _lower_flatten_op,
+    "Reshape": _lower_reshape,
+    "Squeeze": _lower_squeeze,
+}
 
 
 def _flatten(nodes, shapes, alias, x, out, nm, op):
