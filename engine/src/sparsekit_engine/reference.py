@@ -177,15 +177,7 @@ def eval_node(node: Node, ins: list) -> list[np.ndarray]:
     if op == "Conv":
         return [conv2d(x, ins[1], ins[2] if len(ins) > 2 else None, a)]
     if op == "Gemm":
-        A, B = ins[0].astype(np.float64), ins[1].astype(np.float64)
-        if a.get("transA", 0):
-            A = A.T
-        if a.get("transB", 0):
-            B = B.T
-        y = float(a.get("alpha", 1.0)) * (A @ B)
-        if len(ins) > 2 and ins[2] is not None:
-            y = y + float(a.get("beta", 1.0)) * ins[2]
-        return [y]
+        return [_gemm(ins, a)]
     if op == "MatMul":
         return [np.matmul(ins[0].astype(np.float64), ins[1].astype(np.float64))]
     if op == "BatchNormalization":
@@ -227,35 +219,54 @@ def eval_node(node: Node, ins: list) -> list[np.ndarray]:
         for ax in sorted(int(v) % (x.ndim + len(axes)) for v in axes):
             out = np.expand_dims(out, ax)
         return [out]
-    # constant-only helpers (the loader folds these; never on the data path)
-    if op == "Constant":
-        for k in ("value", "value_float", "value_floats", "value_int", "value_ints"):
-            if k in a:
-                v = a[k]
-                return [np.asarray(v, np.float32 if "float" in k else (np.int64 if "int" in k else None))]
-        raise unsupported(op, node.name, "unsupported Constant attribute")
-    if op == "Cast":
-        from onnx import helper
-
-        return [np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(int(a["to"])))]
-    if op == "Transpose":
-        perm = a.get("perm")
-        return [np.transpose(x, perm)]
-    if op == "Shape":
-        return [np.asarray(x.shape, np.int64)]
-    if op == "Gather":
-        return [np.take(x, np.asarray(ins[1]).astype(np.int64), axis=int(a.get("axis", 0)))]
-    if op == "Sqrt":
-        return [np.sqrt(x)]
-    if op == "Neg":
-        return [-x]
-    if op == "Reciprocal":
-        return [1.0 / x]
+    if op in CONST_ONLY_OPS:
+        return [_eval_const_only(node, x, ins)]
     raise unsupported(op, node.name)
 
 
 #: ops the reference can evaluate (the data-path subset is what sparse-cpu supports)
 CONST_ONLY_OPS = {"Constant", "Cast", "Transpose", "Shape", "Gather", "Sqrt", "Neg", "Reciprocal", "Unsqueeze"}
+
+
+def _gemm(ins: list, a: dict) -> np.ndarray:
+    A, B = ins[0].astype(np.float64), ins[1].astype(np.float64)
+    if a.get("transA", 0):
+        A = A.T
+    if a.get("transB", 0):
+        B = B.T
+    y = float(a.get("alpha", 1.0)) * (A @ B)
+    if len(ins) > 2 and ins[2] is not None:
+        y = y + float(a.get("beta", 1.0)) * ins[2]
+    return y
+
+
+def _eval_const_only(node: Node, x: Any, ins: list) -> np.ndarray:
+    """The constant-only helpers (the loader folds these; never on the data path)."""
+    op, a = node.op, node.attrs
+    if op == "Constant":
+        for k in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            if k in a:
+                v = a[k]
+                return np.asarray(v, np.float32 if "float" in k else (np.int64 if "int" in k else None))
+        raise unsupported(op, node.name, "unsupported Constant attribute")
+    if op == "Cast":
+        from onnx import helper
+
+        return np.asarray(x).astype(helper.tensor_dtype_to_np_dtype(int(a["to"])))
+    if op == "Transpose":
+        perm = a.get("perm")
+        return np.transpose(x, perm)
+    if op == "Shape":
+        return np.asarray(x.shape, np.int64)
+    if op == "Gather":
+        return np.take(x, np.asarray(ins[1]).astype(np.int64), axis=int(a.get("axis", 0)))
+    if op == "Sqrt":
+        return np.sqrt(x)
+    if op == "Neg":
+        return -x
+    if op == "Reciprocal":
+        return 1.0 / x
+    raise unsupported(op, node.name)
 
 
 def run_graph(graph: Graph, x: np.ndarray) -> np.ndarray:
