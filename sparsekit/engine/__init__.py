@@ -15,4 +15,10 @@ from sparsekit_engine import errors, graph, native, planner, reference, session
 
 for _module in (errors, graph, native, planner, reference, session):
     sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
+try:  # the compiled module too: importing it under a second name would register its types twice
+    from sparsekit_engine import _native
+
+    sys.modules[f"{__name__}._native"] = _native
+except ImportError:  # not built: sparsekit_engine.native.lib() says how to build it when it is needed
+    pass
 sys.modules[__name__] = sparsekit_engine
