@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from sparsekit import paths
+from sparsekit.binary_mask import Mask
 from sparsekit.data import load_dataset
-from sparsekit.mask import Mask
 from sparsekit.models.registry import build_model
 from sparsekit.pipeline import PruneConfig, prune
 from sparsekit.sanity import layerwise_shuffle

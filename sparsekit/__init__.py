@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it (imported on first access)
 _LAZY = {
-    "Mask": "sparsekit.mask",
+    "Mask": "sparsekit.binary_mask",
     "PruneConfig": "sparsekit.pipeline",
     "finetune": "sparsekit.pipeline",
     "prune": "sparsekit.pipeline",

@@ -19,6 +19,7 @@ import torch
 
 from sparsekit import paths
 from sparsekit._io import append_jsonl, load_tensors, save_tensors
+from sparsekit.binary_mask import Mask, sparsity_of
 from sparsekit.cost.budget import (
     Budget,
     check_granularity,
@@ -28,11 +29,10 @@ from sparsekit.cost.budget import (
 )
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, SettingError, UsageError
-from sparsekit.mask import Mask, sparsity_of
 from sparsekit.masking.bn_stats import recalibrate
-from sparsekit.masking.channel_groups import training_mask
-from sparsekit.masking.collapse import check_layer_collapse
+from sparsekit.masking.coupling.channel_groups import training_mask
 from sparsekit.masking.prunable import PrunePolicy, prunable_tensors, unprunable_weights
+from sparsekit.masking.select.collapse import check_layer_collapse
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models.init import apply_weight_init
 from sparsekit.models.registry import ModelSpec, build_model, default_policy

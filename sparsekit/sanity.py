@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from sparsekit import paths
+from sparsekit.binary_mask import Mask
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import UsageError
-from sparsekit.mask import Mask
 from sparsekit.masking.bn_stats import recalibrate, recalibrate_for_mask
 from sparsekit.methods._strong import apply_recorded
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext, parse_options, select

@@ -25,9 +25,9 @@ from torch import nn
 
 from sparsekit import paths
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
+from sparsekit.binary_mask import Mask
 from sparsekit.cost.budget import Budget, parse_budget, search_budget
 from sparsekit.errors import ArtifactError
-from sparsekit.mask import Mask
 from sparsekit.models.registry import ModelSpec, build_model
 from sparsekit.train.loop import TrainConfig, resolve_augment
 

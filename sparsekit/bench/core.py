@@ -119,7 +119,7 @@ def bench(cfg: BenchConfig, workdir: str | None = None) -> dict[str, Any]:
         >>> bench(BenchConfig(("runs/lenet",), runtimes=("ort-cpu",)))["rows"][0]["speedup_vs_best_dense"]  # doctest: +SKIP
     """
     from sparsekit.bench.env import fingerprint
-    from sparsekit.bench.report import best_dense_summary, finalize_rows
+    from sparsekit.bench.speedup_report import best_dense_summary, finalize_rows
 
     environment = fingerprint(cfg.threads)  # load average before this bench adds its own
     runtimes, skipped = select_runtimes(cfg.runtimes)

@@ -43,6 +43,9 @@ WARMUP, BLOCKS, BLOCK_S = 3, 5, 0.01
 #: a 10 ms block is almost never undisturbed (a sub-0.1 ms call sees every time slice another process
 #: takes); some of 50-100 blocks of ~1 ms are, and other work only ever adds time
 TABLE_BLOCKS, MODEL_BLOCKS, SHORT_BLOCK_S = 51, 101, 0.001
+#: a whole model (the calibration, each correction round: they decide the result) is timed in this many
+#: such rounds, this far apart, and the fastest kept
+MODEL_ROUNDS, MODEL_PAUSE_S = 3, 0.2
 
 
 # -- timing ---------------------------------------------------------------------------------------
@@ -151,7 +154,12 @@ def time_onnx(path: str | Path, batch: int, threads: int) -> float:
 
     sess = engine.load(path, threads=threads, verify=False)
     x = np.random.default_rng(1).standard_normal((batch, *sess.input_shape)).astype(np.float32)
-    return median_ms(lambda: sess.run(x), blocks=MODEL_BLOCKS, block_s=SHORT_BLOCK_S, stat=min)
+    best = float("inf")
+    for i in range(MODEL_ROUNDS):  # rounds apart in time: a load spike rarely covers all of them
+        if i:
+            time.sleep(MODEL_PAUSE_S)
+        best = min(best, median_ms(lambda: sess.run(x), blocks=MODEL_BLOCKS, block_s=SHORT_BLOCK_S, stat=min))
+    return best
 
 
 # -- table ----------------------------------------------------------------------------------------

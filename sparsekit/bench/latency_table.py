@@ -38,7 +38,7 @@ from sparsekit._io import write_json
 from sparsekit.cost.budget import CHANNEL_LATENCY_RUNTIMES
 from sparsekit.cost.models import CostModel
 from sparsekit.errors import UsageError
-from sparsekit.masking.channel_space import LayerGeometry, UnitSpace
+from sparsekit.masking.coupling.channel_space import LayerGeometry, UnitSpace
 
 log = logging.getLogger("sparsekit")
 
@@ -319,7 +319,7 @@ class LatencyCost(CostModel):
     def measure(self, keep: torch.Tensor) -> float:
         """Measured ms of the model with the units not in ``keep`` physically removed."""
         from sparsekit.formats.structured import Structured
-        from sparsekit.masking.channel_groups import training_mask
+        from sparsekit.masking.coupling.channel_groups import training_mask
 
         ticket = copy.deepcopy(self.model).eval()
         mask = self.space.mask(keep)

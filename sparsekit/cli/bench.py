@@ -36,7 +36,7 @@ def bench_cmd(
     a speed-up counts as faster or slower only when its 95 % bootstrap interval excludes 1.0.
     """
     from sparsekit.bench.core import BenchConfig, bench
-    from sparsekit.bench.report import check_writable, terminal_table, write_outputs
+    from sparsekit.bench.speedup_report import check_writable, terminal_table, write_outputs
 
     def go() -> dict:
         for path, what in ((json_out, "--json"), (markdown, "--markdown"), (plot, "--plot")):

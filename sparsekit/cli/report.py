@@ -18,7 +18,7 @@ def report_cmd(
     json_out: Annotated[str | None, typer.Option("--json", help="write rows as JSON to PATH (- for stdout)")] = None,
 ) -> None:
     """Print a comparison table of tickets; with --out also write plots."""
-    from sparsekit.report import write_report
+    from sparsekit.run_report import write_report
 
     def go() -> dict:
         r = write_report(run_dirs, Path(out) if out else None)

@@ -90,33 +90,17 @@ def export_run(
     Example:
         >>> export_run("runs/lenet", "lenet.onnx")  # doctest: +SKIP
     """
-    from sparsekit.export.verify import verify_export
     from sparsekit.progress import step
     from sparsekit.ticket import Ticket
 
-    if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    if dense and fmt != "masked":
-        raise UsageError("--dense exports the dense reference; it has no empty channels (drop --format)")
-    if static_batch is not None and static_batch < 1:
-        raise UsageError(f"--static-batch must be >= 1, got {static_batch}")
+    _check_options(dense, fmt, static_batch)
     out = Path(out)
     _check_out(out)
     ticket = Ticket.load(run_dir)
     if dense and not ticket.has_dense():
         raise ArtifactError(f"run {run_dir} has no dense reference (it was pruned with --no-dense)")
     variant = "dense" if dense else "ticket"
-    with step("building the model"):
-        model = ticket.materialize("dense" if dense else "final")
-    mask = None if dense else ticket.mask()
-    structured_info = None
-    if fmt == "structured":
-        from sparsekit.formats import get_format
-
-        with step("converting to structured"):
-            converted = get_format("structured").convert(model, mask, _probe_input(ticket, data_dir))
-        model, mask, structured_info = converted.module, converted.mask, converted.report
-    model.eval()
+    model, mask, structured_info = _build_model(ticket, dense, fmt, data_dir)
     meta = _metadata(ticket, variant, fmt, mask)
     meta[f"{META_PREFIX}batch"] = str(static_batch) if static_batch else "dynamic"
     in_shape = ticket.spec.in_shape
@@ -139,9 +123,59 @@ def export_run(
     data = proto.SerializeToString()
     if len(data) > MAX_SINGLE_FILE_BYTES:
         raise UsageError(f"model is {len(data)} bytes; ONNX single files must stay < 2 GB")
+    verification = _write_verified(out, data, model, ticket, mask, data_dir, static_batch)
+    if verification.get("verified") != "passed":
+        notes.append(verification["verified_note"])
+    if fmt == "masked" and not dense and not sparse_initializers:
+        notes.append("masked-dense ONNX runs at dense speed; use --format structured to remove empty channels")
+    return ExportResult(
+        path=str(out), variant=variant, format=fmt, exporter=exporter, file_bytes=out.stat().st_size,
+        metadata=meta, verification=verification, sparse_initializers=sparse_info,
+        structured=structured_info, notes=notes,
+    )
+
+
+def _check_options(dense: bool, fmt: str, static_batch: int | None) -> None:
+    """Reject bad option combinations before anything is loaded."""
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if dense and fmt != "masked":
+        raise UsageError("--dense exports the dense reference; it has no empty channels (drop --format)")
+    if static_batch is not None and static_batch < 1:
+        raise UsageError(f"--static-batch must be >= 1, got {static_batch}")
+
+
+def _build_model(ticket: Any, dense: bool, fmt: str, data_dir: str | None) -> tuple[nn.Module, Any, Any]:
+    """The module to export (in eval mode), its mask (None for the dense reference) and, for the
+    structured format, the conversion report."""
+    from sparsekit.progress import step
+
+    with step("building the model"):
+        model = ticket.materialize("dense" if dense else "final")
+    mask = None if dense else ticket.mask()
+    structured_info = None
+    if fmt == "structured":
+        from sparsekit.formats import get_format
+
+        with step("converting to structured"):
+            converted = get_format("structured").convert(model, mask, _probe_input(ticket, data_dir))
+        model, mask, structured_info = converted.module, converted.mask, converted.report
+    model.eval()
+    return model, mask, structured_info
+
+
+def _write_verified(out: Path, data: bytes, model: nn.Module, ticket: Any, mask: Any,
+                    data_dir: str | None, static_batch: int | None) -> dict[str, Any]:
+    """Write ``data`` under a temporary name, verify it against ``model``, then rename it to ``out``
+    (a failed verification or write leaves nothing behind); returns the verification report."""
+    from sparsekit.export.verify import verify_export
+    from sparsekit.progress import step
+
+    in_shape = ticket.spec.in_shape
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.write_bytes(data)
+
         def reexport(m: nn.Module) -> Any:
             p = to_onnx_proto(m, in_shape, static_batch=static_batch)[0]
             p.ir_version = ONNX_IR_VERSION
@@ -155,15 +189,7 @@ def export_run(
         raise UsageError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    if verification.get("verified") != "passed":
-        notes.append(verification["verified_note"])
-    if fmt == "masked" and not dense and not sparse_initializers:
-        notes.append("masked-dense ONNX runs at dense speed; use --format structured to remove empty channels")
-    return ExportResult(
-        path=str(out), variant=variant, format=fmt, exporter=exporter, file_bytes=out.stat().st_size,
-        metadata=meta, verification=verification, sparse_initializers=sparse_info,
-        structured=structured_info, notes=notes,
-    )
+    return verification
 
 
 @contextlib.contextmanager

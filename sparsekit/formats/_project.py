@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.formats.base import Converted, check_equal
-from sparsekit.mask import Mask
 
 #: a projected model only re-zeroes weights, so it equals masked-dense(projected mask) exactly
 PATTERN_ATOL = 1e-6

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.errors import UsageError, VerificationError
-from sparsekit.mask import Mask
 from sparsekit.registry import Registry
 
 FORMATS: Registry = Registry("format")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparsekit.binary_mask import Mask
 from sparsekit.formats._project import PatternState, project
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat
-from sparsekit.mask import Mask
 
 
 @FORMATS.register("block", help="bh x bw blocks of the (out, in*k*k) weight view (e.g. 4x4)")

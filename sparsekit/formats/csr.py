@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat, check_equal
-from sparsekit.mask import Mask
 
 #: Linear layers below this sparsity stay dense: torch CSR (int32) is slower than dense GEMM below
 #: ~80-90 % sparsity on the measured CPU (SPARSE_RUNTIME.md §1), and needs 8 B per non-zero vs 4 B dense

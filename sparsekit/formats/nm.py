@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from sparsekit.binary_mask import Mask
 from sparsekit.errors import UsageError
 from sparsekit.formats._project import PatternState, project, ranked_keep
 from sparsekit.formats.base import FORMATS, Converted, SparseFormat
-from sparsekit.mask import Mask
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.cost.macs import torch_macs
 from sparsekit.errors import VerificationError
 from sparsekit.formats.base import (
@@ -34,10 +35,9 @@ from sparsekit.formats.base import (
     check_equal,
     check_equal_float64,
 )
-from sparsekit.mask import Mask
 
 # channel-group discovery lives in masking/channel_groups (the search uses it too); the converter uses it
-from sparsekit.masking.channel_groups import (  # noqa: F401  (coupled_channel_groups: public re-export)
+from sparsekit.masking.coupling.channel_groups import (  # noqa: F401  (coupled_channel_groups: public re-export)
     _LAYERS,
     _graph,
     _ignored_output_layers,

@@ -1,4 +1,4 @@
-"""The learned-mask search loop shared by the strong-ticket searches (gates, edge-popup) and, next, cts.
+"""The learned-mask search loop shared by the learned searches: gates, edge-popup and cts.
 
 A learned search trains some mask parameters (gate parameters, scores, logits) for a number of steps
 over the training split, with a learning-rate schedule, a step budget, derived seeds, an optional
@@ -22,7 +22,7 @@ is what a method passes in. This module owns the rest:
 The arithmetic (seed formulas, the cosine's rounding, where the LR is set) is each method's, kept
 bit for bit: a seeded search gives the same mask as before the loop was shared.
 
-What cts needs to move onto it (its ``_Search.run``; ``world`` from ``ctx.dist`` as today,
+How cts runs on it (its ``_Search.run``; ``world`` from ``ctx.dist`` as today,
 ``settle`` = ``(settle_steps(o.ema), "GradBalance's EMA, beta ...: 4 / beta")`` with
 ``balance=gradbalance``, else None; ``train_epochs`` = pretrain + fine-tune epochs):
     plan = plan_search(ctx, "cts", max(1, o.batch_size // world),
@@ -41,8 +41,9 @@ What cts needs to move onto it (its ``_Search.run``; ``world`` from ``ctx.dist``
   ``drop_at`` is 0), the same values cts writes today, and ``lr_at(step)`` after a resume equals the
   lr its checkpoint stored. cts's final record uses ``result.steps`` and epoch ``plan.epochs - 1``,
   its ``warning`` is ``plan.warning`` and ``search_seconds`` is ``result.seconds``. Checked by
-  comparing masks of a seeded search before and after (as gates and edge-popup were: bit-identical
-  masks, state updates, infos and search.jsonl on lenet300 / Fashion-MNIST).
+  comparing masks of a seeded search before and after the move (as for gates and edge-popup:
+  bit-identical masks, state updates, infos and search.jsonl on lenet300 / Fashion-MNIST; for cts
+  kl / ce / msefeature, gradbalance / lagrange, weight and channel granularity, a resumed search).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from typing import Any
 import torch
 
 from sparsekit.cost.models import uniform_keep
-from sparsekit.masking.channel_space import UnitSpace
+from sparsekit.masking.coupling.channel_space import UnitSpace
 from sparsekit.methods._search_log import SearchLog
 from sparsekit.methods._search_progress import SearchProgress
 from sparsekit.methods.base import SearchContext, channel_budget, search_length, warn_short_search

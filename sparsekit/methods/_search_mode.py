@@ -15,14 +15,14 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from sparsekit.errors import UsageError
+from sparsekit.errors import SettingError
 
 BN_MODES = ("batch", "running")
 
 
 def check_bn_mode(mode: str, where: str) -> None:
     if mode not in BN_MODES:
-        raise UsageError(f"{where}: bn must be one of {', '.join(BN_MODES)}, got {mode!r}")
+        raise SettingError(f"{where}: bn must be one of {', '.join(BN_MODES)}, got {mode!r}", "method")
 
 
 @contextmanager

@@ -13,8 +13,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparsekit.masking.channel_groups import _LAYERS, _example, _graph, _ignored_output_layers
-from sparsekit.masking.channel_space import UnitSpace
+from sparsekit.masking.coupling.channel_groups import (
+    _LAYERS,
+    _example,
+    _graph,
+    _ignored_output_layers,
+)
+from sparsekit.masking.coupling.channel_space import UnitSpace
 from sparsekit.methods.base import SearchContext, SearchResult, select_unit_scores
 
 

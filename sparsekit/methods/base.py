@@ -19,16 +19,20 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.cost.budget import is_weight_latency
 from sparsekit.cost.correction import correct
 from sparsekit.cost.models import ChannelCost, cost_for
 from sparsekit.cost.select import select_by_cost
 from sparsekit.data.bundle import DataBundle
-from sparsekit.errors import UsageError
-from sparsekit.mask import Mask
-from sparsekit.masking.channel_groups import channel_units, normalized_channel_scores, select_units
-from sparsekit.masking.channel_space import UnitSpace
-from sparsekit.masking.topk import budget_keep, topk_mask
+from sparsekit.errors import SettingError, UsageError
+from sparsekit.masking.coupling.channel_groups import (
+    channel_units,
+    normalized_channel_scores,
+    select_units,
+)
+from sparsekit.masking.coupling.channel_space import UnitSpace
+from sparsekit.masking.select.topk import budget_keep, topk_mask
 from sparsekit.registry import Registry
 from sparsekit.train.loop import TrainConfig
 
@@ -154,9 +158,10 @@ def search_length(ctx: SearchContext, per_epoch: int, default_epochs: int, metho
         epochs = default_epochs if ctx.search_epochs is None else ctx.search_epochs
         steps = epochs * per_epoch
     if steps <= 0:
-        what = f"--search-steps {ctx.search_steps}" if ctx.search_steps is not None else f"--search-epochs {epochs}"
-        raise UsageError(f"--method {method}: {what} is a search of 0 steps, which returns the untrained "
-                         "initial mask; give at least one step (see the method's minimum in the README)")
+        what = f"{{search_steps}} {ctx.search_steps}" if ctx.search_steps is not None else f"{{search_epochs}} {epochs}"
+        raise SettingError(f"{{method}} {method}: {what} is a search of 0 steps, which returns the untrained "
+                           "initial mask; give at least one step (see the method's minimum in the README)",
+                           "method", "search_steps", "search_epochs")
     return epochs, steps
 
 

@@ -1,8 +1,10 @@
 """Concrete Ticket Search (CTS, Arora & Teuscher 2025; docs/algorithms.md §2).
 
-One logit per prunable weight, a binary Concrete relaxation of the mask (sparsekit.masking.concrete),
-weights frozen at theta_K, Adam on the logits, sparsity held near 1.1 * kappa by GradBalance
-(sparsekit.masking.gradbalance), and an exact global top-k over the logits at the end.
+One logit per prunable weight, a binary Concrete relaxation of the mask
+(sparsekit.masking.relax.concrete), weights frozen at theta_K, Adam on the logits, sparsity held near
+1.1 * kappa by GradBalance (sparsekit.masking.relax.gradbalance), and an exact global top-k over the
+logits at the end. The loop itself (batches, LR schedule, log, checkpoints) is the shared
+sparsekit.methods._search_loop.
 
 Per step (one training mini-batch, no augmentation):
     dense  = f(x; theta_K)                      (no grad; skipped for the ce objective)
@@ -29,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,31 +40,35 @@ from torch.func import functional_call
 from sparsekit import paths
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
 from sparsekit.cost.engine_latency import FlatLatency
-from sparsekit.cost.models import CostModel, uniform_keep
-from sparsekit.errors import UsageError
-from sparsekit.masking.channel_space import UnitSpace
-from sparsekit.masking.concrete import (
+from sparsekit.cost.models import CostModel
+from sparsekit.errors import SettingError
+from sparsekit.masking.coupling.channel_space import UnitSpace
+from sparsekit.masking.relax.concrete import (
     DEFAULT_TAU,
     init_logits,
     keep_probability,
     logistic_noise,
     relaxed_mask,
 )
-from sparsekit.masking.gradbalance import GradBalance, LagrangeBalance
-from sparsekit.methods._search_log import SearchLog
+from sparsekit.masking.relax.gradbalance import GradBalance, LagrangeBalance
+from sparsekit.methods._search_loop import (
+    NOISE_SALT,
+    channel_setup,
+    cts_shuffle_seed,
+    derived_seed,
+    plan_search,
+    run_search,
+    step_drop,
+)
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
-from sparsekit.methods._search_progress import SearchProgress
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,
     SearchMethod,
     SearchResult,
-    channel_budget,
-    search_length,
     select_unit_scores,
     select_with_info,
     uses_weight_latency,
-    warn_short_search,
     weight_latency_cost,
 )
 from sparsekit.methods.cts_objectives import OBJECTIVES, ReluCapture, get_objective
@@ -137,19 +142,20 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise SettingError(f"{{objective}} must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}", "objective")
         if self.balance not in BALANCES:
-            raise UsageError(f"--balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
-        check_bn_mode(self.bn, "--method cts")
+            raise SettingError(f"{{balance}} must be one of {', '.join(BALANCES)}, got {self.balance!r}", "balance")
+        check_bn_mode(self.bn, "{method} cts")
         for name in ("lr", "tau", "headroom", "c_s"):
             if not getattr(self, name) > 0:
-                raise UsageError(f"--method cts: option {name} must be > 0, got {getattr(self, name)}")
+                raise SettingError(f"{{method}} cts: option {name} must be > 0, got {getattr(self, name)}", "method")
         if self.batch_size <= 0:
-            raise UsageError(f"--method cts: option batch_size must be > 0, got {self.batch_size}")
+            raise SettingError(f"{{method}} cts: option batch_size must be > 0, got {self.batch_size}", "method")
         if not 0.0 <= self.lr_drop_fraction < 1.0 or not 0.0 < self.ema <= 1.0:
-            raise UsageError("--method cts: lr_drop_fraction must be in [0, 1) and ema in (0, 1]")
+            raise SettingError("{method} cts: lr_drop_fraction must be in [0, 1) and ema in (0, 1]", "method")
         if self.loss_scale < 0 or self.lagrange_lr < 0 or self.max_steps < 0 or self.checkpoint_every < 0:
-            raise UsageError("--method cts: loss_scale, lagrange_lr, max_steps and checkpoint_every must be >= 0")
+            raise SettingError("{method} cts: loss_scale, lagrange_lr, max_steps and checkpoint_every must be >= 0",
+                               "method")
 
 
 @METHODS.register("cts", help="Concrete Ticket Search: learned Concrete mask, GradBalance, exact top-k")
@@ -163,7 +169,7 @@ class CTSMethod(SearchMethod):
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
         if not 0.0 < ctx.sparsity < 1.0:
-            raise UsageError(f"--method cts needs 0 < sparsity < 1, got {ctx.sparsity}")
+            raise SettingError(f"{{method}} cts needs 0 < sparsity < 1, got {ctx.sparsity}", "method")
         with search_mode(ctx.model.to(ctx.device), bn=o.bn):
             search = _Search(ctx, o)
             logits, info = search.run()
@@ -214,11 +220,10 @@ class _Search:
         if ctx.granularity == "channel":
             # channel level: one logit per coupled unit; the budget is a cost of the unit keeps
             # (channels, or params/MACs/latency), held by GradBalance on its expectation
-            self.space = UnitSpace(ctx.model, ctx.names, tuple(ctx.data.in_shape))
-            self.cost, budget = channel_budget(self.space, ctx)
-            density = budget / self.cost.dense
-            init_density = uniform_keep(self.cost, density, self.space.size)
-            self.numel, budget_size = self.space.size, self.cost.dense
+            setup = channel_setup(ctx)
+            self.space, self.cost = setup.space, setup.cost
+            density, init_density = setup.density, setup.init_density
+            self.numel, budget_size = setup.space.size, setup.budget_size
             self.params = {n: p.detach() for n, p in ctx.model.named_parameters()}
         self.density = density  # kept fraction of the weights, or of the dense cost (channel level, latency)
         self.logits = init_logits(self.numel, init_density, self.device)
@@ -231,7 +236,7 @@ class _Search:
             self.balance = LagrangeBalance(density, budget_size, lr=lam_lr, c_s=o.c_s)
         self.rank = getattr(ctx.dist, "rank", 0)
         self.world = getattr(ctx.dist, "world_size", 1)
-        self.gen = torch.Generator(device=self.device).manual_seed(ctx.seed * 1_000_003 + 17 + self.rank)
+        self.gen = torch.Generator(device=self.device).manual_seed(derived_seed(ctx.seed, NOISE_SALT + self.rank))
 
     def _reduce(self, x: float) -> float:
         t = torch.tensor([x], dtype=torch.float64, device=self.device)
@@ -245,51 +250,29 @@ class _Search:
 
     def run(self) -> tuple[torch.Tensor, dict[str, Any]]:
         ctx, o = self.ctx, self.o
-        per_rank = max(1, o.batch_size // self.world)
-        per_epoch = ctx.data.num_batches("train", per_rank, world_size=self.world)
-        default_epochs = default_search_epochs(ctx.pretrain_epochs + ctx.finetune_epochs, per_epoch, o.ema)
-        epochs, total = search_length(ctx, per_epoch, default_epochs, "cts")
-        if o.max_steps:
-            total = min(total, o.max_steps)
-        self.warning = None
+        train_epochs = ctx.pretrain_epochs + ctx.finetune_epochs
+        settle = None
         if o.balance == "gradbalance":
-            self.warning = warn_short_search("cts", total, settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
-        drop_at = total - math.ceil(o.lr_drop_fraction * total)
+            settle = (settle_steps(o.ema), f"GradBalance's EMA, beta {o.ema}: 4 / beta")
+        plan = plan_search(ctx, "cts", max(1, o.batch_size // self.world),
+                           lambda per_epoch: default_search_epochs(train_epochs, per_epoch, o.ema),
+                           max_steps=o.max_steps, settle=settle, data_seed=cts_shuffle_seed(ctx.seed))
+        self.warning = plan.warning
+        drop_at = plan.total - math.ceil(o.lr_drop_fraction * plan.total)
         capture = ReluCapture(ctx.model) if self.objective.needs_features else None
         log_path = paths.search_log(ctx.run_dir) if ctx.run_dir is not None else None
-        resume_at = self._resume(log_path)
-        slog = SearchLog(log_path)  # per-step records, appended in chunks (flushed before checkpoints)
-        step, last_r, t0 = 0, float("nan"), time.perf_counter()
-        progress = SearchProgress("cts", total, self.ctx.progress)
         try:
-            for epoch in range(epochs):
-                batches = ctx.data.batches(
-                    "train", per_rank, shuffle=True, seed=ctx.seed * 7_919 + epoch + 1, rank=self.rank, world_size=self.world
-                )
-                for x, y in batches:
-                    if step >= total:
-                        break
-                    if step < resume_at:  # done before the interruption; its state was restored
-                        step += 1
-                        continue
-                    if step == drop_at and step > 0:
-                        for group in self.opt.param_groups:
-                            group["lr"] = o.lr * 0.1
-                    last_r = self._step(x.to(self.device), y.to(self.device), capture)
-                    step += 1
-                    if log_path is not None:
-                        slog.add(self._record(step, epoch, last_r))
-                    progress.update(step, lambda r=last_r: self._progress_fields(r))
-                    if o.checkpoint_every and step % o.checkpoint_every == 0 and step < total:
-                        slog.flush()
-                        self._checkpoint(step)
-                if step >= total:
-                    break
+            result = run_search(ctx, plan, lambda step, x, y: self._step(x, y, capture), opt=self.opt,
+                                lr_at=step_drop(o.lr, drop_at if drop_at > 0 else None),
+                                log_path=log_path, record=self._record,
+                                progress_fields=self._progress_fields, log_every=1,
+                                record_always=False, resume_at=self._resume(log_path),
+                                checkpoint=self._checkpoint, checkpoint_every=o.checkpoint_every)
         finally:
-            slog.flush()
             if capture is not None:
                 capture.close()
-        final = self._record(step, epochs - 1, last_r)
+        step, epochs = result.steps, plan.epochs
+        final = self._record(step, epochs - 1, result.last_loss)
         info = {
             "objective_name": o.objective,
             "balance": o.balance,
@@ -299,7 +282,7 @@ class _Search:
             "true_density": final["true_density"],
             "lambda": final["lambda"],
             "objective": final["objective"],
-            "search_seconds": time.perf_counter() - t0,
+            "search_seconds": result.seconds,
             "inverted": o.invert,
         }
         if self.warning:

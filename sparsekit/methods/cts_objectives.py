@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsekit.errors import UsageError
+from sparsekit.errors import SettingError, UsageError
 
 #: per-sample standardization epsilon of the feature-matching objective (reference value)
 FEATURE_EPS = 1e-9
@@ -89,7 +89,7 @@ OBJECTIVES: dict[str, Objective] = {
 
 def get_objective(name: str) -> Objective:
     if name not in OBJECTIVES:
-        raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {name!r}")
+        raise SettingError(f"{{objective}} must be one of {', '.join(OBJECTIVES)}, got {name!r}", "objective")
     return OBJECTIVES[name]
 
 

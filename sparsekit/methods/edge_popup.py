@@ -29,7 +29,7 @@ from sparsekit import paths
 from sparsekit.errors import TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
 from sparsekit.masking.masked_forward import freeze, masked_call
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods._search_loop import (
     SCORE_INIT_SALT,
     cosine,

@@ -58,12 +58,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit import paths
-from sparsekit.errors import TrainingDivergedError, UsageError
+from sparsekit.errors import SettingError, TrainingDivergedError, UsageError
 from sparsekit.masking.bn_stats import recalibrate_for_mask, set_bn_train
-from sparsekit.masking.gaussian_gate import GaussianGate
-from sparsekit.masking.gradbalance import GradBalance
-from sparsekit.masking.hard_concrete import HardConcrete
 from sparsekit.masking.masked_forward import binary_multipliers, freeze, masked_call
+from sparsekit.masking.relax.gaussian_gate import GaussianGate
+from sparsekit.masking.relax.gradbalance import GradBalance
+from sparsekit.masking.relax.hard_concrete import HardConcrete
 from sparsekit.methods._search_loop import (
     EVAL_SALT,
     NOISE_SALT,
@@ -137,7 +137,8 @@ class Options:
     def __post_init__(self) -> None:
         check_weight_scale(self.weight_scale, "--method gates")
         if self.relaxation not in RELAXATIONS:
-            raise UsageError(f"--relaxation must be one of {', '.join(RELAXATIONS)}, got {self.relaxation!r}")
+            raise SettingError(f"{{relaxation}} must be one of {', '.join(RELAXATIONS)}, got {self.relaxation!r}",
+                               "relaxation")
         if not (self.lr >= 0 and math.isfinite(self.lr)):
             raise UsageError(f"gates option lr must be a positive number (0 = default), got {self.lr}")
         if not 0 <= self.lr_drop_at <= 1:

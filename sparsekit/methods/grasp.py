@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsekit.errors import UsageError
+from sparsekit.errors import SettingError
 from sparsekit.methods._samples import draw_samples
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext
@@ -37,8 +37,8 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.per_class <= 0 or not self.temperature > 0:
-            raise UsageError("--method grasp: per_class and temperature must be > 0")
-        check_bn_mode(self.bn, "--method grasp")
+            raise SettingError("{method} grasp: per_class and temperature must be > 0", "method")
+        check_bn_mode(self.bn, "{method} grasp")
 
 
 def grasp_hg(model: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,

@@ -24,9 +24,9 @@ import torch
 
 from sparsekit import paths
 from sparsekit._io import write_json
-from sparsekit.errors import UsageError
-from sparsekit.mask import Mask
-from sparsekit.masking.topk import topk_mask
+from sparsekit.binary_mask import Mask
+from sparsekit.errors import SettingError
+from sparsekit.masking.select.topk import topk_mask
 from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult, select
 from sparsekit.train.loop import evaluate, train_epochs
 
@@ -40,7 +40,7 @@ class Options:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.prune_fraction < 1.0:
-            raise UsageError(f"--method ltr: prune_fraction must be in (0, 1), got {self.prune_fraction}")
+            raise SettingError(f"{{method}} ltr: prune_fraction must be in (0, 1), got {self.prune_fraction}", "method")
 
 
 def round_densities(target_density: float, prune_fraction: float) -> list[float]:
@@ -63,7 +63,7 @@ class LTRMethod(SearchMethod):
     def search(self, ctx: SearchContext) -> SearchResult:
         o: Options = self.options
         if ctx.sparsity <= 0.0:
-            raise UsageError("--method ltr needs sparsity > 0")
+            raise SettingError("{method} ltr needs sparsity > 0", "method")
         # train a copy so ctx.model keeps theta_K (the contract for methods is "weights untouched")
         model = copy.deepcopy(ctx.model)
         theta_k = ctx.theta_k if ctx.theta_k is not None else ctx.model.state_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsekit.masking.channel_space import UnitSpace
+from sparsekit.masking.coupling.channel_space import UnitSpace
 from sparsekit.methods.base import (
     METHODS,
     SearchContext,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from sparsekit.errors import UsageError
+from sparsekit.errors import SettingError
 from sparsekit.methods._samples import draw_samples
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext
@@ -27,8 +27,8 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.per_class <= 0:
-            raise UsageError(f"--method snip: per_class must be > 0, got {self.per_class}")
-        check_bn_mode(self.bn, "--method snip")
+            raise SettingError(f"{{method}} snip: per_class must be > 0, got {self.per_class}", "method")
+        check_bn_mode(self.bn, "{method} snip")
 
 
 @METHODS.register("snip", help="SNIP connection sensitivity |w * dL/dw| at the rewind point")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.func import functional_call
 
-from sparsekit.errors import UsageError
-from sparsekit.masking.topk import budget_keep
+from sparsekit.errors import SettingError
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext
 
 
@@ -31,7 +31,7 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.rounds <= 0:
-            raise UsageError(f"--method synflow: rounds must be > 0, got {self.rounds}")
+            raise SettingError(f"{{method}} synflow: rounds must be > 0, got {self.rounds}", "method")
 
 
 @METHODS.register("synflow", help="SynFlow: iterative (100 rounds) data-free synaptic-flow scores")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sparsekit.errors import UsageError
+from sparsekit.errors import SettingError
 from sparsekit.methods._tp_importance import accumulate_gradients, tp_search
 from sparsekit.methods.base import METHODS, SearchContext, SearchMethod, SearchResult
 
@@ -16,7 +16,7 @@ class Options:
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.batch_size < 1:
-            raise UsageError("--method tp-taylor: batches and batch_size must be >= 1")
+            raise SettingError("{method} tp-taylor: batches and batch_size must be >= 1", "method")
 
 
 @METHODS.register("tp-taylor", help="Torch-Pruning group Taylor importance over coupled channels (channel only)")

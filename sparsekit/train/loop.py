@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit._io import load_tensors, read_json, save_tensors, write_json
+from sparsekit.binary_mask import Mask
 from sparsekit.data.bundle import DataBundle
 from sparsekit.errors import TrainingDivergedError, UsageError
-from sparsekit.mask import Mask
 from sparsekit.progress import track
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sparsekit.mask import Mask
+from sparsekit.binary_mask import Mask
 from sparsekit.masking.prunable import prunable_tensors
 
 _CACHE: dict[tuple, Path] = {}

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsekit import paths
+from sparsekit.binary_mask import Mask
 from sparsekit.data.synthetic import make_synthetic
-from sparsekit.mask import Mask
 from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.grasp import grasp_hg
 from sparsekit.methods.ltr import round_densities

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sparsekit.bench.macs import onnx_macs, torch_macs
-from sparsekit.bench.report import REPORT_KEYS
+from sparsekit.bench.speedup_report import REPORT_KEYS
 from sparsekit.cli.main import app
 from tests.unit._deploy_runs import make_run
 
@@ -118,7 +118,7 @@ def test_csr_model_memory_below_dense(bench_out):
 
 
 def test_default_table_fits_120_columns_and_wide_has_all(bench_out):
-    from sparsekit.bench.report import COLUMNS, terminal_table
+    from sparsekit.bench.speedup_report import COLUMNS, terminal_table
 
     rep, _, _, stdout = bench_out
     assert max(len(line) for line in stdout.splitlines()) <= 120

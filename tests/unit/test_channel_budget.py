@@ -12,8 +12,14 @@ from sparsekit.budget import Budget, parse_budget
 from sparsekit.data.synthetic import make_synthetic
 from sparsekit.errors import UsageError
 from sparsekit.formats.structured import Structured
-from sparsekit.masking.channel_groups import training_mask
-from sparsekit.masking.channel_space import MacCost, ParamCost, UnitSpace, mac_cost, select_by_cost
+from sparsekit.masking.coupling.channel_groups import training_mask
+from sparsekit.masking.coupling.channel_space import (
+    MacCost,
+    ParamCost,
+    UnitSpace,
+    mac_cost,
+    select_by_cost,
+)
 from sparsekit.masking.masked_forward import freeze
 from sparsekit.masking.prunable import prunable_tensors
 from sparsekit.methods import METHODS, SearchContext, get_method
@@ -375,8 +381,8 @@ def test_gradient_priced_put_back_selects_what_the_exhaustive_one_does(spaces, m
 
 def test_a_cost_budget_on_an_untraceable_model_is_refused(monkeypatch):
     """No dependency graph: the converter removes nothing, so the search must not count removals."""
-    import sparsekit.masking.channel_groups as cg
-    from sparsekit.masking.channel_space import cost_for
+    import sparsekit.masking.coupling.channel_groups as cg
+    from sparsekit.masking.coupling.channel_space import cost_for
 
     def untraceable(model, example):
         raise ZeroDivisionError("integer division or modulo by zero")

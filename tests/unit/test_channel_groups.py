@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sparsekit.binary_mask import Mask
 from sparsekit.data.synthetic import make_synthetic
 from sparsekit.formats import get_format
 from sparsekit.formats.structured import coupled_channel_groups
-from sparsekit.mask import Mask
-from sparsekit.masking.channel_groups import dead_channel_extras, training_mask
+from sparsekit.masking.coupling.channel_groups import dead_channel_extras, training_mask
 from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep, topk_mask
+from sparsekit.masking.select.topk import budget_keep, topk_mask
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.models import ModelSpec, build_model
 

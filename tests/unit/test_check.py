@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sparsekit.bench.check import Gates, check_report
-from sparsekit.bench.report import finalize_rows
+from sparsekit.bench.speedup_report import finalize_rows
 from sparsekit.cli.main import app
 
 
@@ -160,7 +160,7 @@ def _many_dense_rows():
 
 
 def test_best_dense_is_the_fastest_of_every_dense_runtime_per_batch():
-    from sparsekit.bench.report import best_dense_summary
+    from sparsekit.bench.speedup_report import best_dense_summary
 
     rows = _many_dense_rows()
     t1, t64 = (next(r for r in rows if r["variant"] == "ticket" and r["batch"] == b) for b in (1, 64))

@@ -13,15 +13,15 @@ from torch import nn
 from sparsekit import paths
 from sparsekit.data.synthetic import make_synthetic
 from sparsekit.errors import UsageError
-from sparsekit.masking.concrete import init_logits, logistic_noise, relaxed_mask
-from sparsekit.masking.gradbalance import (
+from sparsekit.masking.prunable import prunable_tensors
+from sparsekit.masking.relax.concrete import init_logits, logistic_noise, relaxed_mask
+from sparsekit.masking.relax.gradbalance import (
     GradBalance,
     LagrangeBalance,
     sparsity_gradient,
     stable_norm,
 )
-from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.cts_objectives import forward_kl, reverse_kl
 from tests.unit import _nets

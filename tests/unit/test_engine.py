@@ -16,13 +16,14 @@ from onnx import helper
 from tests.unit.test_engine_graphs import conv_model, fc_model, model, rand_weight
 
 engine = pytest.importorskip("sparsekit.engine")
+from sparsekit.engine.reference import run_reference  # noqa: E402
+
 from sparsekit.engine import (  # noqa: E402
     EngineInputError,
     EngineLoadError,
     EngineUnsupported,
     EngineVerifyError,
 )
-from sparsekit.engine.reference import run_reference  # noqa: E402
 from sparsekit.errors import ArtifactError, SparsekitError  # noqa: E402
 
 ISAS = engine.available_isas()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.formats import FORMATS, get_format, load_converted
 from sparsekit.formats.base import check_equal
-from sparsekit.mask import Mask
 from sparsekit.models import ModelSpec, build_model
 from sparsekit.ticket import Ticket
 from tests.unit._deploy_runs import channel_mask, make_run
@@ -65,7 +65,7 @@ def test_structured_residual_channel_needs_every_coupled_layer(synthetic):
     for n in ("conv1.weight", "blocks.0.conv2.weight", "blocks.1.conv2.weight", "blocks.2.conv2.weight"):
         keep[n][3] = False  # channel 3 masked in EVERY coupled layer -> removable
     keep["blocks.0.conv2.weight"][5] = False  # channel 5 masked in one of them only -> kept
-    from sparsekit.mask import Mask
+    from sparsekit.binary_mask import Mask
 
     mask = Mask(keep)
     x = torch.randn(8, 3, 16, 16)
@@ -80,7 +80,7 @@ def test_structured_keeps_channels_with_nonzero_output():
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     with torch.no_grad():
         net[1].bias.fill_(0.5)
-    from sparsekit.mask import Mask
+    from sparsekit.binary_mask import Mask
 
     keep = {"1.weight": torch.ones(8, 16, dtype=torch.bool), "3.weight": torch.ones(3, 8, dtype=torch.bool)}
     keep["1.weight"][:4] = False
@@ -253,7 +253,7 @@ def test_channel_granularity_gives_whole_channel_masks(runs):
 
 def test_structured_repairs_stale_bn_statistics_of_dead_channels():
     """A fully masked conv channel feeds BN an all-zero input: its true running mean is 0."""
-    from sparsekit.mask import Mask
+    from sparsekit.binary_mask import Mask
 
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
                         nn.Conv2d(8, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()

@@ -12,12 +12,12 @@ from torch import nn
 from sparsekit import paths
 from sparsekit.data.synthetic import make_synthetic
 from sparsekit.errors import UsageError
-from sparsekit.masking.gaussian_gate import GaussianGate
-from sparsekit.masking.gradbalance import GradBalance
-from sparsekit.masking.hard_concrete import HardConcrete
 from sparsekit.masking.masked_forward import masked_call
 from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.relax.gaussian_gate import GaussianGate
+from sparsekit.masking.relax.gradbalance import GradBalance
+from sparsekit.masking.relax.hard_concrete import HardConcrete
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.models.registry import ModelSpec, build_model
 from sparsekit.train.loop import TrainConfig

@@ -9,7 +9,7 @@ import torch
 from sparsekit.bench import latency_table as lt
 from sparsekit.budget import Budget
 from sparsekit.errors import UsageError
-from sparsekit.masking.channel_space import UnitSpace, select_by_cost
+from sparsekit.masking.coupling.channel_space import UnitSpace, select_by_cost
 from sparsekit.masking.prunable import prunable_tensors
 from tests.unit._nets import one_thread  # noqa: F401 (autouse fixture)
 from tests.unit.test_channel_budget import IN_SHAPE, UserNet

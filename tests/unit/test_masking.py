@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask, sparsity_of
 from sparsekit.errors import ArtifactError, UsageError
-from sparsekit.mask import Mask, sparsity_of
 from sparsekit.masking.prunable import PrunePolicy, prunable_tensors
-from sparsekit.masking.topk import budget_keep, topk_mask
+from sparsekit.masking.select.topk import budget_keep, topk_mask
 
 
 @pytest.mark.parametrize("s", [0.0, 0.1, 0.5, 0.9, 0.99, 0.9926, 0.999])

@@ -19,12 +19,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from sparsekit import paths
+from sparsekit.binary_mask import Mask
 from sparsekit.data.bundle import DataBundle
 from sparsekit.data.synthetic import make_synthetic
-from sparsekit.mask import Mask
 from sparsekit.masking.masked_forward import masked_call
 from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.ltr import round_densities
 from sparsekit.train.loop import TrainConfig, train_epochs

@@ -10,11 +10,11 @@ import torch
 
 from sparsekit import paths
 from sparsekit.data.synthetic import make_synthetic
-from sparsekit.masking.gaussian_gate import GaussianGate
-from sparsekit.masking.gradbalance import GradBalance
-from sparsekit.masking.hard_concrete import HardConcrete
 from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.relax.gaussian_gate import GaussianGate
+from sparsekit.masking.relax.gradbalance import GradBalance
+from sparsekit.masking.relax.hard_concrete import HardConcrete
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods import SearchContext, get_method
 from sparsekit.methods.gates import GatesMethod, _density_shift
 from sparsekit.train.loop import TrainConfig

@@ -11,7 +11,7 @@ from torch import nn
 from sparsekit.data import DATASETS, load_dataset
 from sparsekit.errors import DataNotFoundError, UsageError
 from sparsekit.masking.prunable import prunable_tensors
-from sparsekit.masking.topk import budget_keep
+from sparsekit.masking.select.topk import budget_keep
 from sparsekit.methods import METHODS, SearchContext, get_method
 from sparsekit.models import MODELS, ModelSpec, build_model, default_policy
 from sparsekit.registry import Registry

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sparsekit.binary_mask import Mask
 from sparsekit.data.synthetic import make_synthetic
 from sparsekit.errors import UsageError
-from sparsekit.mask import Mask
 from sparsekit.pipeline import PruneConfig, prune
 from sparsekit.sanity import layerwise_shuffle, read_variant, run_sanity, verdict
 

@@ -110,7 +110,7 @@ def test_weight_scale_is_validated_and_only_for_strong_tickets():
 
 
 def test_edge_popup_global_topk_keeps_the_exact_global_count():
-    from sparsekit.masking.topk import budget_keep
+    from sparsekit.masking.select.topk import budget_keep
 
     data = make_synthetic(n_train=256, n_test=64)
     model = lenet(data)

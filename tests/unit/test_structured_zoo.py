@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from sparsekit.binary_mask import Mask
 from sparsekit.formats import get_format
 from sparsekit.formats.structured import coupled_channel_groups
-from sparsekit.mask import Mask
 from sparsekit.masking.prunable import prunable_tensors
 from sparsekit.models.registry import ModelSpec, build_model
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sparsekit.mask import Mask
-from sparsekit.masking.topk import topk_mask
+from sparsekit.binary_mask import Mask
+from sparsekit.masking.select.topk import topk_mask
 from sparsekit.models import ModelSpec, build_model
 from sparsekit.train.loop import TrainConfig, evaluate, train_epochs
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsekit.formats.structured import Structured
-from sparsekit.masking.channel_groups import training_mask
-from sparsekit.masking.channel_space import UnitSpace, mac_cost, select_by_cost
+from sparsekit.masking.coupling.channel_groups import training_mask
+from sparsekit.masking.coupling.channel_space import UnitSpace, mac_cost, select_by_cost
 from sparsekit.masking.prunable import prunable_tensors
 from sparsekit.models import ModelSpec, build_model
 from tests.unit._nets import one_thread  # noqa: F401 (autouse fixture)

@@ -1,0 +1,1 @@
+"""Mask relaxations for learned searches (Concrete, hard-concrete, Gaussian gates) and GradBalance, the sparsity control."""

@@ -1,0 +1,1 @@
+"""Selection: scores -> a binary mask (exact top-k budgets, collapsing channel masks)."""
