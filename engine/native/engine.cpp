@@ -38,21 +38,9 @@ SK_DECLARE_TABLE(isa_neon)
 
 namespace py = pybind11;
 
-namespace sk {
+#include "act_scalar.inc"
 
-float act_scalar(float v, int act, float a0, float a1) {
-  switch (act) {
-    case ACT_NONE: return v;
-    case ACT_RELU: return v > 0.f ? v : 0.f;
-    case ACT_CLIP: return v < a0 ? a0 : (v > a1 ? a1 : v);
-    case ACT_LEAKY: return v >= 0.f ? v : v * a0;
-    case ACT_SIGMOID: return 1.f / (1.f + std::exp(-v));
-    case ACT_HARDSIGMOID: { float t = v * a0 + a1; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
-    case ACT_HARDSWISH: { float t = v * (1.f / 6.f) + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
-    case ACT_SILU: return v / (1.f + std::exp(-v));
-  }
-  return v;
-}
+namespace sk {
 
 // ---------------------------------------------------------------- ISA selection
 static std::vector<const KernelTable*> available_tables() {

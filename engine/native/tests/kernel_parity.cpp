@@ -28,23 +28,9 @@ SK_DECLARE_TABLE(isa_avx512)
 SK_DECLARE_TABLE(isa_neon)
 #endif
 
-namespace sk {
-// The engine defines act_scalar in engine.cpp (which needs pybind11); the kernels call it on their scalar
-// paths, so the test supplies the same definition. The reference below uses its own act_ref.
-float act_scalar(float v, int act, float a0, float a1) {
-  switch (act) {
-    case ACT_NONE: return v;
-    case ACT_RELU: return v > 0.f ? v : 0.f;
-    case ACT_CLIP: return v < a0 ? a0 : (v > a1 ? a1 : v);
-    case ACT_LEAKY: return v >= 0.f ? v : v * a0;
-    case ACT_SIGMOID: return 1.f / (1.f + std::exp(-v));
-    case ACT_HARDSIGMOID: { float t = v * a0 + a1; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
-    case ACT_HARDSWISH: { float t = v * (1.f / 6.f) + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
-    case ACT_SILU: return v / (1.f + std::exp(-v));
-  }
-  return v;
-}
-}  // namespace sk
+// act_scalar (called by the kernels' scalar paths): the engine's own definition; the reference below uses its
+// own act_ref.
+#include "act_scalar.inc"
 
 using sk::ConvCall;
 using sk::FcCall;
