@@ -110,6 +110,9 @@ def test_engine_wheel_runs_without_torch(engine_venv, tmp_path):
     bad = subprocess.run([str(py), "-m", "sparsekit_engine", "bench", str(tmp_path / "missing.onnx")],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    usage = subprocess.run([str(py), "-m", "sparsekit_engine", "bench", str(path), "--batch", "0"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert usage.returncode == 2 and usage.stderr.count("\n") == 1 and "--batch" in usage.stderr
 
 
 def test_sparsekit_depends_on_the_engine_distribution():

@@ -40,10 +40,17 @@ def _positive(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2 (argparse would print the whole usage block first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sparsekit_engine",
-                                description="Time an ONNX classifier on sparse-cpu (no torch needed).")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="python -m sparsekit_engine",
+                description="Time an ONNX classifier on sparse-cpu (no torch needed).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text in (("bench", "latency and throughput at one batch size"),
                             ("profile", "where the time goes: measured µs per op")):
         c = sub.add_parser(name, help=help_text)
