@@ -550,14 +550,20 @@ def plan_memory(nodes: list[ENode], lay: dict, input_name: str, output: str, bc:
 
 
 # ------------------------------------------------------------------------------------------- native build
-def _offsets(n: ENode, lay: dict) -> tuple[np.ndarray, int, int, int, int]:
-    """Per-tap input offsets (group 0) for the conv's work view: (offs[Cg,KH,KW], Wrow, Hq, gofs, pstride)."""
-    L = lay[n.inputs[0]]
+def _tap_grid(n: ENode, lay: dict) -> tuple[Any, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Input layout and the broadcastable (channel [Cg,1,1], row [1,KH,1], column [1,1,KW]) tap grids of a conv."""
     p = n.p
     Cg = p["w"].shape[1]
     c = np.arange(Cg).reshape(-1, 1, 1)
     r = (np.arange(p["kh"]) * p["dh"]).reshape(1, -1, 1)
     t = (np.arange(p["kw"]) * p["dw"]).reshape(1, 1, -1)
+    return lay[n.inputs[0]], Cg, c, r, t
+
+
+def _offsets(n: ENode, lay: dict) -> tuple[np.ndarray, int, int, int, int]:
+    """Per-tap input offsets (group 0) for the conv's work view: (offs[Cg,KH,KW], Wrow, Hq, gofs, pstride)."""
+    L, Cg, c, r, t = _tap_grid(n, lay)
+    p = n.p
     if conv_mode(n) == 0:
         wrow = L.Wp
         offs = c * L.plane + r * wrow + t
@@ -646,12 +652,7 @@ def _sparse_offsets(n: ENode, lay: dict, flat_off: np.ndarray, gofs: int) -> tup
     convs, which address the zero-padded input plane itself (row stride Wp)."""
     if not s2_direct(n):
         return flat_off, gofs
-    L = lay[n.inputs[0]]
-    p = n.p
-    Cg = p["w"].shape[1]
-    c = np.arange(Cg).reshape(-1, 1, 1)
-    r = (np.arange(p["kh"]) * p["dh"]).reshape(1, -1, 1)
-    t = (np.arange(p["kw"]) * p["dw"]).reshape(1, 1, -1)
+    L, Cg, c, r, t = _tap_grid(n, lay)
     return (c * L.plane + r * L.Wp + t).reshape(-1).astype(np.int64), Cg * L.plane
 
 
