@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ SCHEMA_VERSION = 1
 LEGACY_CONFIG: dict[str, Any] = {
     "channel_multiple": 1, "search_steps": None, "schedule": "constant", "budget": None,
     "budget_runtime": "ort-cpu", "budget_batch": 1, "budget_threads": 1, "warmup_epochs": 0.0,
-    "augment": "none", "grad_clip": 0.0, "label_smoothing": 0.0,
+    "augment": "none", "grad_clip": 0.0, "label_smoothing": 0.0, "bn_recalibrate": False,
 }
 #: the config keys of the training recipe (runs that predate run.json's ``recipe`` rebuild it)
 RECIPE_KEYS = ("lr", "momentum", "weight_decay", "batch_size", "grad_clip", "schedule",
@@ -48,21 +49,26 @@ RECIPE_KEYS = ("lr", "momentum", "weight_decay", "batch_size", "grad_clip", "sch
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
-    import onnx
-    import onnxruntime
-    import torchvision
+    """Versions of the libraries a run depends on, from the installed distributions' metadata: importing
+    torchvision / onnxruntime just to read ``__version__`` cost ~5 s per run on this machine."""
+    from importlib import metadata
 
     import sparsekit
+
+    def version(dist: str) -> str:
+        loaded = sys.modules.get(dist)
+        if loaded is not None and hasattr(loaded, "__version__"):
+            return str(loaded.__version__)  # keeps the local label (e.g. +cu130) when it is loaded anyway
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
 
     return {
         "sparsekit": sparsekit.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
+        **{name: version(name) for name in ("torchvision", "onnx", "onnxruntime", "numpy")},
     }
 
 

@@ -184,6 +184,8 @@ def test_cli_end_to_end_records_asked_and_measured_latency(tmp_path, fake_engine
     assert (b["kind"], b["runtime"], b["value"]) == ("latency", "sparse-cpu", budget)
     assert b["asked"] == budget and abs(b["measured_ms"] - budget) <= TOLERANCE * budget
     assert len(b["rounds"]) >= 2 and all("measured_ms" in row for row in b["rounds"])
+    # the summary line reports the measured latency (not the table's estimate)
+    assert f"latency {b['measured_ms']:.4g} ms measured" in r.output, r.output
     # unreachable: refused with one line, exit 2, before anything is written
     for ms in (budget * 1e-4, budget * 100):
         bad = tmp_path / f"bad{ms}"
