@@ -169,6 +169,7 @@ struct Op {
   std::vector<Buf<float>> fa;
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense
+  bool batched = false;      // dense stride-1 conv at nb > 1: tiles across the chunk's images (conv_dense_multi)
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
@@ -342,6 +343,19 @@ struct Engine {
         const int ni = std::min(64, nb - i0);
         for (int k = 0; k < ni; k++) cs[k] = conv_call(op, A, priv, i0 + k);
         kt->conv_sparse_multi(cs, ni, (int)b, (int)e);
+      }
+      barrier(par);
+      return;
+    }
+    if (p[C_MODE] == 0 && nb > 1 && op.variant == 1 && op.batched) {
+      // dense, chosen by timing (small maps): register tiles across the chunk's images, weights read once
+      ConvCall cs[64];
+      int64_t b, e;
+      split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
+      for (int i0 = 0; i0 < nb; i0 += 64) {
+        const int ni = std::min(64, nb - i0);
+        for (int k = 0; k < ni; k++) cs[k] = conv_call(op, A, priv, i0 + k);
+        kt->conv_dense_multi(cs, ni, (int)b, (int)e);
       }
       barrier(par);
       return;
@@ -824,6 +838,7 @@ PYBIND11_MODULE(_native, m) {
       .def("drop_variant", &sk::Engine::drop_variant)
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
+      .def("set_batched", [](sk::Engine& e, int i, bool on) { e.ops.at(i).batched = on; })
       .def("set_work", [](sk::Engine& e, int64_t macs, int64_t par_min) { e.work_macs = macs; e.par_min_macs = par_min; })
       .def("set_profiling", [](sk::Engine& e, bool on, int threads) {
         e.profiling = on;

@@ -54,6 +54,10 @@ struct KernelTable {
   // sparse stride-2 conv straight from the padded input (x_row = its row length): output (oh, ow) reads
   // x[off + 2 oh x_row + 2 ow]; no phase planes
   void (*conv_sparse_s2)(const ConvCall& c, int o0, int o1);
+  // dense conv (stride-1 work view) over ni images at once (small maps): register tiles of flat output
+  // vectors taken across the images, each block's weights read once per call; same results as conv_dense
+  // per image; [u0, u1) as conv_dense's
+  void (*conv_dense_multi)(const ConvCall* cs, int ni, int u0, int u1);
 };
 
 // apply an activation to a scalar (shared by the generic ops)

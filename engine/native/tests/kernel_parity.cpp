@@ -321,6 +321,18 @@ bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
   return k.verify(t, "conv_sparse_multi", cs);
 }
 
+// dense conv over several images at once (small maps: tiles across image boundaries; also the per-image
+// fallback for padded outputs)
+bool check_conv_dense_multi(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  const int ni = g.range(1, 19);
+  while (!k.generate(g, 1, ni, g.chance(0.8), t->ob)) {}
+  std::vector<ConvCall> calls;
+  for (int m = 0; m < ni; m++) calls.push_back(k.call(m));
+  for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_dense_multi(calls.data(), ni, b, e);
+  return k.verify(t, "conv_dense_multi", cs);
+}
+
 bool check_gather2(const KernelTable* t, Rng& g, int cs) {
   const int n = g.range(0, 90);
   std::vector<float> src(2 * n + 1), dst(n + 8, kNaN);
@@ -432,6 +444,7 @@ const Entry kEntries[] = {
     {"conv_sparse", check_conv_sparse},       {"conv_sparse_s2", check_conv_sparse_s2},
     {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
     {"conv_sparse_multi", check_conv_sparse_multi},
+    {"conv_dense_multi", check_conv_dense_multi},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
     {"gather2", check_gather2},
 };

@@ -37,7 +37,8 @@ are loaded once for all of them), others 1. Results do not depend on the chunkin
 ``Session.run(x)`` accepts any batch size; float64/float16 inputs are converted to float32, any other
 dtype or a wrong shape raises ``EngineInputError``; non-contiguous arrays are copied.
 ``Session.plan()`` returns one dict per executed op: name, op, fused, kernel ("sparse"/"dense"/"direct"),
-density, macs_dense / macs_sparse (per sample), us (measured µs per candidate kernel at load), cached.
+density, macs_dense / macs_sparse (per sample), us (measured µs per candidate kernel at load), cached, and for
+conv/fc ops batched (dense small-map conv whose register tiles span the images of a chunk, chosen by timing).
 ``Session.profile(batch=1, threads=None)`` runs the plan under the native per-op profiler and returns where
 the time goes at that batch and thread count (median wall µs per op, the run's wall time, and the part
 outside the ops); ``plan(profile=True, batch=...)`` adds those as ``measured_us`` / ``measured_share``.

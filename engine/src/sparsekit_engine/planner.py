@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 7
+KERNEL_VERSION = 8
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -594,6 +594,17 @@ def small_map_conv(n: ENode, lay: dict, vw: int) -> bool:
         return False
     L = (n.p["Ho"] - 1) * conv_wrow(n, lay) + n.p["Wo"]
     return L <= 4 * vw
+
+
+#: dense convs whose flat output spans at most this many vectors are timed with image-batched tiles too
+BATCHED_MAX_VECS = 8
+
+
+def batched_candidate(ip: list[int], vw: int) -> bool:
+    """Stride-1 conv (``ip``: ConvParams.ip()) with a small map: its dense kernel can tile across the images of a
+    chunk (native conv_dense_multi); larger maps measured slower that way (the chunk's inputs leave L1/L2)."""
+    c = ConvParams(*ip)
+    return c.mode == 0 and (c.Ho - 1) * c.wrow + c.Wo <= BATCHED_MAX_VECS * vw
 
 
 @dataclass

@@ -126,26 +126,44 @@ class Session:
             if n.kind in ("conv", "fc"):
                 key = P.layer_key(n, ip, self.isa, self.threads, self.chunk)
                 hit = cache.get(key) if self.kernels == "auto" else None
+                batched = False
                 if self.kernels != "auto":
                     us, choice = {}, self.kernels
                 elif hit is None:
                     nb = self.chunk if n.kind == "fc" else 1
                     us = {v: self._time(idx, i, nb) for i, v in enumerate(("sparse", "dense"))}
                     choice = min(us, key=us.get)
-                    cache.put(key, {"kernel": choice, "us": us})
+                    batched = choice == "dense" and n.kind == "conv" and self._batched_faster(idx, ip, P)
+                    cache.put(key, {"kernel": choice, "us": us, "batched": batched})
                 else:
                     us, choice = hit["us"], hit["kernel"]
+                    batched = bool(hit.get("batched", False))
                     entry["cached"] = True
+                if self.kernels == "dense" and n.kind == "conv":
+                    batched = self._batched_faster(idx, ip, P)
                 v = 0 if choice == "sparse" else 1
                 self._engine.set_variant(idx, v)
                 self._engine.drop_variant(idx, 1 - v)
-                entry.update(kernel=choice, us={k: round(float(x), 3) for k, x in us.items()},
+                self._engine.set_batched(idx, bool(batched))
+                entry.update(kernel=choice, batched=bool(batched), us={k: round(float(x), 3) for k, x in us.items()},
                              density=info["nnz"] / max(info["numel"], 1), macs_dense=info["macs_dense"],
                              macs_sparse=info["macs_sparse"] if choice == "sparse" else info["macs_dense"],
                              nnz=info["nnz"])
             plan.append(entry)
         cache.save()
         return plan
+
+    def _batched_faster(self, idx: int, ip: list[int], P: Any) -> bool:
+        """Dense small-map conv: do image-batched tiles (native conv_dense_multi) beat per-image ones at the
+        chunk's batch? Timed here (both ways, the engine left per-image), since it depends on the layer's shape."""
+        if self.chunk < 2 or not P.batched_candidate(ip, self._engine.vector_width):
+            return False
+        t = {}
+        for on in (False, True, False, True):  # alternated: robust to a busy machine
+            self._engine.set_batched(idx, on)
+            t[on] = min(t.get(on, 1e30), self._time(idx, 1, self.chunk))
+        self._engine.set_batched(idx, False)
+        return t[True] < t[False]
 
     def _time(self, idx: int, variant: int, nb: int) -> float:
         t = self._engine.time_op(idx, variant, nb, 1, 1)
@@ -228,7 +246,7 @@ class Session:
     __call__ = run
 
     def plan(self, profile: bool = False, batch: int = 1, threads: int | None = None) -> list[dict]:
-        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached.
+        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached (conv/fc: batched).
 
         ``profile=True`` adds ``measured_us`` / ``measured_share``: the op's measured wall time per run of
         ``batch`` images at ``threads`` (default: the session's), from the native per-op profiler
