@@ -76,16 +76,19 @@ TRAIN = {"resnet20": (300, 64), "vgg16": (60, 16), "lenet5": (300, 64), "lenet30
 
 def train(name: str, shape: tuple, steps: int, bs: int, seed: int = 0, cache_dir: Path | None = None):
     import torch
+    from safetensors.torch import load_file, save_file
 
-    ck = cache_dir / f"trained_{name.replace(':', '_')}_{steps}x{bs}_s{seed}.pt" if cache_dir else None
-    if ck is not None and ck.exists():
-        return torch.load(ck, weights_only=False), float("nan")
-
+    from sparsekit._io import atomic_write
     from sparsekit.data.synthetic import make_synthetic
     from sparsekit.models import ModelSpec, build_model
 
+    # the cache holds the trained state as safetensors (never a pickle); the model is rebuilt from the zoo
+    ck = cache_dir / f"trained_{name.replace(':', '_')}_{steps}x{bs}_s{seed}.safetensors" if cache_dir else None
     torch.manual_seed(seed)
     m = build_model(ModelSpec(name, shape, 10), seed=seed)
+    if ck is not None and ck.exists():
+        m.load_state_dict(load_file(ck))
+        return m.eval(), float("nan")  # loss not known for a cached model
     data = make_synthetic(shape, n_train=2048, n_test=64, seed=seed)
     x_all, y_all = data.train.tensors
     opt = torch.optim.SGD(m.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
@@ -100,8 +103,9 @@ def train(name: str, shape: tuple, steps: int, bs: int, seed: int = 0, cache_dir
     m.eval()
     if ck is not None:
         ck.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(m, ck)
-    return m, float(loss)
+        state = {k: v.detach().contiguous() for k, v in m.state_dict().items()}
+        atomic_write(ck, lambda p: save_file(state, str(p)))
+    return m, float(loss.detach())
 
 
 def prune_export(m, shape: tuple, sparsity: float, path: Path, mask: str = "global") -> float:
