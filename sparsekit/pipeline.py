@@ -29,7 +29,7 @@ from sparsekit.cost.budget import (
 )
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import ArtifactError, SettingError, UsageError
-from sparsekit.masking.bn_stats import recalibrate
+from sparsekit.masking.bn_stats import recalibrate_on_data
 from sparsekit.masking.coupling.channel_groups import training_mask
 from sparsekit.masking.prunable import PrunePolicy, prunable_tensors, unprunable_weights
 from sparsekit.masking.select.collapse import check_layer_collapse
@@ -109,6 +109,10 @@ class PruneConfig:
     eval_limit: int | None = field(default=None, metadata={"help": "evaluate on the first N test samples only (None: all)",
                                                   "cli_help": "evaluate on the first N test samples only (quick looks)"})
     workers: int = field(default=0, metadata={"help": "DataLoader worker processes decoding image-folder samples (0 = main process)"})
+    bn_recalibrate: bool = field(default=True, metadata={
+        "help": "recompute BN running statistics after fine-tuning, for the ticket and the dense reference "
+                "(exact average over 20 seeded training batches of 256; no-op without BN)",
+        "flag": "--bn-recalibrate/--no-bn-recalibrate"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.sparsity, (int, float)) or not math.isfinite(self.sparsity) or not 0 <= self.sparsity < 1:
@@ -516,7 +520,7 @@ def _stage_finetune(run: _Run, held: Mask, state_updates: dict[str, torch.Tensor
     train_epochs(model, run.data, run.tcfg, epochs, mask=held, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
                  on_epoch=run.log_epoch, stage="finetune", ddp=run.dist, checkpoint=paths.checkpoint(out, "finetune"))
     held.apply(model)
-    if epochs > 0 or not state_updates:
+    if cfg.bn_recalibrate and (epochs > 0 or not state_updates):
         # BN running statistics of the final masked network. Without fine-tuning nothing refreshed the
         # theta_K (dense) ones; after a short fine-tune the EMA (momentum 0.1) still carries the dense
         # network's: on resnet20 at 99.26 % its variances are orders of magnitude larger, and a 39-step
@@ -539,6 +543,8 @@ def _stage_dense(run: _Run, theta_k: dict[str, torch.Tensor]) -> None:
     t0 = time.perf_counter()
     train_epochs(dense, run.data, run.tcfg, epochs, seed=cfg.seed, first_epoch=cfg.pretrain_epochs,
                  on_epoch=run.log_epoch, stage="dense", ddp=run.dist, checkpoint=paths.checkpoint(out, "dense"))
+    if cfg.bn_recalibrate:  # the same recomputation as the ticket's, so the comparison stays fair
+        dense.load_state_dict(_masked_bn_stats(dense, run.data, cfg), strict=False)
     run.record.timings["dense_s"] = time.perf_counter() - t0
     run.record.metrics["dense_accuracy"] = run.evaluate(dense)
     if run.is_main:
@@ -568,6 +574,7 @@ def _finish(run: _Run, mask: Mask, measured: float) -> dict[str, Any]:
         "timings": dict(t),
         "search_info": meta["method"].get("info", {}),
         "eval_limit": cfg.eval_limit,  # None: accuracies are on the whole test split
+        "bn_recalibrate": cfg.bn_recalibrate,  # BN statistics recomputed after fine-tuning (ticket and dense)
     }
     budget = cfg.parsed_budget()
     if budget is not None:
@@ -603,8 +610,7 @@ def _untrained_mask_accuracy(model: torch.nn.Module, mask: Mask, data: DataBundl
 
 def _masked_bn_stats(masked: torch.nn.Module, data: DataBundle, cfg: PruneConfig) -> dict[str, torch.Tensor]:
     """BN running statistics of an already masked network over 20 training batches (empty without BN)."""
-    batches = (x.to(cfg.device) for x, _ in data.batches("train", 256, shuffle=True, seed=cfg.seed, limit=256 * 20))
-    return recalibrate(masked, masked, batches)
+    return recalibrate_on_data(masked, data, cfg.seed, cfg.device)
 
 
 def finetune(run_dir: Path | str, epochs: int | None = None, data_dir: str | None = None,
@@ -651,6 +657,9 @@ def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, den
     t0 = time.perf_counter()
     train_epochs(model, data, tcfg, epochs, mask=held, seed=seed, first_epoch=first, stage="finetune", ddp=dist)
     held.apply(model)
+    recal = bool(record.config.get("bn_recalibrate", False))  # the run's setting (False: runs before it)
+    if recal:
+        model.load_state_dict(recalibrate_on_data(model, data, seed, _device_of(model)), strict=False)
     t = record.timings
     t["finetune_s"] = time.perf_counter() - t0
     if is_main:
@@ -661,6 +670,8 @@ def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, den
         dense = _theta_k_dense(ticket)
         t0 = time.perf_counter()
         train_epochs(dense, data, tcfg, epochs, seed=seed, first_epoch=first, stage="dense", ddp=dist)
+        if recal:
+            dense.load_state_dict(recalibrate_on_data(dense, data, seed, _device_of(dense)), strict=False)
         t["dense_s"] = time.perf_counter() - t0
         if is_main:
             save_state(paths.dense_weights(out), dense)
@@ -683,6 +694,11 @@ def _finetune(run_dir: Path | str, epochs: int | None, data_dir: str | None, den
 def _held_mask(granularity: str, model: torch.nn.Module, mask: Mask, in_shape: tuple[int, ...]) -> Mask:
     """The mask train_epochs holds: channel tickets add the BN/bias entries of their dead channels."""
     return training_mask(model, mask, tuple(in_shape)) if granularity == "channel" else mask
+
+
+def _device_of(model: torch.nn.Module) -> str:
+    p = next(model.parameters(), None)
+    return str(p.device) if p is not None else "cpu"
 
 
 def _theta_k_dense(ticket: Ticket) -> torch.nn.Module:

@@ -34,7 +34,7 @@ from sparsekit import paths
 from sparsekit.binary_mask import Mask
 from sparsekit.data.bundle import DataBundle, load_dataset
 from sparsekit.errors import UsageError
-from sparsekit.masking.bn_stats import recalibrate, recalibrate_for_mask
+from sparsekit.masking.bn_stats import recalibrate_for_mask, recalibrate_on_data
 from sparsekit.methods._strong import apply_recorded
 from sparsekit.methods.base import METHODS, ScoreMethod, SearchContext, parse_options, select
 from sparsekit.models.init import apply_weight_init
@@ -115,11 +115,10 @@ class _Run:
         train_epochs(model, self.data, self.tcfg, self.epochs, mask=mask, seed=seed,
                      first_epoch=self.pretrain_epochs, stage="sanity")
         mask.apply(model)
-        if self.epochs == 0 and not self.search_recal:
-            # as pipeline._masked_bn_stats: 20 shuffled training batches of 256, the run's seed
-            batches = (x.to(self.device) for x, _ in
-                       self.data.batches("train", 256, shuffle=True, seed=self.seed, limit=256 * 20))
-            model.load_state_dict(recalibrate(model, model, batches), strict=False)
+        if (self.epochs == 0 and not self.search_recal) or (self.epochs > 0 and self.cfg.get("bn_recalibrate")):
+            # as pipeline._masked_bn_stats (after fine-tuning too when the run recomputed its ticket's):
+            # 20 shuffled training batches of 256, the run's seed
+            model.load_state_dict(recalibrate_on_data(model, self.data, self.seed, self.device), strict=False)
         return evaluate(model, self.data, device=self.device)["accuracy"]
 
     def reinit_model(self, seed: int) -> torch.nn.Module:

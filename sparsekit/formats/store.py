@@ -102,6 +102,11 @@ def _pattern_accuracy(ticket: Any, model: nn.Module, converted: Any, data_dir: s
             train_epochs(converted.module, data, tcfg, epochs, mask=converted.mask, seed=record.seed,
                          first_epoch=record.pretrain_epochs, stage="convert-finetune")
         converted.mask.apply(converted.module)
+        if record.config.get("bn_recalibrate"):  # as the run's own fine-tune: BN statistics recomputed
+            from sparsekit.masking.bn_stats import recalibrate_on_data
+
+            stats = recalibrate_on_data(converted.module, data, record.seed)
+            converted.module.load_state_dict(stats, strict=False)
         converted.module.eval()
         rep["finetune_epochs"] = epochs
         rep["accuracy_after_finetune"] = evaluate(converted.module, data)["accuracy"]

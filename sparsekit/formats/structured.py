@@ -7,7 +7,10 @@ root channel is removed only when, in its whole group,
     feeding the same stream channel), and
   * what the consumers receive on that channel is zero (|x| <= DEAD_ATOL on a probe batch): a masked
     conv followed by BatchNorm emits the BN shift, and a non-zero constant cannot be dropped without
-    changing the function (zero-padded convs see it as a position-dependent signal).
+    changing the function (zero-padded convs see it as a position-dependent signal), and
+  * no normalization in the group spans the channels (``mixes_channels``: a LayerNorm over channels,
+    as in ConvNeXt, still counts a zero channel in its mean and variance; such channels stay, and the
+    report's ``not_removed`` says so; the channel search never counts them as removed either).
 Before planning, BatchNorm running means of structurally dead channels are set to their exact value 0
 (``repair_dead_bn``; counted in the report with the largest output change it caused), because stale
 pre-training statistics would otherwise turn dead channels into spurious constants. Layers whose
@@ -45,6 +48,7 @@ from sparsekit.masking.coupling.channel_groups import (  # noqa: F401  (coupled_
     coupled_channel_groups,
     grouped_convs,
     layer_bn_pairs,
+    mixes_channels,
 )
 from sparsekit.progress import step
 
@@ -135,6 +139,14 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
         n_root = dg.get_pruner_of_module(root).get_out_channels(root)
         removable = np.ones(n_root, dtype=bool)
         touches = []  # grouped convs this group reaches (conv_group_constraints)
+        norm = next((item.dep.target.module for item in group.items if mixes_channels(item.dep.target.module)), None)
+        if norm is not None:  # LayerNorm over these channels: a zero channel still shifts the others' statistics
+            dead = _dead_roots(dg, group, mask, names, n_root)
+            if left_dense is not None and dead:
+                left_dense.append({"root": names[root], "channels": dead,
+                                   "reason": f"{type(norm).__name__} {names[norm]} normalizes across these channels "
+                                             "(removing one changes the others' statistics)"})
+            continue
         for item in group.items:
             mod, handler = item.dep.target.module, item.dep.handler
             if not isinstance(mod, _LAYERS):
@@ -176,6 +188,25 @@ def plan_removal(model: nn.Module, mask: Mask, example: torch.Tensor, round_to: 
         if removable.any():
             plan.append({"root": names[root], "remove": np.flatnonzero(removable).tolist()})
     return plan
+
+
+def _dead_roots(dg: Any, group: Any, mask: Mask, names: dict[nn.Module, str], n_root: int) -> int:
+    """Root channels of a dependency group whose coupled output rows are all fully masked."""
+    dead = np.ones(n_root, dtype=bool)
+    any_member = False
+    for item in group.items:
+        mod = item.dep.target.module
+        if not isinstance(mod, _LAYERS) or not dg.is_out_channel_pruning_fn(item.dep.handler):
+            continue
+        fqn = f"{names[mod]}.weight"
+        if fqn not in mask.names:
+            return 0
+        any_member = True
+        m = mask[fqn]
+        rows = ~m.reshape(m.shape[0], -1).any(1).numpy()
+        roots = np.asarray(item.root_idxs, dtype=int)
+        dead[roots[~rows[list(item.idxs)]]] = False
+    return int(dead.sum()) if any_member else 0
 
 
 def apply_checked(model: nn.Module, plan: list[dict[str, Any]], example: torch.Tensor, atol: float,

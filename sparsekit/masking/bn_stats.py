@@ -87,3 +87,16 @@ def recalibrate_for_mask(model: nn.Module, mask: Any, ctx: Any, batch_size: int,
         rank=getattr(ctx.dist, "rank", 0), world_size=getattr(ctx.dist, "world_size", 1),
     )
     return recalibrate(model, lambda x: masked_call(model, mult, x.to(device)), (x for x, _ in batches), ctx.dist)
+
+
+#: the training batches BN statistics are recomputed over (pipeline: before and after fine-tuning)
+RECAL_BATCHES, RECAL_BATCH_SIZE = 20, 256
+
+
+def recalibrate_on_data(model: nn.Module, data: Any, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """``recalibrate`` for an already masked (or dense) ``model`` over ``RECAL_BATCHES`` shuffled training
+    batches of ``RECAL_BATCH_SIZE`` of a DataBundle, in the order ``seed`` gives. Empty without BN."""
+    if not bn_modules(model):
+        return {}
+    batches = data.batches("train", RECAL_BATCH_SIZE, shuffle=True, seed=seed, limit=RECAL_BATCH_SIZE * RECAL_BATCHES)
+    return recalibrate(model, model, (x.to(device) for x, _ in batches))

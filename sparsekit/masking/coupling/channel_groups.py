@@ -81,6 +81,16 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
+def mixes_channels(mod: nn.Module) -> bool:
+    """A normalization whose statistics span the channel dimension (LayerNorm over channels, as in
+    ConvNeXt and transformer streams; GroupNorm with fewer groups than channels): a zero channel
+    still enters the others' mean and variance, so removing it changes the function. Channels coupled
+    to one are never removed (the search leaves them out, the structured converter keeps them)."""
+    if isinstance(mod, nn.LayerNorm):
+        return True
+    return isinstance(mod, nn.GroupNorm) and mod.num_groups != mod.num_channels
+
+
 def grouped_convs(model: nn.Module) -> dict[str, tuple[int, int, int]]:
     """``{weight FQN: (groups, input channels per group, output channels per group)}`` of every conv
     with groups > 1 that is not depthwise (a depthwise conv's input channel is its own output, which
@@ -196,7 +206,8 @@ def channel_units(model: nn.Module, names: list[str], in_shape: tuple[int, ...])
     blocked_rows: set[Row] = set()  # rows the structured converter cannot remove: never a unit
     for g in groups:
         members = [m for m in g["members"] if m["weight"] in prunable]
-        outside = len(members) < len(g["members"])
+        # a member outside the prunable set, or a channel-mixing norm (LayerNorm): not removable
+        outside = len(members) < len(g["members"]) or bool(g.get("normalized_by"))
         per_root = [[(m["weight"], m["rows"][j]) for m in members if m["rows"][j] >= 0] for j in range(g["channels"])]
         classes, blocked = conv_group_constraints(g["channels"], _group_touches(g, convs), convs)
         for c in classes:  # the same offset of every conv group goes together
@@ -425,9 +436,10 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
 
     Returns:
         ``[{"root": layer, "channels": C, "members": [{"weight": fqn, "rows": [row per root index]}],
-        "inputs": [{"weight": fqn, "cols": [[input columns] per root index]}]}]``; ``rows[j]`` is the
-        member's output row coupled to root channel ``j``, ``cols[j]`` the input columns of a consumer
-        layer that read it (several after a flatten).
+        "inputs": [{"weight": fqn, "cols": [[input columns] per root index]}], "normalized_by": module FQN
+        or None}]``; ``rows[j]`` is the member's output row coupled to root channel ``j``, ``cols[j]``
+        the input columns of a consumer layer that read it (several after a flatten);
+        ``normalized_by`` names a ``mixes_channels`` norm in the group (its channels are not removable).
 
     Example:
         >>> groups = coupled_channel_groups(resnet20, torch.randn(2, 3, 32, 32))  # doctest: +SKIP
@@ -441,9 +453,11 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
     for group in dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS):
         root = group[0].dep.target.module
         n_root = dg.get_pruner_of_module(root).get_out_channels(root)
-        members, inputs = [], []
+        members, inputs, norm = [], [], None
         for item in group.items:
             mod = item.dep.target.module
+            if norm is None and mixes_channels(mod):
+                norm = names[mod]
             if not isinstance(mod, _LAYERS):
                 continue
             if dg.is_out_channel_pruning_fn(item.dep.handler):
@@ -456,5 +470,6 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
                 for i, r in zip(item.idxs, item.root_idxs, strict=True):
                     cols[r].append(int(i))
                 inputs.append({"weight": f"{names[mod]}.weight", "cols": cols})
-        out.append({"root": names[root], "channels": n_root, "members": members, "inputs": inputs})
+        out.append({"root": names[root], "channels": n_root, "members": members, "inputs": inputs,
+                    "normalized_by": norm})
     return out
