@@ -450,7 +450,11 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
     names = {m: n for n, m in model.named_modules()}
     dg = _graph(model, example)
     out = []
-    for group in dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS):
+    from sparsekit.progress import track
+
+    groups = dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS)
+    # torch-pruning traces each group in Python: minutes on attention models (swin_t), so say how far it is
+    for group in track(groups, None, "tracing channel couplings, groups found"):
         root = group[0].dep.target.module
         n_root = dg.get_pruner_of_module(root).get_out_channels(root)
         members, inputs, norm = [], [], None
