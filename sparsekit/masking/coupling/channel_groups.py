@@ -446,12 +446,21 @@ def coupled_channel_groups(model: nn.Module, example: torch.Tensor) -> list[dict
         >>> [m["weight"] for m in groups[0]["members"]]  # doctest: +SKIP
         ['conv1.weight', 'blocks.0.conv2.weight', 'blocks.1.conv2.weight', 'blocks.2.conv2.weight']
     """
+    from sparsekit.memory_guard import memory_limited
+
+    # torch-pruning's trace grows without bound on some models (tv:swin_t: OOM-killed at 24 GB)
+    with memory_limited("tracing the channel couplings of this model (torch-pruning)",
+                        "use --granularity weight for it"):
+        return _coupled_groups(model, example)
+
+
+def _coupled_groups(model: nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:
+    from sparsekit.progress import track
+
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     dg = _graph(model, example)
     out = []
-    from sparsekit.progress import track
-
     groups = dg.get_all_groups(ignored_layers=_ignored_output_layers(model, example), root_module_types=_LAYERS)
     # torch-pruning traces each group in Python: minutes on attention models (swin_t), so say how far it is
     for group in track(groups, None, "tracing channel couplings, groups found"):
