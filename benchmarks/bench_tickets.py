@@ -567,8 +567,6 @@ def _targets(res: dict, model: str, key: str, what: str) -> list[str]:
     cts = {label: a for label in CTS if (a := _cell(res, model, label, F, key))}
     if not cts:
         return []
-    best_label = max(cts, key=lambda k: statistics.fmean(cts[k]))
-    best = statistics.fmean(cts[best_label])
     pai = max(((statistics.fmean(b), lab) for lab in PAI if (b := _cell(res, model, lab, F, key))), default=None)
     out = [f"Targets at {100 * F:.2f} % on the {what} (issue 21; automatic, from the means above):", ""]
     if model == "lenet300":
@@ -582,19 +580,35 @@ def _targets(res: dict, model: str, key: str, what: str) -> list[str]:
                            f"{_noise(d - 0.015, a, _cell(res, model, pai[1], F, key))}")
         return out + [""]
     ltr = _cell(res, model, "ltr", F, key)
-    if pai:
-        d = best - pai[0]
-        out.append(f"* best CTS ({best_label}, {100 * best:.1f} %) ≥ best PaI + 2 pt: vs {pai[1]} {100 * pai[0]:.1f} %: "
-                   f"{100 * d:+.1f} pp → {'met' if d >= 0.02 else 'NOT met'}"
-                   f"{_noise(d - 0.02, cts[best_label], _cell(res, model, pai[1], F, key))}")
-    if ltr:
-        d = best - statistics.fmean(ltr)
-        out.append(f"* best CTS ≥ LTR − 1 pt: LTR {100 * statistics.fmean(ltr):.1f} %: {100 * d:+.1f} pp → "
-                   f"{'met' if d >= -0.01 else 'NOT met'}{_noise(d + 0.01, cts[best_label], ltr)}")
-        t_c, t_l = _cell(res, model, best_label, F, "time"), _cell(res, model, "ltr", F, "time")
-        r = statistics.fmean(t_c) / statistics.fmean(t_l)
-        out.append(f"* its wall time ≤ 1/4 of LTR's: {statistics.fmean(t_c):.0f} s / {statistics.fmean(t_l):.0f} s = "
-                   f"{r:.2f} → {'met' if r <= 0.25 else 'NOT met'} (at the search length of the table, not the default)")
+    # the issue asks for "CTS-KL or CTS-CE": every variant is checked on all three targets, and the verdict
+    # is whether one variant meets all of them (the best-accuracy variant need not be the fastest)
+    t_l = _cell(res, model, "ltr", F, "time")
+    all_met = []
+    for label, a in cts.items():
+        acc = statistics.fmean(a)
+        met = []
+        if pai:
+            d = acc - pai[0]
+            met.append(d >= 0.02)
+            out.append(f"* {label} ({100 * acc:.1f} %) ≥ best PaI + 2 pt: vs {pai[1]} {100 * pai[0]:.1f} %: "
+                       f"{100 * d:+.1f} pp → {'met' if met[-1] else 'NOT met'}"
+                       f"{_noise(d - 0.02, a, _cell(res, model, pai[1], F, key))}")
+        if ltr:
+            d = acc - statistics.fmean(ltr)
+            met.append(d >= -0.01)
+            out.append(f"* {label} ≥ LTR − 1 pt: LTR {100 * statistics.fmean(ltr):.1f} %: {100 * d:+.1f} pp → "
+                       f"{'met' if met[-1] else 'NOT met'}{_noise(d + 0.01, a, ltr)}")
+            t_c = _cell(res, model, label, F, "time")
+            if t_c and t_l:
+                r = statistics.fmean(t_c) / statistics.fmean(t_l)
+                met.append(r <= 0.25)
+                out.append(f"* {label} wall time ≤ 1/4 of LTR's: {statistics.fmean(t_c):.0f} s / "
+                           f"{statistics.fmean(t_l):.0f} s = {r:.2f} → {'met' if met[-1] else 'NOT met'} "
+                           "(at the search length of the table, not the default; wall times of a shared machine)")
+        if len(met) == 3 and all(met):
+            all_met.append(label)
+    if pai and ltr:
+        out.append(f"* one CTS variant meeting all three: {', '.join(all_met) if all_met else 'none'}")
     return out + [""]
 
 
