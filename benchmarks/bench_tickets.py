@@ -723,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default=None, help="a line about how the runs were made (kept with the runs)")
     ap.add_argument("--models", nargs="+", choices=sorted(PLANS), default=None,
                     help="run only these models' jobs (seed 0 focus, seed 0 98 %%, sanity, other seeds)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="run only these seeds' jobs")
+    ap.add_argument("--sparsities", nargs="+", type=float, default=None,
+                    help="run only the jobs at these sparsities (e.g. 0.98; a second root can run them on another core)")
     args = ap.parse_args(argv)
     DOC = Path(args.doc)
     torch.set_num_threads(args.threads)
@@ -739,6 +742,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "commit": env["commit"], "wall_s": 0.0})
     t0 = time.perf_counter()
     all_jobs = model_jobs(args.models) if args.models else jobs()
+    if args.seeds is not None:
+        all_jobs = [j for j in all_jobs if j.seed in args.seeds]
+    if args.sparsities is not None:
+        all_jobs = [j for j in all_jobs if _key(j.sparsity) in {_key(s) for s in args.sparsities}]
     if not args.report_only:
         src = Path("/usr/share/datasets/fashion-mnist")
         data: dict = {}
