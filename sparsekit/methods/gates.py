@@ -114,8 +114,8 @@ class Options:
     lr_drop_at: float = field(default=1.0, metadata={"help": "fraction of steps after which lr x0.1 (1 = never; CTS: 0.88)"})
     batch_size: int = field(default=0, metadata={"help": "search batch size (0 = the run's --batch-size)"})
     sigma: float = field(default=0.5, metadata={"help": "noise std of the gaussian gate"})
-    # beta = 0.3 measured +0.6 to +1.8 pp over 2/3 at 50-90 % (one seed, 3 epochs); default kept at
-    # Louizos' value until it is confirmed on more seeds
+    # Louizos' 2/3: beta 0.3 once measured +0.6 to +1.8 pp (one seed, 3 epochs, unscaled weights) but
+    # loses 0.5-1.2 pp on the holdout split at the current defaults (90 %, 3 seeds; docs/gates-defaults.md §4)
     temperature: float = field(default=2.0 / 3.0, metadata={"help": "hard-concrete temperature beta"})
     objective: str = field(default="project", metadata={"help": "project (the expected density held exactly at the target by a uniform shift after every step), gradbalance (the CTS rule: one-sided, headroom 1.1), or l0 (CE + l0_lambda * L0, the paper's form)"})
     l0_lambda: float = field(default=1.0, metadata={"help": "weight of the mean keep probability with objective=l0"})
