@@ -174,6 +174,9 @@ struct Op {
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
   std::vector<uint32_t> ucols;        // sparse fc: input columns with any non-zero (only those are packed)
+  // pools (see exec_pool): per output row kh0, kh1 (valid kernel rows) and the interior columns' divisor,
+  // per output column kw0, kw1; the columns [pow0, pow1) and rows [poh0, poh1) of wholly inside windows
+  std::vector<int> prow, pcol; std::vector<float> pdiv; int pow0 = 0, pow1 = 0, poh0 = 0, poh1 = 0;
 };
 
 // conv ip: in, out, res, O, Cg, groups, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr(unused), Ho, Wo,
@@ -253,6 +256,7 @@ struct Engine {
         for (int f = 0; f < F; f++) if (used[f]) op.ucols.push_back((uint32_t)f);
       }
     }
+    if (kind == OP_MAXPOOL || kind == OP_AVGPOOL) pool_geometry(op);
     ops.push_back(std::move(op));
     return (int)ops.size() - 1;
   }
@@ -470,6 +474,42 @@ struct Engine {
   }
 
   // pool ip: in, out, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, count_include_pad
+  // Padded taps are skipped (MaxPool's -inf padding; AvgPool's count from count_include_pad). Per output
+  // row the valid kernel rows [kh0, kh1) are known (pool_geometry, once per op); the columns whose window
+  // lies wholly inside the input width go to the ISA kernel (pool_rows: vectorized for stride 1 and 2; the
+  // rows of wholly inside windows and every channel of the thread's range in one call) with only those
+  // kernel rows, the few border columns to the clipped scalar loop below. Both visit the valid
+  // taps in (kh, kw) order, max by `v > m` from -inf and sum from +0: the same results as a bound-checked
+  // loop over every tap, bit for bit (tests/unit/test_engine_pool.py).
+  static void pool_taps(int s, int K, int d, int n, int& k0, int& k1) {  // valid taps of a window at s
+    k0 = s >= 0 ? 0 : (-s + d - 1) / d;
+    k1 = n - 1 - s < 0 ? 0 : std::min(K - 1, (n - 1 - s) / d) + 1;
+    if (k1 < k0) k1 = k0;
+  }
+  void pool_geometry(Op& op) {
+    auto& p = op.ip;
+    const Tensor& ti = tensors.at(p[0]);
+    const Tensor& to = tensors.at(p[1]);
+    const int KH = (int)p[2], KW = (int)p[3], sh = (int)p[4], sw = (int)p[5], dh = (int)p[6], dw = (int)p[7];
+    const int pt = (int)p[8], pl = (int)p[9], pb = (int)p[10];
+    const int spanh = (KH - 1) * dh + 1, spanw = (KW - 1) * dw + 1;
+    const int last = ti.W - 1 + pl - (KW - 1) * dw;  // interior columns: ow * sw - pl >= 0, ow * sw <= last
+    op.pow0 = std::min((pl + sw - 1) / sw, to.W);
+    op.pow1 = std::max(op.pow0, last < 0 ? 0 : std::min(to.W, last / sw + 1));
+    op.prow.resize(2 * to.H); op.pdiv.resize(to.H); op.pcol.resize(2 * to.W);
+    for (int oh = 0; oh < to.H; oh++) {
+      const int hs = oh * sh - pt;
+      int k0, k1;
+      pool_taps(hs, KH, dh, ti.H, k0, k1);
+      op.prow[2 * oh] = k0; op.prow[2 * oh + 1] = k1;
+      op.pdiv[oh] = p[12] ? (float)((std::min(hs + spanh, ti.H + pb) - hs) * spanw) : (float)((k1 - k0) * KW);
+    }
+    for (int ow = 0; ow < to.W; ow++) pool_taps(ow * sw - pl, KW, dw, ti.W, op.pcol[2 * ow], op.pcol[2 * ow + 1]);
+    op.poh0 = 0;
+    while (op.poh0 < to.H && !(op.prow[2 * op.poh0] == 0 && op.prow[2 * op.poh0 + 1] == KH)) op.poh0++;
+    op.poh1 = op.poh0;
+    while (op.poh1 < to.H && op.prow[2 * op.poh1] == 0 && op.prow[2 * op.poh1 + 1] == KH) op.poh1++;
+  }
   void exec_pool(Op& op, float* A, int nb, bool par, int tid, int nth) {
     auto& p = op.ip;
     const Tensor& ti = tensors[p[0]];
@@ -478,70 +518,53 @@ struct Engine {
     const int KH = (int)p[2], KW = (int)p[3], sh = (int)p[4], sw = (int)p[5], dh = (int)p[6], dw = (int)p[7];
     const int pt = (int)p[8], pl = (int)p[9], pb = (int)p[10], pr = (int)p[11];
     const bool cip = p[12] != 0;
-    const bool inside = pt >= 0 && pl >= 0 && (to.H - 1) * sh - pt >= 0 && (to.W - 1) * sw - pl >= 0 &&
-                        pt == 0 && pl == 0 && (to.H - 1) * sh + (KH - 1) * dh < ti.H && (to.W - 1) * sw + (KW - 1) * dw < ti.W;
+    const int spanh = (KH - 1) * dh + 1, spanw = (KW - 1) * dw + 1, ow0 = op.pow0, ow1 = op.pow1;
+    auto one = [&](const float* xc, int hs, int kh0, int kh1, int ow) -> float {  // clipped scalar window
+      const int ws = ow * sw - pl, kw0 = op.pcol[2 * ow], kw1 = op.pcol[2 * ow + 1];
+      float acc = is_max ? -INFINITY : 0.f;
+      for (int kh = kh0; kh < kh1; kh++) {
+        const float* r = xc + (int64_t)(hs + kh * dh + ti.pt) * ti.Wp + ti.pl + ws;
+        for (int kw = kw0; kw < kw1; kw++) {
+          const float v = r[kw * dw];
+          if (is_max) acc = v > acc ? v : acc; else acc += v;
+        }
+      }
+      if (!is_max) {
+        int div = (kh1 - kh0) * (kw1 - kw0);
+        if (cip) {
+          int he = std::min(hs + spanh, ti.H + pb), we = std::min(ws + spanw, ti.W + pr);
+          div = (he - hs) * (we - ws);
+        }
+        acc = div > 0 ? acc / (float)div : 0.f;
+      }
+      return acc;
+    };
+    const int n = ow1 - ow0;
     for (int img = 0; img < nb; img++) {
       float* xi = tp(A, (int)p[0], img);
       float* yo = tp(A, (int)p[1], img);
       int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
-      if (is_max && inside) {  // every window inside the input: no bound checks (same max order as below)
-        for (int64_t c = c0; c < c1; c++) {
-          for (int oh = 0; oh < to.H; oh++) {
-            float* yr = at(to, yo, (int)c, oh, 0);
-            const float* xr = at(ti, xi, (int)c, oh * sh - pt, -pl);
-            if (KH == 2 && KW == 2 && sh == 2 && sw == 2 && dh == 1 && dw == 1) {
-              const float* x1 = xr + ti.Wp;
-              for (int ow = 0; ow < to.W; ow++) {
-                float m = -INFINITY, v;
-                v = xr[2 * ow]; m = v > m ? v : m;
-                v = xr[2 * ow + 1]; m = v > m ? v : m;
-                v = x1[2 * ow]; m = v > m ? v : m;
-                v = x1[2 * ow + 1]; m = v > m ? v : m;
-                yr[ow] = m;
-              }
-              continue;
-            }
-            for (int ow = 0; ow < to.W; ow++) {
-              float m = -INFINITY;
-              for (int kh = 0; kh < KH; kh++) {
-                const float* xk = xr + (int64_t)kh * dh * ti.Wp + ow * sw;
-                for (int kw = 0; kw < KW; kw++) { float v = xk[kw * dw]; m = v > m ? v : m; }
-              }
-              yr[ow] = m;
-            }
-          }
-          zero_ring(to, yo + c * to.plane);
-        }
-        barrier(par);
-        continue;
-      }
+      const int nch = (int)(c1 - c0);
+      // interior columns: the rows of wholly inside windows in one call, then each border row (all its
+      // valid kernel rows) for every channel of the range
+      auto rows = [&](int oh, int nrows) {
+        const int kh0 = op.prow[2 * oh], kh1 = op.prow[2 * oh + 1];
+        if (kh1 <= kh0 || n <= 0 || nch <= 0) return;
+        const float* x0 = at(ti, xi, (int)c0, oh * sh - pt + kh0 * dh, ow0 * sw - pl);
+        kt->pool_rows(x0, ti.Wp, (int64_t)sh * ti.Wp, ti.plane, kh1 - kh0, KW, dh, dw, sw, is_max, op.pdiv[oh],
+                      at(to, yo, (int)c0, oh, ow0), to.Wp, to.plane, n, nrows, nch);
+      };
+      if (op.poh1 > op.poh0) rows(op.poh0, op.poh1 - op.poh0);
+      for (int oh = 0; oh < to.H; oh++) if (oh < op.poh0 || oh >= op.poh1) rows(oh, 1);
       for (int64_t c = c0; c < c1; c++) {
-        for (int oh = 0; oh < to.H; oh++)
-          for (int ow = 0; ow < to.W; ow++) {
-            const int hs = oh * sh - pt, ws = ow * sw - pl;
-            float acc = is_max ? -INFINITY : 0.f;
-            int cnt = 0;
-            for (int kh = 0; kh < KH; kh++) {
-              int h = hs + kh * dh;
-              if (h < 0 || h >= ti.H) continue;
-              for (int kw = 0; kw < KW; kw++) {
-                int w = ws + kw * dw;
-                if (w < 0 || w >= ti.W) continue;
-                float v = *at(ti, xi, (int)c, h, w);
-                if (is_max) acc = v > acc ? v : acc; else acc += v;
-                cnt++;
-              }
-            }
-            if (!is_max) {
-              int div = cnt;
-              if (cip) {
-                int he = std::min(hs + (KH - 1) * dh + 1, ti.H + pb), we = std::min(ws + (KW - 1) * dw + 1, ti.W + pr);
-                div = (he - hs) * (we - ws);
-              }
-              acc = div > 0 ? acc / (float)div : 0.f;
-            }
-            *at(to, yo, (int)c, oh, ow) = acc;
-          }
+        const float* xc = xi + c * ti.plane;
+        for (int oh = 0; oh < to.H; oh++) {
+          const int hs = oh * sh - pt, kh0 = op.prow[2 * oh], kh1 = op.prow[2 * oh + 1];
+          float* yr = at(to, yo, (int)c, oh, 0);
+          if (kh1 <= kh0) for (int ow = ow0; ow < ow1; ow++) yr[ow] = one(xc, hs, kh0, kh1, ow);
+          for (int ow = 0; ow < ow0; ow++) yr[ow] = one(xc, hs, kh0, kh1, ow);
+          for (int ow = ow1; ow < to.W; ow++) yr[ow] = one(xc, hs, kh0, kh1, ow);
+        }
         zero_ring(to, yo + c * to.plane);
       }
       barrier(par);
@@ -556,11 +579,31 @@ struct Engine {
       float* yo = tp(A, (int)op.ip[1], img);
       int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
       for (int64_t c = c0; c < c1; c++) {
-        float s = 0.f;
-        for (int h = 0; h < ti.H; h++) {
-          const float* r = at(ti, xi, (int)c, h, 0);
-          for (int w = 0; w < ti.W; w++) s += r[w];
+        // maps of >= 256 floats: 8 running sums (element i of a run feeds sum i % 8), added pairwise at the
+        // end; one sum chain waits a float add's latency per element (efficientnet_b0's 48x48 squeeze-
+        // excitation GAP: 66 -> 15 us on Zen 3). Smaller maps: one chain (the 8 sums' setup and final adds
+        // cost more there: 3x3 maps 9.6 -> 16.7 us). Either way a fixed order per shape, compiled once
+        // (baseline): the same result on every ISA and thread count.
+        if (ti.H * ti.W < 256) {
+          float s = 0.f;
+          for (int h = 0; h < ti.H; h++) {
+            const float* r = at(ti, xi, (int)c, h, 0);
+            for (int w = 0; w < ti.W; w++) s += r[w];
+          }
+          zero_ring(to, yo + c * to.plane);
+          *at(to, yo, (int)c, 0, 0) = s / (float)(ti.H * ti.W);
+          continue;
         }
+        float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        auto run = [&a](const float* r, int n) {  // n consecutive floats, from lane 0
+          int w = 0;
+          for (; w + 8 <= n; w += 8)
+            for (int k = 0; k < 8; k++) a[k] += r[w + k];
+          for (int k = 0; w + k < n; k++) a[k] += r[w + k];
+        };
+        if (ti.Wp == ti.W) run(at(ti, xi, (int)c, 0, 0), ti.H * ti.W);  // unpadded rows: one run
+        else for (int h = 0; h < ti.H; h++) run(at(ti, xi, (int)c, h, 0), ti.W);
+        const float s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
         float* d = yo + c * to.plane;
         zero_ring(to, d);
         *at(to, yo, (int)c, 0, 0) = s / (float)(ti.H * ti.W);

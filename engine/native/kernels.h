@@ -58,6 +58,13 @@ struct KernelTable {
   // vectors taken across the images, each block's weights read once per call; same results as conv_dense
   // per image; [u0, u1) as conv_dense's
   void (*conv_dense_multi)(const ConvCall* cs, int ni, int u0, int u1);
+  // max / average pooling of windows that lie wholly inside the input, nch channels x nrows output rows x
+  // n columns: row i of channel c reads x + c * xch + i * xstep and writes y + c * ych + i * yrow; in a
+  // row, y[j] (j < n) is over the taps x[kh * dh * xrow + j * sw + kw * dw] (kh < KH, kw < KW) in (kh, kw)
+  // order; max: first maximum from -inf by `v > m` (NaN taps skipped), avg: sum from +0 in that order /
+  // div. Bit-identical to that scalar loop for every ISA (engine.cpp exec_pool); reads only taps
+  void (*pool_rows)(const float* x, int64_t xrow, int64_t xstep, int64_t xch, int KH, int KW, int dh, int dw,
+                    int sw, int is_max, float div, float* y, int64_t yrow, int64_t ych, int n, int nrows, int nch);
 };
 
 // apply an activation to a scalar (shared by the generic ops)

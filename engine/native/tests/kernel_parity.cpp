@@ -346,6 +346,51 @@ bool check_gather2(const KernelTable* t, Rng& g, int cs) {
   return true;
 }
 
+// pool_rows: nch channels x nrows rows of pooling windows (max / avg, kernel 1-5, stride 1-3, dilation 1-2,
+// n 0-40 columns) on inputs with +-0 ties, NaN and +-inf; must equal the scalar definition bit for bit (any
+// NaN equals any NaN: payloads are not specified), leave every other output element (sentinels) untouched,
+// and read nothing past the last tap (the input ends there)
+bool check_pool_rows(const KernelTable* t, Rng& g, int cs) {
+  const int KH = g.range(1, 5), KW = g.range(1, 5), dh = g.range(1, 2), dw = g.range(1, 2), sw = g.range(1, 3);
+  const int n = g.chance(0.2) ? g.range(0, 7) : g.range(8, 40), is_max = g.range(0, 1);
+  const int nrows = g.range(1, 3), nch = g.range(1, 2);
+  const int64_t xrow = (int64_t)std::max(n, 1) * sw + (KW - 1) * dw + g.range(0, 5);
+  const int64_t xstep = xrow * g.range(1, 2), xch = xstep * nrows + (int64_t)KH * dh * xrow + g.range(0, 9);
+  const int64_t yrow = n + g.range(0, 3), ych = yrow * nrows + g.range(0, 5);
+  const float div = (float)g.range(1, 30);
+  auto tap = [&](int c, int i, int j, int kh, int kw) {
+    return (int64_t)c * xch + (int64_t)i * xstep + (int64_t)kh * dh * xrow + (int64_t)j * sw + kw * dw;
+  };
+  const int64_t last = n ? tap(nch - 1, nrows - 1, n - 1, KH - 1, KW - 1) : 0;
+  std::vector<float> x(last + 1);
+  const float special[] = {0.f, -0.f, 1.f, -1.f, kNaN, INFINITY, -INFINITY};
+  for (auto& v : x) v = g.chance(0.3) ? special[g.range(0, 6)] : g.uni(-2.f, 2.f);
+  const int64_t ylen = ych * nch + 16;
+  std::vector<float> y(ylen, kNaN), want(ylen, kNaN);
+  for (int c = 0; c < nch; c++)
+    for (int i = 0; i < nrows; i++)
+      for (int j = 0; j < n; j++) {
+        float ref = is_max ? -INFINITY : 0.f;
+        for (int kh = 0; kh < KH; kh++)
+          for (int kw = 0; kw < KW; kw++) {
+            const float v = x[tap(c, i, j, kh, kw)];
+            if (is_max) ref = v > ref ? v : ref; else ref += v;
+          }
+        want[8 + c * ych + i * yrow + j] = is_max ? ref : ref / div;
+      }
+  t->pool_rows(x.data(), xrow, xstep, xch, KH, KW, dh, dw, sw, is_max, div, y.data() + 8, yrow, ych, n, nrows, nch);
+  const std::string desc = std::string(is_max ? "max" : "avg") + " K=" + std::to_string(KH) + "x" +
+                           std::to_string(KW) + " d=" + std::to_string(dh) + "," + std::to_string(dw) +
+                           " sw=" + std::to_string(sw) + " n=" + std::to_string(n) + " rows=" +
+                           std::to_string(nrows) + " ch=" + std::to_string(nch);
+  for (int64_t q = 0; q < ylen; q++) {
+    const float got = y[q], ref = want[q];
+    const bool same = (std::isnan(got) && std::isnan(ref)) || std::memcmp(&got, &ref, sizeof got) == 0;
+    if (!same) return report(t, "pool_rows", cs, desc, "y[" + std::to_string(q - 8) + "]", got, ref);
+  }
+  return true;
+}
+
 // ---- fully connected cases ------------------------------------------------------------------------
 // y[n][o] = act(sum_f W[o][f] x[n][f] + b[o] + r[n][o]); nb == 1 reads x, nb > 1 reads xT [F][nbp]
 // (nbp = nb rounded up to the vector width, zero lanes past nb, as the engine packs it)
@@ -446,7 +491,7 @@ const Entry kEntries[] = {
     {"conv_sparse_multi", check_conv_sparse_multi},
     {"conv_dense_multi", check_conv_dense_multi},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
-    {"gather2", check_gather2},
+    {"gather2", check_gather2},               {"pool_rows", check_pool_rows},
 };
 
 // the variants compiled into this binary that this CPU can run (others are listed as skipped)
