@@ -7,8 +7,10 @@ SGD 0.1 cosine, batch 128; every ticket made by ``sparsekit.pipeline.prune``):
 2. its latency X on sparse-cpu (batch 1, 1 thread): the masked ticket exported to ONNX and timed on the
    engine (``sparsekit.bench.engine_table.time_masked``, the measurement the correction loop uses),
    median of 5 such measurements;
-3. a CTS ticket with ``--budget latency=X --budget-runtime sparse-cpu`` (same seed, same rewind point);
-4. both tickets and the dense model timed again in ROUNDS interleaved rounds (median of the rounds) so
+3. a CTS ticket with ``--budget latency=X --budget-runtime sparse-cpu`` (same seed, same rewind point),
+   once per ``--allocations`` entry (CTS option latency_allocation: ``rank``, the default, keeps the
+   keep probabilities' own global ranking; ``greedy`` re-spends them against the engine table);
+4. all tickets and the dense model timed again in ROUNDS interleaved rounds (median of the rounds) so
    none is measured under a different load than the others.
 
 Reported: accuracy, measured latency (interleaved), the latency budget's asked vs reached (the
@@ -59,11 +61,13 @@ def _load() -> str:
 
 
 def _cfg(out: Path, seed: int, steps: int, sparsity: float | None, budget_ms: float | None,
-         model: str = "lenet300", data_dir: Path | None = None) -> PruneConfig:
+         model: str = "lenet300", data_dir: Path | None = None, allocation: str = "rank") -> PruneConfig:
     finetune, cts_batch, _ = PLANS[model]
+    options: dict = {"batch_size": cts_batch} if cts_batch else {}
+    if budget_ms is not None:
+        options["latency_allocation"] = allocation
     kw = dict(model=model, data="fashion-mnist", method="cts", out=str(out), seed=seed, granularity="weight",
-              search_steps=steps, dense_reference=False, finetune_epochs=finetune,
-              method_options={"batch_size": cts_batch} if cts_batch else {},
+              search_steps=steps, dense_reference=False, finetune_epochs=finetune, method_options=options,
               data_dir=str(data_dir) if data_dir else None)
     if budget_ms is None:
         return PruneConfig(sparsity=sparsity, **kw)
@@ -93,6 +97,8 @@ def main() -> None:
     ap.add_argument("--search-steps", type=int, default=400)
     ap.add_argument("--max-minutes", type=float, default=40.0, help="no new seed starts after this")
     ap.add_argument("--model", choices=sorted(PLANS), default="lenet300")
+    ap.add_argument("--allocations", nargs="+", choices=["rank", "greedy"], default=["rank", "greedy"],
+                    help="CTS latency_allocation values to run a latency ticket with (each its own run)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -101,7 +107,8 @@ def main() -> None:
                             text=True).stdout.strip()
     env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load_before": _load(),
-           "search_steps": args.search_steps, "sparsity": args.sparsity, "rounds": ROUNDS, "model": args.model}
+           "search_steps": args.search_steps, "sparsity": args.sparsity, "rounds": ROUNDS, "model": args.model,
+           "allocations": args.allocations}
     subset = PLANS[args.model][2]
     data_dir = None
     if subset:
@@ -118,32 +125,38 @@ def main() -> None:
         g = prune(_cfg(g_run, seed, args.search_steps, args.sparsity, None, args.model, data_dir))
         x = statistics.median(_ticket_ms(g_run) for _ in range(5))  # one measurement can catch a load spike
         print(f"seed {seed}: global {args.sparsity:.0%} ticket acc {g['accuracy']:.4f}, {x:.4f} ms", flush=True)
-        l_run = out / f"cts-latency-s{seed}"
-        meta_path = l_run / "run.json"
-        if meta_path.is_file():  # resumed: ask for the latency recorded the first time
-            x = json.loads(meta_path.read_text())["config"]["budget"].split("=")[1]
-            x = float(x)
-        lat = prune(_cfg(l_run, seed, args.search_steps, None, x, args.model, data_dir))
-        times: dict[str, list[float]] = {"dense": [], "global": [], "latency": []}
+        lat_runs, lats = {}, {}
+        for alloc in args.allocations:
+            l_run = out / f"cts-latency-{alloc}-s{seed}"
+            asked = x
+            meta_path = l_run / "run.json"
+            if meta_path.is_file():  # resumed: ask for the latency recorded the first time
+                asked = float(json.loads(meta_path.read_text())["config"]["budget"].split("=")[1])
+            lats[alloc] = prune(_cfg(l_run, seed, args.search_steps, None, asked, args.model, data_dir, alloc))
+            lat_runs[alloc] = l_run
+        times: dict[str, list[float]] = {"dense": [], "global": [], **{a: [] for a in lat_runs}}
         for _ in range(ROUNDS):  # interleaved
             times["dense"].append(_dense_ms(g_run))
             times["global"].append(_ticket_ms(g_run))
-            times["latency"].append(_ticket_ms(l_run))
-        b = lat["budget"]
-        row = {"seed": seed, "asked_ms": x, "reached_ms": b.get("measured_ms"), "rounds": len(b.get("rounds", [])),
-               "dense_ms": statistics.median(times["dense"]),
+            for alloc, l_run in lat_runs.items():
+                times[alloc].append(_ticket_ms(l_run))
+        row = {"seed": seed, "asked_ms": x, "dense_ms": statistics.median(times["dense"]),
                "global": {"accuracy": g["accuracy"], "sparsity": g["sparsity"],
                           "ms": statistics.median(times["global"]), "ms_rounds": times["global"],
                           "densities": _densities(g_run)},
-               "latency": {"accuracy": lat["accuracy"], "sparsity": lat["sparsity"],
-                           "ms": statistics.median(times["latency"]), "ms_rounds": times["latency"],
-                           "densities": _densities(l_run), "budget": b}}
+               "latency": {alloc: {"accuracy": lat["accuracy"], "sparsity": lat["sparsity"],
+                                   "ms": statistics.median(times[alloc]), "ms_rounds": times[alloc],
+                                   "reached_ms": lat["budget"].get("measured_ms"),
+                                   "rounds": len(lat["budget"].get("rounds", [])),
+                                   "densities": _densities(lat_runs[alloc]), "budget": lat["budget"]}
+                           for alloc, lat in lats.items()}}
         rows.append(row)
-        print(json.dumps({k: row[k] for k in ("seed", "asked_ms", "reached_ms", "rounds", "dense_ms")}), flush=True)
+        print(json.dumps({k: row[k] for k in ("seed", "asked_ms", "dense_ms")}), flush=True)
         print(f"  global : acc {g['accuracy']:.4f}  sparsity {g['sparsity']:.4f}  {row['global']['ms']:.4f} ms"
               f"  {row['global']['densities']}", flush=True)
-        print(f"  latency: acc {lat['accuracy']:.4f}  sparsity {lat['sparsity']:.4f}  {row['latency']['ms']:.4f} ms"
-              f"  {row['latency']['densities']}", flush=True)
+        for alloc, r in row["latency"].items():
+            print(f"  latency ({alloc}): acc {r['accuracy']:.4f}  sparsity {r['sparsity']:.4f}  {r['ms']:.4f} ms"
+                  f"  (reached {r['reached_ms']}, {r['rounds']} round(s))  {r['densities']}", flush=True)
     env["load_after"] = _load()
     env["minutes"] = (time.perf_counter() - t0) / 60
     result = {"env": env, "rows": rows}
@@ -151,6 +164,33 @@ def main() -> None:
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out / "result.json")
     print(json.dumps(env), flush=True)
+    print(markdown(result), flush=True)
+
+
+def markdown(result: dict) -> str:
+    """The docs/benchmarks.md table of a result.json: accuracy and interleaved ms per ticket, per seed."""
+    allocs = result["env"].get("allocations", ["rank"])
+    head = "| seed | dense ms | X asked ms | global: acc / sparsity / ms | " + " | ".join(
+        f"latency ({a}): acc / sparsity / ms (reached, rounds) | Δacc {a} pt" for a in allocs) + " |"
+    lines = [head, "|" + "---|" * (4 + 2 * len(allocs))]
+    for r in result["rows"]:
+        g = r["global"]
+        cells = [str(r["seed"]), f"{r['dense_ms']:.4g}", f"{r['asked_ms']:.4g}",
+                 f"{100 * g['accuracy']:.1f} / {100 * g['sparsity']:.2f} % / {g['ms']:.4g}"]
+        for a in allocs:
+            lt = r["latency"][a]
+            cells += [f"{100 * lt['accuracy']:.1f} / {100 * lt['sparsity']:.2f} % / {lt['ms']:.4g} "
+                      f"({lt['reached_ms']:.4g}, {lt['rounds']})", f"{100 * (lt['accuracy'] - g['accuracy']):+.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if result["rows"]:
+        n = len(result["rows"])
+        mean_g = sum(r["global"]["accuracy"] for r in result["rows"]) / n
+        cells = ["mean", "", "", f"{100 * mean_g:.1f}"]
+        for a in allocs:
+            mean_l = sum(r["latency"][a]["accuracy"] for r in result["rows"]) / n
+            cells += [f"{100 * mean_l:.1f}", f"**{100 * (mean_l - mean_g):+.1f}**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ and the model ``scale * sum_l T_l(d_l) + overhead``, calibrated on the measured 
 onto the model measured both ways (the call, activations and fusion are in that map; one dense
 measurement alone gives an overhead, or a scale when the model is faster than the table). With
 expected densities d_l = mean keep probability of layer l this is differentiable in the keep probabilities (``EngineLatency.expected``); ``allocate``
-spends a latency budget greedily where the table turns removed weights into time.
+spends a latency budget greedily where the table turns removed weights into time (score methods), and
+``allocate_by_rank`` keeps one global ranking's largest prefix that fits (CTS, whose keep probabilities
+already priced the latency during the search).
 
 The table is measured (and cached per CPU model, engine ISA, batch, threads and density grid) by
 sparsekit/bench/engine_table.py; this module is the model a search spends a budget with.
@@ -260,6 +262,41 @@ class EngineLatency:
                     hi = mid
             counts[layer.name] = max(counts[layer.name], min(layer.numel, int(lo * layer.numel)))
         return counts
+
+
+    def allocate_by_rank(self, scores: dict[str, torch.Tensor], budget_ms: float) -> dict[str, int]:
+        """Per-layer kept-weight counts of the GLOBALLY highest-scored weights whose table latency fits
+        ``budget_ms``: the largest such prefix of one ranking over all layers (bisection on its length;
+        at least one weight per layer), so each layer's density is what the scores themselves give it.
+
+        For scores that already priced latency - CTS keep probabilities learned while GradBalance held
+        the expected engine latency - this keeps the search's own per-layer allocation, where ``allocate``
+        (greedy by score lost per ms saved) would trade accuracy for time a second time: on resnet20 it
+        emptied the large-map stage-1 layers to the grid's 1 % floor (docs/benchmarks.md, latency budget).
+        Refuses unreachable or trivial budgets with one line (``check``).
+        """
+        self.check(budget_ms)
+        flat = [_finite(scores[layer.name]) for layer in self.layers]
+        owner = torch.cat([torch.full((f.numel(),), i, dtype=torch.long) for i, f in enumerate(flat)])
+        order = torch.sort(torch.cat(flat), descending=True, stable=True).indices  # earlier layer first on ties
+        ranked_owner = owner[order]  # (N,) layer index of the k-th best weight
+
+        def counts_at(k: int) -> dict[str, int]:
+            per = torch.bincount(ranked_owner[:k], minlength=len(self.layers))
+            return {layer.name: max(1, int(per[i])) for i, layer in enumerate(self.layers)}
+
+        def fits(k: int) -> bool:
+            counts = counts_at(k)
+            return float(self.of_densities({n.name: counts[n.name] / n.numel for n in self.layers})) <= budget_ms
+
+        lo, hi = 0, int(ranked_owner.numel())  # fits(lo) assumed (the floor is below the budget: check)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return counts_at(lo)
 
 
 class FlatLatency:

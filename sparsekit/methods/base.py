@@ -312,15 +312,26 @@ def weight_latency_cost(ctx: SearchContext) -> Any:
     return cost
 
 
-def select_weights_within_latency(scores: dict[str, torch.Tensor], ctx: SearchContext) -> tuple[Mask, dict[str, Any]]:
-    """Weight mask within a sparse-cpu latency budget: per-layer kept counts allocated greedily against
-    the engine table (``EngineLatency.allocate``), exact top-k within each layer; then measured on the
-    engine and corrected like a channel latency budget (``sparsekit.cost.correction``)."""
+#: how a weight-level latency budget turns scores into per-layer kept counts (EngineLatency methods)
+LATENCY_ALLOCATIONS = ("greedy", "rank")
+
+
+def select_weights_within_latency(
+    scores: dict[str, torch.Tensor], ctx: SearchContext, allocation: str = "greedy"
+) -> tuple[Mask, dict[str, Any]]:
+    """Weight mask within a sparse-cpu latency budget: per-layer kept counts allocated against the engine
+    table - ``greedy`` (``EngineLatency.allocate``: by score lost per ms saved, for score methods) or
+    ``rank`` (``allocate_by_rank``: one global ranking's largest prefix that fits, for scores that already
+    priced latency) - exact top-k within each layer; then measured on the engine and corrected like a
+    channel latency budget (``sparsekit.cost.correction``)."""
+    if allocation not in LATENCY_ALLOCATIONS:
+        raise UsageError(f"latency allocation {allocation!r} is not one of {', '.join(LATENCY_ALLOCATIONS)}")
     cost, budget = weight_latency_cost(ctx), float(ctx.budget.value)
     dense = cost.dense_ms()
 
     def select_at(target: float) -> tuple[Mask, dict[str, Any]]:
-        counts = cost.allocate(scores, target, fill=True)
+        counts = cost.allocate(scores, target, fill=True) if allocation == "greedy" else \
+            cost.allocate_by_rank(scores, target)
         keep = {}
         for n, s in scores.items():
             k = counts.get(n, s.numel())
@@ -335,7 +346,7 @@ def select_weights_within_latency(scores: dict[str, torch.Tensor], ctx: SearchCo
     mask, stats = select_at(budget)
     if cost.measure is not None:
         mask, stats = correct(select_at, lambda m: cost.measure(dict(m.items())), budget, (mask, stats), dense)
-    return mask, {"weight_selection": "per-layer densities from the sparse-cpu latency table", **stats,
+    return mask, {"weight_selection": f"per-layer densities from the sparse-cpu latency table ({allocation})", **stats,
                   "weight_sparsity": mask.sparsity}
 
 

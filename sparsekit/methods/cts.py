@@ -15,8 +15,10 @@ Per step (one training mini-batch, no augmentation):
 
 With ``--budget latency=MS --budget-runtime sparse-cpu`` (weight granularity) GradBalance holds the
 expected engine latency (sparsekit.cost.engine_latency: per-layer table at each layer's mean keep
-probability) instead of the expected density, with the same rule; the final selection then allocates
-per-layer densities against the table, measured on the engine and corrected (methods.base).
+probability) instead of the expected density, with the same rule; the final selection keeps the largest
+prefix of the keep probabilities' global ranking whose table latency fits (option latency_allocation=rank,
+the default: the per-layer densities the search learned while it priced latency; =greedy re-spends them
+against the table as score methods do), measured on the engine and corrected (methods.base).
 
 Deviations from the reference, on purpose:
     * the LR cut (x0.1) happens at a *step* (the last ``lr_drop_fraction`` of all steps) instead of
@@ -66,7 +68,9 @@ from sparsekit.methods.base import (
     SearchContext,
     SearchMethod,
     SearchResult,
+    LATENCY_ALLOCATIONS,
     select_unit_scores,
+    select_weights_within_latency,
     select_with_info,
     uses_weight_latency,
     weight_latency_cost,
@@ -139,6 +143,7 @@ class Options:
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps; 0 = all epochs"})
     invert: bool = field(default=False, metadata={"help": "keep the lowest logits (score-inversion sanity check)"})
     checkpoint_every: int = field(default=100, metadata={"help": "save a resumable search state every N steps; 0 = never"})
+    latency_allocation: str = field(default="rank", metadata={"help": "with --budget latency on sparse-cpu: rank (the keep probabilities' global ranking, largest prefix within the budget: the search's own per-layer densities) or greedy (per-layer densities re-spent against the engine table, as for score methods)"})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -146,6 +151,9 @@ class Options:
         if self.balance not in BALANCES:
             raise SettingError(f"{{balance}} must be one of {', '.join(BALANCES)}, got {self.balance!r}", "balance")
         check_bn_mode(self.bn, "{method} cts")
+        if self.latency_allocation not in LATENCY_ALLOCATIONS:
+            raise SettingError(f"{{method}} cts: option latency_allocation must be one of "
+                               f"{', '.join(LATENCY_ALLOCATIONS)}, got {self.latency_allocation!r}", "method")
         for name in ("lr", "tau", "headroom", "c_s"):
             if not getattr(self, name) > 0:
                 raise SettingError(f"{{method}} cts: option {name} must be > 0, got {getattr(self, name)}", "method")
@@ -179,9 +187,11 @@ class CTSMethod(SearchMethod):
             return SearchResult(mask, {**info, **sel})
         offsets = _offsets(ctx)
         per_layer = {n: scores[s:e].reshape(ctx.model.get_parameter(n).shape).cpu() for n, (s, e) in offsets.items()}
-        if uses_weight_latency(ctx):  # the score a latency allocation gives up: keep probabilities
+        if uses_weight_latency(ctx):  # the score a latency allocation ranks / gives up: keep probabilities
             per_layer = {n: torch.sigmoid(s.double()) for n, s in per_layer.items()}
-        mask, sel = select_with_info(per_layer, ctx)
+            mask, sel = select_weights_within_latency(per_layer, ctx, o.latency_allocation)
+        else:
+            mask, sel = select_with_info(per_layer, ctx)
         return SearchResult(mask, {**info, **sel})
 
 

@@ -127,6 +127,29 @@ def test_cts_gradbalance_holds_the_expected_latency(tmp_path):
     assert rows[-1]["expected_cost_fraction"] == pytest.approx(1.1 * 0.4, abs=0.08)
 
 
+@pytest.mark.parametrize("allocation", ["rank", "greedy"])
+def test_cts_latency_allocation_option_picks_the_allocator(allocation, tmp_path, monkeypatch):
+    calls: list[str] = []
+    for name in ("allocate", "allocate_by_rank"):
+        real = getattr(EngineLatency, name)
+        monkeypatch.setattr(EngineLatency, name,
+                            lambda self, *a, _real=real, _name=name, **k: calls.append(_name) or _real(self, *a, **k))
+    ctx = _ctx(1.0, tmp_path)
+    ctx = _ctx(0.4 * _dense_ms(ctx), tmp_path)
+    options = {"batch_size": 32} if allocation == "rank" else {"batch_size": 32, "latency_allocation": "greedy"}
+    result = get_method("cts", options).search(ctx)  # rank is the default
+    assert set(calls) == {"allocate_by_rank" if allocation == "rank" else "allocate"}
+    assert f"({allocation})" in result.info["weight_selection"]
+    # measured on the (fake) engine and corrected onto the budget either way
+    assert abs(result.info["budget_measured_ms"] - ctx.budget.value) <= TOLERANCE * ctx.budget.value
+    assert all(int(result.mask[n].sum()) >= 1 for n in ctx.names)
+
+
+def test_cts_refuses_an_unknown_latency_allocation():
+    with pytest.raises(UsageError, match="latency_allocation must be one of greedy, rank"):
+        get_method("cts", {"latency_allocation": "bogus"})
+
+
 def test_unreachable_budgets_are_refused_with_one_line(tmp_path):
     ctx = _ctx(1.0, tmp_path)
     dense = _dense_ms(ctx)

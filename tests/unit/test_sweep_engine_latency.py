@@ -104,6 +104,43 @@ def test_greedy_allocation_fits_the_budget_and_spends_it_where_time_is():
     assert float(got) <= 6.5
 
 
+def test_rank_allocation_keeps_the_largest_global_prefix_that_fits():
+    # the same two layers as above: greedy empties "slow" first; rank follows the scores instead
+    slow, fast = _layer("slow.weight", 100, 100), _layer("fast.weight", 100, 100)
+    fast = Layer("fast.weight", fast.key + "#", fast.numel, fast.spec)
+    grid = [0.01, 0.5, 1.0]
+    table = {
+        slow.key: {"density": grid, "sparse_ms": [0.1, 5.0, 10.0], "dense_ms": 10.0},
+        fast.key: {"density": grid, "sparse_ms": [0.01, 0.5, 1.0], "dense_ms": 1.0},
+    }
+    cost = EngineLatency([slow, fast], table)
+    gen = torch.Generator().manual_seed(0)
+    # "slow" holds the better scores: a global ranking keeps it denser than "fast"
+    scores = {"slow.weight": 0.5 + torch.rand(100, 100, generator=gen),
+              "fast.weight": torch.rand(100, 100, generator=gen)}
+    budget = 6.5
+    kept = cost.allocate_by_rank(scores, budget)
+    total = sum(kept.values())
+    # exactly a prefix of the global ranking: the kept counts are those of the top-`total` weights
+    flat = torch.cat([scores["slow.weight"].flatten(), scores["fast.weight"].flatten()])
+    top = torch.topk(flat, total).indices
+    assert kept == {"slow.weight": int((top < 10000).sum()), "fast.weight": int((top >= 10000).sum())}
+    assert kept["slow.weight"] > kept["fast.weight"] > 1
+
+    def ms(k: dict) -> float:
+        return float(cost.of_densities({n: c / 10000 for n, c in k.items()}))
+
+    # fits, and one more weight of the ranking would not (the largest prefix)
+    assert ms(kept) <= budget
+    nxt = torch.topk(flat, total + 1).indices
+    more = {"slow.weight": int((nxt < 10000).sum()), "fast.weight": int((nxt >= 10000).sum())}
+    assert ms(more) > budget
+    # greedy on the same scores spends the budget elsewhere (that is why CTS does not use it)
+    assert cost.allocate(scores, budget) != kept
+    with pytest.raises(UsageError, match="cannot run this model below"):
+        cost.allocate_by_rank(scores, 0.01)
+
+
 def test_unreachable_and_trivial_budgets_are_refused_with_one_line():
     layer = _layer("a.weight", 10, 10)
     cost = EngineLatency(
