@@ -64,11 +64,11 @@ from sparsekit.methods._search_loop import (
 )
 from sparsekit.methods._search_mode import check_bn_mode, search_mode
 from sparsekit.methods.base import (
+    LATENCY_ALLOCATIONS,
     METHODS,
     SearchContext,
     SearchMethod,
     SearchResult,
-    LATENCY_ALLOCATIONS,
     select_unit_scores,
     select_weights_within_latency,
     select_with_info,
