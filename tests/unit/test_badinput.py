@@ -135,13 +135,20 @@ def test_interrupts_exit_with_one_resume_line(sig, code, word, capsys):
 
     from sparsekit.cli.common import run
 
+    # a process started in the background by a script inherits SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: give this one the handler an interactive Python has (what Ctrl-C hits)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def work():
         os.kill(os.getpid(), sig)
         time.sleep(5)  # the signal arrives here
         raise AssertionError("not interrupted")
 
-    with pytest.raises(typer.Exit) as exc:
-        run(work)
+    try:
+        with pytest.raises(typer.Exit) as exc:
+            run(work)
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
     assert exc.value.exit_code == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and word in err and "run the same command again" in err
