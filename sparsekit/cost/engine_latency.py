@@ -263,7 +263,6 @@ class EngineLatency:
             counts[layer.name] = max(counts[layer.name], min(layer.numel, int(lo * layer.numel)))
         return counts
 
-
     def allocate_by_rank(self, scores: dict[str, torch.Tensor], budget_ms: float) -> dict[str, int]:
         """Per-layer kept-weight counts of the GLOBALLY highest-scored weights whose table latency fits
         ``budget_ms``: the largest such prefix of one ranking over all layers (bisection on its length;
