@@ -84,16 +84,21 @@ def test_layer_time_is_the_faster_kernel():
     assert float(layer_ms(entry, torch.tensor(0.01))) == pytest.approx(1.0)  # clamped to the grid
 
 
-def test_greedy_allocation_fits_the_budget_and_spends_it_where_time_is():
-    # two layers of equal size: removing weights from "slow" saves 10x the time of "fast"
+def _slow_fast(lowest: float) -> EngineLatency:
+    """Two 100x100 layers whose grid starts at ``lowest``: removing weights from "slow" saves 10x the time
+    of "fast" (sparse time proportional to density, 10 ms / 1 ms dense)."""
     slow, fast = _layer("slow.weight", 100, 100), _layer("fast.weight", 100, 100)
     fast = Layer("fast.weight", fast.key + "#", fast.numel, fast.spec)
-    grid = [0.1, 0.5, 1.0]
+    grid = [lowest, 0.5, 1.0]
     table = {
-        slow.key: {"density": grid, "sparse_ms": [1.0, 5.0, 10.0], "dense_ms": 10.0},
-        fast.key: {"density": grid, "sparse_ms": [0.1, 0.5, 1.0], "dense_ms": 1.0},
+        slow.key: {"density": grid, "sparse_ms": [10.0 * lowest, 5.0, 10.0], "dense_ms": 10.0},
+        fast.key: {"density": grid, "sparse_ms": [lowest, 0.5, 1.0], "dense_ms": 1.0},
     }
-    cost = EngineLatency([slow, fast], table)
+    return EngineLatency([slow, fast], table)
+
+
+def test_greedy_allocation_fits_the_budget_and_spends_it_where_time_is():
+    cost = _slow_fast(0.1)
     scores = {
         "slow.weight": torch.rand(100, 100, generator=torch.Generator().manual_seed(0)),
         "fast.weight": torch.rand(100, 100, generator=torch.Generator().manual_seed(1)),
@@ -106,14 +111,7 @@ def test_greedy_allocation_fits_the_budget_and_spends_it_where_time_is():
 
 def test_rank_allocation_keeps_the_largest_global_prefix_that_fits():
     # the same two layers as above: greedy empties "slow" first; rank follows the scores instead
-    slow, fast = _layer("slow.weight", 100, 100), _layer("fast.weight", 100, 100)
-    fast = Layer("fast.weight", fast.key + "#", fast.numel, fast.spec)
-    grid = [0.01, 0.5, 1.0]
-    table = {
-        slow.key: {"density": grid, "sparse_ms": [0.1, 5.0, 10.0], "dense_ms": 10.0},
-        fast.key: {"density": grid, "sparse_ms": [0.01, 0.5, 1.0], "dense_ms": 1.0},
-    }
-    cost = EngineLatency([slow, fast], table)
+    cost = _slow_fast(0.01)
     gen = torch.Generator().manual_seed(0)
     # "slow" holds the better scores: a global ranking keeps it denser than "fast"
     scores = {"slow.weight": 0.5 + torch.rand(100, 100, generator=gen),
@@ -121,10 +119,13 @@ def test_rank_allocation_keeps_the_largest_global_prefix_that_fits():
     budget = 6.5
     kept = cost.allocate_by_rank(scores, budget)
     total = sum(kept.values())
-    # exactly a prefix of the global ranking: the kept counts are those of the top-`total` weights
     flat = torch.cat([scores["slow.weight"].flatten(), scores["fast.weight"].flatten()])
-    top = torch.topk(flat, total).indices
-    assert kept == {"slow.weight": int((top < 10000).sum()), "fast.weight": int((top >= 10000).sum())}
+
+    def top_counts(k: int) -> dict:  # per-layer counts of the k best weights of the global ranking
+        top = torch.topk(flat, k).indices
+        return {"slow.weight": int((top < 10000).sum()), "fast.weight": int((top >= 10000).sum())}
+
+    assert kept == top_counts(total)  # exactly a prefix of the global ranking
     assert kept["slow.weight"] > kept["fast.weight"] > 1
 
     def ms(k: dict) -> float:
@@ -132,9 +133,7 @@ def test_rank_allocation_keeps_the_largest_global_prefix_that_fits():
 
     # fits, and one more weight of the ranking would not (the largest prefix)
     assert ms(kept) <= budget
-    nxt = torch.topk(flat, total + 1).indices
-    more = {"slow.weight": int((nxt < 10000).sum()), "fast.weight": int((nxt >= 10000).sum())}
-    assert ms(more) > budget
+    assert ms(top_counts(total + 1)) > budget
     # greedy on the same scores spends the budget elsewhere (that is why CTS does not use it)
     assert cost.allocate(scores, budget) != kept
     with pytest.raises(UsageError, match="cannot run this model below"):
