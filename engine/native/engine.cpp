@@ -169,6 +169,11 @@ struct Op {
   std::vector<Buf<float>> fa;
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense
+  // conv/fc: the ISA table of the sparse kernels (null: the engine's). The sparse format (CSR offsets) is
+  // the same for every ISA, the dense one is not (blocks of the table's ob), so only the sparse kernels can
+  // take another ISA's code: on AVX-512 CPUs the avx2 sparse kernels measured faster on some layers
+  // (docs/benchmarks.md, AVX-512 spot check) while avx512 wins the dense ones
+  const KernelTable* skt = nullptr;
   bool batched = false;      // dense stride-1 conv at nb > 1: tiles across the chunk's images (conv_dense_multi)
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
@@ -277,6 +282,19 @@ struct Engine {
     while ((int)arenas.size() < nt) arenas.emplace_back(arena_floats + private_floats + 1024);
   }
 
+  const KernelTable* sparse_table(const Op& op) const { return op.skt ? op.skt : kt; }
+
+  void set_sparse_isa(int i, const std::string& name) {
+    Op& op = ops.at(i);
+    if (name.empty() || name == kt->name) { op.skt = nullptr; return; }
+    for (auto* t : available_tables())
+      if (name == t->name) {
+        if (t->vw > kt->vw) throw std::invalid_argument("sparse ISA '" + name + "' is wider than the engine's");
+        op.skt = t; return;
+      }
+    throw std::invalid_argument("ISA '" + name + "' is not available on this CPU/build");
+  }
+
   float* tp(float* arena, int t, int img) { return arena + tensors[t].off + img * tensors[t].istride; }
 
   // -------------------------------------------------------------- op execution
@@ -338,7 +356,8 @@ struct Engine {
     const int Wrow = (int)p[C_WROW], Hq = (int)p[C_HQ];
     const int64_t qplane = (int64_t)Hq * Wrow;
     const int L = (int)((p[C_HO] - 1) * Wrow + p[C_WO]);
-    if (p[C_MODE] == 0 && nb > 1 && op.variant == 0 && L <= 4 * kt->vw) {
+    const KernelTable* st = sparse_table(op);
+    if (p[C_MODE] == 0 && nb > 1 && op.variant == 0 && L <= 4 * st->vw) {
       // small maps: several images per register tile (each non-zero loaded once for all of them)
       ConvCall cs[64];
       int64_t b, e;
@@ -346,7 +365,7 @@ struct Engine {
       for (int i0 = 0; i0 < nb; i0 += 64) {
         const int ni = std::min(64, nb - i0);
         for (int k = 0; k < ni; k++) cs[k] = conv_call(op, A, priv, i0 + k);
-        kt->conv_sparse_multi(cs, ni, (int)b, (int)e);
+        st->conv_sparse_multi(cs, ni, (int)b, (int)e);
       }
       barrier(par);
       return;
@@ -407,8 +426,8 @@ struct Engine {
       int64_t b, e;
       if (op.variant == 0) {
         split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
-        if (s2_direct) kt->conv_sparse_s2(c, (int)b, (int)e);
-        else kt->conv_sparse(c, (int)b, (int)e);
+        if (s2_direct) st->conv_sparse_s2(c, (int)b, (int)e);
+        else st->conv_sparse(c, (int)b, (int)e);
       } else {
         split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
         kt->conv_dense(c, (int)b, (int)e);
@@ -433,7 +452,7 @@ struct Engine {
     if (nb == 1) {
       c.x = x0;
     } else {
-      const int vw = kt->vw;
+      const int vw = kt->vw;  // >= the sparse table's (set_sparse_isa), both powers of two
       c.nbp = (nb + vw - 1) / vw * vw;
       float* xT = A + shared_off;
       // the sparse kernel reads only the columns that hold non-zeros: pack just those
@@ -451,7 +470,7 @@ struct Engine {
     }
     if (op.variant == 0) {
       split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
-      kt->fc_sparse(c, (int)b, (int)e);
+      sparse_table(op)->fc_sparse(c, (int)b, (int)e);
     } else {
       split(O, par ? tid : 0, par ? nth : 1, b, e);
       kt->fc_dense(c, (int)b, (int)e);
@@ -881,6 +900,8 @@ PYBIND11_MODULE(_native, m) {
       .def("drop_variant", &sk::Engine::drop_variant)
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
+      .def("set_sparse_isa", &sk::Engine::set_sparse_isa)
+      .def("sparse_isa", [](const sk::Engine& e, int i) { return std::string(e.sparse_table(e.ops.at(i))->name); })
       .def("set_batched", [](sk::Engine& e, int i, bool on) { e.ops.at(i).batched = on; })
       .def("set_work", [](sk::Engine& e, int64_t macs, int64_t par_min) { e.work_macs = macs; e.par_min_macs = par_min; })
       .def("set_profiling", [](sk::Engine& e, bool on, int threads) {

@@ -395,3 +395,66 @@ def test_small_map_conv_multi_image(tmp_path, cfg):
             np.testing.assert_array_equal(s.run(x[:b]), alone[:b])
         s2 = engine.load(path, threads=2, isa=isa, cache=False, verify=False, kernels="sparse")
         np.testing.assert_array_equal(s2.run(x), alone)
+
+
+# ------------------------------------------------------------------------- sparse kernels of another ISA
+def _narrower_isa_models(tmp_path, rng) -> list[tuple[str, tuple]]:
+    return [
+        (conv_model(tmp_path / "s1.onnx", rng, C=12, O=10, H=14, W=13, density=0.3), (12, 14, 13)),
+        (conv_model(tmp_path / "s2.onnx", rng, C=6, O=8, H=15, W=40, s=2, density=0.3, residual=False), (6, 15, 40)),
+        (conv_model(tmp_path / "sm.onnx", rng, C=8, O=8, H=4, W=4, density=0.4, residual=True), (8, 4, 4)),
+        (fc_model(tmp_path / "fc.onnx", rng, F=53, O=21, density=0.2), (53,)),
+        (_cnn(tmp_path, rng), (3, 15, 14)),
+    ]
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="one ISA on this CPU/build")
+@pytest.mark.parametrize("model_i", range(5))
+def test_sparse_kernels_of_a_narrower_isa(tmp_path, model_i):
+    """The engine's sparse layers may run a narrower ISA's kernels (same CSR format): every conv/fc op set to
+    that ISA gives exactly the outputs of a session pinned to it at batch 7 (1 and 2 threads); at batch 1 the
+    same up to float rounding (the batch-1 fc kernel reduces across vector lanes, so its order follows the width)."""
+    rng = np.random.default_rng(40 + model_i)
+    path, shape = _narrower_isa_models(tmp_path, rng)[model_i]
+    x = rng.standard_normal((7, *shape)).astype(np.float32)
+    top = ISAS[0]
+    for narrow in ISAS[1:]:
+        pinned = engine.load(path, isa=narrow, cache=False, kernels="sparse", verify=False)
+        want = pinned.run(x)
+        close(want, run_reference(path, x))
+        for threads in (1, 2):
+            mixed = engine.load(path, isa=top, threads=threads, cache=False, kernels="sparse", verify=False)
+            assert mixed.sparse_isas == [top]  # pinned: no other ISA is timed
+            for i, e in enumerate(mixed.plan()):
+                if e["kind"] in ("conv", "fc"):
+                    mixed._engine.set_sparse_isa(i, narrow)
+                    assert mixed._engine.sparse_isa(i) == narrow
+            np.testing.assert_array_equal(mixed.run(x), want)
+            close(mixed.run(x[:1]), want[:1], tol=1e-6)
+
+
+def test_sparse_isa_choice(tmp_path, monkeypatch):
+    """Unpinned, each sparse layer takes the fastest of the vector ISAs at or below the engine's (timed at load,
+    cached with the choice); a pinned ISA stays the only one; a wider ISA than the engine's is refused."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPARSEKIT_ENGINE_ISA", raising=False)
+    rng = np.random.default_rng(50)
+    path = _cnn(tmp_path, rng)
+    s = engine.load(path, kernels="sparse")
+    assert s.sparse_isas[0] == ISAS[0] and "baseline" not in s.sparse_isas[1:]
+    assert set(s.sparse_isas) <= set(ISAS)
+    layers = [e for e in s.plan() if e["kind"] in ("conv", "fc")]
+    assert layers and all(e["isa"] in s.sparse_isas for e in layers)
+    auto = engine.load(path)  # fresh timings for the auto choice, then the cached ones again
+    again = engine.load(path)
+    for a, b in zip(auto.plan(), again.plan(), strict=True):
+        assert b["cached"] == (b["kind"] in ("conv", "fc")) and a.get("isa") == b.get("isa")
+        if a["kind"] in ("conv", "fc"):
+            assert a["isa"] in auto.sparse_isas if a["kernel"] == "sparse" else a["isa"] == auto.isa
+    pinned = engine.load(path, isa=ISAS[-1], cache=False, verify=False)
+    assert pinned.sparse_isas == [ISAS[-1]]
+    if len(ISAS) > 1:
+        with pytest.raises(ValueError, match="wider"):
+            pinned._engine.set_sparse_isa(0, ISAS[0])
+    with pytest.raises(ValueError, match="not available"):
+        s._engine.set_sparse_isa(0, "nonsense")

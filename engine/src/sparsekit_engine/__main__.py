@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             ops = sorted(prof["ops"], key=lambda o: -o["us"])[: args.top]
             lines = [f"{args.model}: batch {args.batch}, wall {prof['wall_us']:.1f} µs per run, "
                      f"outside the ops {prof['overhead_us']:.1f} µs"]
-            lines += [f"  {o['us']:9.1f} µs {100 * o['share']:5.1f} %  {o['op']:<10} {o['kernel']:<7} {o['name']}"
-                      for o in ops]
+            lines += [f"  {o['us']:9.1f} µs {100 * o['share']:5.1f} %  {o['op']:<10} "
+                      f"{o['kernel'] + ('/' + o['isa'] if o.get('isa') else ''):<14} {o['name']}" for o in ops]
             text = "\n".join(lines)
     except (SparsekitError, OSError) as exc:
         if args.debug:

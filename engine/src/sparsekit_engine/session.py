@@ -91,6 +91,11 @@ class Session:
             arena = P.plan_memory(nodes, lay, graph.input_name, out, bc)
         self.chunk = bc
         self.isa = eng.isa
+        # ISAs the sparse kernels may take per layer (timed at load): only when the ISA is not pinned, and
+        # only at or below the engine's (their format is ISA-independent; see native set_sparse_isa). The
+        # baseline is never a candidate next to a vector ISA.
+        below = avail[avail.index(eng.isa) + 1:] if isa == "auto" else []
+        self.sparse_isas = [eng.isa] + [i for i in below if i != "baseline"]
         used = [graph.input_name] + [t for n in nodes for t in n.inputs + [n.output] + ([n.res] if n.res else [])]
         ti: dict[str, int] = {}
         for t in used:
@@ -124,21 +129,35 @@ class Session:
                                      "kernel": "direct", "density": None, "macs_dense": None, "macs_sparse": None,
                                      "us": {}, "cached": False}
             if n.kind in ("conv", "fc"):
-                key = P.layer_key(n, ip, self.isa, self.threads, self.chunk)
+                key = P.layer_key(n, ip, "+".join(self.sparse_isas), self.threads, self.chunk)
                 hit = cache.get(key) if self.kernels == "auto" else None
                 batched = False
+                nb = self.chunk if n.kind == "fc" else 1
+                sparse_isa = self.isa
                 if self.kernels != "auto":
                     us, choice = {}, self.kernels
+                    if choice == "sparse" and len(self.sparse_isas) > 1:
+                        us["sparse"], sparse_isa = self._time_sparse(idx, nb)
                 elif hit is None:
-                    nb = self.chunk if n.kind == "fc" else 1
-                    us = {v: self._time(idx, i, nb) for i, v in enumerate(("sparse", "dense"))}
+                    us = {}
+                    us["sparse"], sparse_isa = self._time_sparse(idx, nb)
+                    us["dense"] = self._time(idx, 1, nb)
                     choice = min(us, key=us.get)
                     batched = choice == "dense" and n.kind == "conv" and self._batched_faster(idx, ip, P)
-                    cache.put(key, {"kernel": choice, "us": us, "batched": batched})
+                    cache.put(key, {"kernel": choice, "us": us, "batched": batched, "sparse_isa": sparse_isa})
                 else:
                     us, choice = hit["us"], hit["kernel"]
                     batched = bool(hit.get("batched", False))
+                    sparse_isa = hit.get("sparse_isa", self.isa)
+                    if sparse_isa not in self.sparse_isas:
+                        sparse_isa = self.isa
                     entry["cached"] = True
+                if choice == "sparse":
+                    self._engine.set_sparse_isa(idx, sparse_isa)
+                    entry["isa"] = sparse_isa
+                else:
+                    self._engine.set_sparse_isa(idx, self.isa)
+                    entry["isa"] = self.isa
                 if self.kernels == "dense" and n.kind == "conv":
                     batched = self._batched_faster(idx, ip, P)
                 v = 0 if choice == "sparse" else 1
@@ -152,6 +171,17 @@ class Session:
             plan.append(entry)
         cache.save()
         return plan
+
+    def _time_sparse(self, idx: int, nb: int) -> tuple[float, str]:
+        """The sparse kernel's time under each candidate ISA (``sparse_isas``): (fastest us, its ISA)."""
+        best = (float("inf"), self.isa)
+        for isa in self.sparse_isas:
+            self._engine.set_sparse_isa(idx, isa)
+            t = self._time(idx, 0, nb)
+            if t < best[0]:
+                best = (t, isa)
+        self._engine.set_sparse_isa(idx, best[1])
+        return best
 
     def _batched_faster(self, idx: int, ip: list[int], P: Any) -> bool:
         """Dense small-map conv: do image-batched tiles (native conv_dense_multi) beat per-image ones at the
@@ -246,7 +276,8 @@ class Session:
     __call__ = run
 
     def plan(self, profile: bool = False, batch: int = 1, threads: int | None = None) -> list[dict]:
-        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached (conv/fc: batched).
+        """Per executed op: name, op, fused, kernel, density, macs_dense, macs_sparse, us, cached (conv/fc: batched,
+        isa: the ISA of the chosen kernel; a sparse kernel may run a narrower ISA than the session's when timed faster).
 
         ``profile=True`` adds ``measured_us`` / ``measured_share``: the op's measured wall time per run of
         ``batch`` images at ``threads`` (default: the session's), from the native per-op profiler
@@ -296,7 +327,8 @@ class Session:
         div = min(threads, -(-x.shape[0] // self.chunk)) if image_parallel else 1
         us = [float(v) / div for v in raw]
         total = sum(us) or 1.0
-        ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "macs": e["macs_sparse"],
+        ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "isa": e.get("isa"),
+                "macs": e["macs_sparse"],
                 "us": round(u, 3), "share": u / total} for e, u in zip(self._plan, us, strict=True)]
         return {"batch": int(x.shape[0]), "threads": threads, "runs": runs, "wall_us": wall, "ops_us": sum(us),
                 "overhead_us": wall - sum(us), "ops": ops}
