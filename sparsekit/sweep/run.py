@@ -66,6 +66,7 @@ def prune_config(
         eval_limit=cfg.eval_limit,
         method_options=dict(cfg.method_options.get(method, {})),
         dense_reference=False,
+        diagnose=False,  # a frontier needs the trained tickets only (saves ~6 s per resnet20 cell)
     )
 
 

@@ -229,3 +229,22 @@ def test_eval_limit_evaluates_on_n_test_samples(tmp_path):
         assert abs(res[key] * 37 - round(res[key] * 37)) < 1e-9, key  # k correct out of 37
     assert_one_line_error(invoke(BASE + ["--sparsity", "0.9", "--eval-limit", "0", "--out", str(tmp_path / "p")]),
                           2, "--eval-limit")
+
+
+def test_no_diagnose_skips_the_untrained_mask_evaluation_only(tmp_path, monkeypatch):
+    """--no-diagnose leaves accuracy_before_finetune out (None) and nothing else: same ticket, same accuracy;
+    the option is not part of the run's identity (a run resumes with either)."""
+    from sparsekit import pipeline
+
+    calls = []
+    real = pipeline._untrained_mask_accuracy
+    monkeypatch.setattr(pipeline, "_untrained_mask_accuracy", lambda *a: calls.append(1) or real(*a))
+    on = json.loads(invoke(BASE + ["--sparsity", "0.9", "--out", str(tmp_path / "a"), "--json", "-"]).stdout)
+    assert calls == [1] and on["accuracy_before_finetune"] is not None
+    r = invoke(BASE + ["--sparsity", "0.9", "--no-diagnose", "--out", str(tmp_path / "b"), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    off = json.loads(r.stdout)
+    assert calls == [1] and off["accuracy_before_finetune"] is None
+    assert off["mask_sha256"] == on["mask_sha256"] and off["accuracy"] == on["accuracy"]
+    again = invoke(BASE + ["--sparsity", "0.9", "--out", str(tmp_path / "b"), "--json", "-"])
+    assert again.exit_code == 0 and "already complete" in again.stderr

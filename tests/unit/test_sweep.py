@@ -175,6 +175,8 @@ def test_cells_start_at_the_one_pretrained_theta_k(tmp_path):
     cell = cfg.cells()[0]
     meta = read_json(cfg.cell_dir(cell) / "run.json")
     assert meta["complete"] and meta["timings"]["pretrain_s"] == 0.0  # no second pretrain
+    # nor the before-fine-tune diagnostic (a frontier needs only the trained ticket)
+    assert meta["result"]["accuracy_before_finetune"] is None
     assert not any(
         json.loads(line)["stage"] == "pretrain"
         for line in (cfg.cell_dir(cell) / "metrics.jsonl").read_text().splitlines()
