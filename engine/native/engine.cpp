@@ -168,7 +168,8 @@ struct Op {
   std::vector<float> fp;     // float params
   std::vector<Buf<float>> fa;
   std::vector<Buf<uint32_t>> ua;
-  int variant = 0;           // conv/fc: 0 sparse, 1 dense
+  int variant = 0;           // conv/fc: 0 sparse, 1 dense (conv: blocks of ob), 2 conv dense "oc" form
+  int oc_nblk = 0;           // conv with the oc form (fa[3]: [G][oc_nblk][ntaps][2 vw]): units per group, else 0
   // conv/fc: the ISA table of the sparse kernels (null: the engine's). The sparse format (CSR offsets) is
   // the same for every ISA, the dense one is not (blocks of the table's ob), so only the sparse kernels can
   // take another ISA's code: on AVX-512 CPUs the avx2 sparse kernels measured faster on some layers
@@ -245,6 +246,12 @@ struct Engine {
       }
       if (kind == OP_CONV && (int64_t)op.ip.size() != C_N)
         throw std::invalid_argument("conv op needs " + std::to_string((int)C_N) + " integer parameters");
+      if (kind == OP_CONV && op.fa.size() > 3 && op.fa[3].n > 1) {  // the oc form, packed for this ISA's vw
+        const int64_t ocb = 2 * kt->vw, Og = op.ip[C_O] / op.ip[C_G], nb2 = (Og + ocb - 1) / ocb;
+        if ((int64_t)op.fa[3].n != op.ip[C_G] * nb2 * op.ip[C_NTAPS] * ocb)
+          throw std::invalid_argument("conv oc-form weights do not match this ISA's vector width");
+        op.oc_nblk = (int)nb2;
+      }
       if (kind == OP_CONV && op.ip[C_MODE] != 0 && !op.ip[C_S2D]) {
         const int64_t C = tensors.at(op.ip[C_IN]).C, qplane = op.ip[C_HQ] * op.ip[C_WROW];
         const int64_t pstride = C * qplane + 64, nph = op.ip[C_SH] * op.ip[C_SW];
@@ -271,11 +278,18 @@ struct Engine {
     shared_floats = shfl; private_floats = priv;
   }
 
-  void set_variant(int i, int v) { ops.at(i).variant = v; }
-  void drop_variant(int i, int v) {  // free the storage of the format that was not chosen
+  void set_variant(int i, int v) {
     Op& op = ops.at(i);
-    if (v == 0) { op.fa[0].alloc(1); op.fa[0].n = 0; op.ua[1].alloc(1); op.ua[1].n = 0; }
-    else { op.fa[1].alloc(1); op.fa[1].n = 0; }
+    if (v < 0 || v > 2 || (v == 2 && !op.oc_nblk)) throw std::invalid_argument("op has no kernel variant " + std::to_string(v));
+    op.variant = v;
+  }
+  bool has_oc(int i) const { return ops.at(i).oc_nblk > 0; }
+  void keep_variant(int i, int v) {  // free the storage of the formats that were not chosen
+    Op& op = ops.at(i);
+    auto drop = [](auto& b) { b.alloc(1); b.n = 0; };
+    if (v != 0) { drop(op.fa[0]); drop(op.ua[1]); }
+    if (v != 1) drop(op.fa[1]);
+    if (v != 2 && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; }
   }
 
   void ensure_arenas(int nt) {
@@ -428,6 +442,10 @@ struct Engine {
         split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
         if (s2_direct) st->conv_sparse_s2(c, (int)b, (int)e);
         else st->conv_sparse(c, (int)b, (int)e);
+      } else if (op.variant == 2) {
+        c.dw = op.fa[3].p; c.nblk = op.oc_nblk;
+        split(p[C_G] * op.oc_nblk, par ? tid : 0, par ? nth : 1, b, e);
+        kt->conv_dense_oc(c, (int)b, (int)e);
       } else {
         split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
         kt->conv_dense(c, (int)b, (int)e);
@@ -839,6 +857,8 @@ struct Engine {
   double time_op(int i, int variant, int nb, int reps, int rounds) {
     ensure_arenas(1);
     Op& op = ops.at(i);
+    if (variant < 0 || variant > 2 || (variant == 2 && !op.oc_nblk))
+      throw std::invalid_argument("op has no kernel variant " + std::to_string(variant));
     int saved = op.variant; op.variant = variant;
     float* A = arenas[0].p; float* priv = A + arena_floats;
     exec_op(op, A, priv, nb, false, 0, 1);  // warm-up
@@ -897,7 +917,9 @@ PYBIND11_MODULE(_native, m) {
       .def("add_op", &sk::Engine::add_op)
       .def("set_memory", &sk::Engine::set_memory)
       .def("set_variant", &sk::Engine::set_variant)
-      .def("drop_variant", &sk::Engine::drop_variant)
+      .def("keep_variant", &sk::Engine::keep_variant)
+      .def("has_oc", &sk::Engine::has_oc)
+      .def_property_readonly("oc_channels", [](const sk::Engine& e) { return 2 * e.kt->vw; })
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
       .def("set_sparse_isa", &sk::Engine::set_sparse_isa)

@@ -65,6 +65,10 @@ struct KernelTable {
   // div. Bit-identical to that scalar loop for every ISA (engine.cpp exec_pool); reads only taps
   void (*pool_rows)(const float* x, int64_t xrow, int64_t xstep, int64_t xch, int KH, int KW, int dh, int dw,
                     int sw, int is_max, float div, float* y, int64_t yrow, int64_t ych, int n, int nrows, int nch);
+  // dense conv with output channels in the vector lanes: dw is [unit][ntaps][2 vw] (units of 2 vw output
+  // channels per group, c.nblk of them), same results as conv_dense; [u0, u1) over G * c.nblk units; the
+  // scratch holds >= 2 vw planes of scratch_plane floats
+  void (*conv_dense_oc)(const ConvCall& c, int u0, int u1);
 };
 
 // apply an activation to a scalar (shared by the generic ops)

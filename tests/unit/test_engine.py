@@ -42,7 +42,7 @@ def close(a: np.ndarray, b: np.ndarray, tol: float = RTOL) -> None:
     assert err <= tol * scale, f"max|diff| {err} > {tol * scale}"
 
 
-def check_all(path: str, x: np.ndarray, isas=ISAS, kernels=("sparse", "dense")) -> None:
+def check_all(path: str, x: np.ndarray, isas=ISAS, kernels=("sparse", "dense-blocked", "dense-oc")) -> None:
     """Every ISA x kernel family vs the numpy reference; threads 1 and 2 bitwise identical; batch-1 agrees."""
     ref = run_reference(path, x)
     for isa in isas:
@@ -458,3 +458,45 @@ def test_sparse_isa_choice(tmp_path, monkeypatch):
             pinned._engine.set_sparse_isa(0, ISAS[0])
     with pytest.raises(ValueError, match="not available"):
         s._engine.set_sparse_isa(0, "nonsense")
+
+
+# ------------------------------------------------------------------------------ the two dense conv forms
+@pytest.mark.parametrize("cfg", [
+    dict(C=8, O=40, H=4, W=4),  # short map: one vector of positions
+    dict(C=16, O=33, H=13, W=11, s=2, act="HardSwish"),  # stride 2 (phase planes), a partial unit
+    dict(C=12, O=24, k=1, pads=(0, 0, 0, 0), H=9, W=30, residual=True),  # 1x1, residual
+    dict(C=8, O=40, g=2, H=7, W=7, act="Sigmoid"),  # grouped, 20 channels per group
+    dict(C=8, O=16, H=6, W=5, pads=(0, 1, 2, 0), act="LeakyRelu"),  # asymmetric: scratch epilogue
+])
+def test_dense_forms_agree_bitwise(tmp_path, cfg):
+    """The oc form (output channels in the vector lanes) computes per output exactly what the blocked form
+    does (bias first, taps in order): same bits at batch 1 and 5, 1 and 2 threads, every ISA."""
+    rng = np.random.default_rng(abs(hash(str(cfg))) % 2**32)
+    path = conv_model(tmp_path / "d.onnx", rng, density=1.0, **cfg)
+    x = rng.standard_normal((5, cfg["C"], cfg["H"], cfg["W"])).astype(np.float32)
+    for isa in ISAS:
+        blocked = engine.load(path, isa=isa, cache=False, kernels="dense-blocked")
+        oc = engine.load(path, isa=isa, cache=False, kernels="dense-oc")
+        convs = sum(e["kind"] == "conv" for e in oc.plan())  # residual: two convs (one fused into the other)
+        assert convs and [e.get("dense_form") for e in oc.plan() if e["kind"] == "conv"] == ["oc"] * convs
+        assert [e.get("dense_form") for e in blocked.plan() if e["kind"] == "conv"] == ["blocked"] * convs
+        want = blocked.run(x)
+        close(want, run_reference(path, x))
+        np.testing.assert_array_equal(oc.run(x), want)
+        np.testing.assert_array_equal(oc.run(x[:1]), want[:1])
+        two = engine.load(path, isa=isa, threads=2, cache=False, verify=False, kernels="dense-oc")
+        np.testing.assert_array_equal(two.run(x), want)
+
+
+def test_dense_form_choice(tmp_path):
+    """kernels='dense' times both forms per conv and keeps the faster; a conv whose groups are narrower than
+    half an oc unit (depthwise) has only the blocked form; unknown modes are refused."""
+    rng = np.random.default_rng(61)
+    path = conv_model(tmp_path / "c.onnx", rng, C=16, O=32, H=8, W=8, density=1.0)
+    e = next(p for p in engine.load(path, cache=False, kernels="dense").plan() if p["kind"] == "conv")
+    assert e["kernel"] == "dense" and e["dense_form"] in ("blocked", "oc") and e["us"]["dense"] > 0
+    dw = conv_model(tmp_path / "dw.onnx", rng, C=8, O=8, g=8, density=1.0)
+    s = engine.load(dw, cache=False, kernels="dense-oc")
+    assert [p["dense_form"] for p in s.plan() if p["kind"] == "conv"] == ["blocked"]
+    with pytest.raises(SparsekitError, match="kernels must be one of"):
+        engine.load(path, cache=False, kernels="dense-fast")

@@ -35,9 +35,9 @@ def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-4) -> None:
 
 
 def dense_session(path, isa, threads=1, batched=True):
-    """kernels='dense' with the image-batched tiles forced on (or off) for every candidate conv (the planner
-    would pick per op by timing, which a test cannot predict)."""
-    s = engine.load(path, threads=threads, isa=isa, cache=False, verify=False, kernels="dense")
+    """kernels='dense-blocked' (the form the batched tiles belong to) with the image-batched tiles forced on (or
+    off) for every candidate conv (the planner would pick per op by timing, which a test cannot predict)."""
+    s = engine.load(path, threads=threads, isa=isa, cache=False, verify=False, kernels="dense-blocked")
     for i, e in enumerate(s.plan()):
         if e["kind"] == "conv":
             s._engine.set_batched(i, batched)

@@ -311,6 +311,16 @@ bool check_conv_dense_big(const KernelTable* t, Rng& g, int cs) {
   return k.verify(t, "conv_dense_big", cs);
 }
 
+// the oc form: output channels in the vector lanes (units of 2 vw channels), small and cache-sized inputs
+bool check_conv_dense_oc(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  const bool big = g.chance(0.15);
+  while (!k.generate(g, 1, 1, !big && g.chance(0.3), 2 * t->vw, big)) {}
+  ConvCall c = k.call(0);
+  for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_dense_oc(c, b, e);
+  return k.verify(t, "conv_dense_oc", cs);
+}
+
 bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
   ConvCase k;
   const int ni = g.range(1, 19);
@@ -488,6 +498,7 @@ struct Entry { const char* name; bool (*check)(const KernelTable*, Rng&, int); }
 const Entry kEntries[] = {
     {"conv_sparse", check_conv_sparse},       {"conv_sparse_s2", check_conv_sparse_s2},
     {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
+    {"conv_dense_oc", check_conv_dense_oc},
     {"conv_sparse_multi", check_conv_sparse_multi},
     {"conv_dense_multi", check_conv_dense_multi},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},

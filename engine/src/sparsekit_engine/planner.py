@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 11
+KERNEL_VERSION = 12
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -667,7 +667,20 @@ def _sparse_offsets(n: ENode, lay: dict, flat_off: np.ndarray, gofs: int) -> tup
     return (c * L.plane + r * L.Wp + t).reshape(-1).astype(np.int64), Cg * L.plane
 
 
-def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list, list, list, list, dict]:
+def _dense_blocks(wf: np.ndarray, G: int, ob: int) -> np.ndarray:
+    """Dense conv weights (O, ntaps) in blocks of ``ob`` output channels per group: [G][nblk][ntaps][ob]."""
+    O, ntaps = wf.shape  # noqa: E741
+    Og = O // G
+    nblk = -(-Og // ob)
+    dw = np.zeros((G, nblk * ob, ntaps), np.float32)
+    dw[:, :Og] = wf.reshape(G, Og, ntaps)
+    return dw.reshape(G, nblk, ob, ntaps).transpose(0, 1, 3, 2).copy()
+
+
+def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -> tuple[list, list, list, list, dict]:
+    """The native conv op. ``ob``: the engine's dense block; ``oc`` (> 0): also pack the "oc" dense form
+    (blocks of ``oc`` output channels in the vector lanes, native conv_dense_oc) when a group has >= oc / 2
+    output channels (fewer would leave most lanes empty)."""
     p = n.p
     w = p["w"]
     O, Cg, KH, KW = w.shape  # noqa: E741
@@ -685,9 +698,8 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list,
     val = wf[nzr, nzc].astype(np.float32)
     nblk = -(-Og // ob)
     ntaps = Cg * KH * KW
-    dw = np.zeros((G, nblk * ob, ntaps), np.float32)
-    dw[:, :Og] = wf.reshape(G, Og, ntaps)
-    dw = dw.reshape(G, nblk, ob, ntaps).transpose(0, 1, 3, 2).copy()
+    dw = _dense_blocks(wf, G, ob)
+    dw_oc = _dense_blocks(wf, G, oc).reshape(-1) if oc and 2 * Og >= oc else np.zeros(1, np.float32)
     Lo = lay[n.output]
     max_reach = int(max(flat_off.max() + (G - 1) * gofs + (p["Ho"] - 1) * wrow + p["Wo"],
                         sp_off.max() + (G - 1) * sp_gofs + 2 * (p["Ho"] * lay[n.inputs[0]].Wp + p["Wo"])))
@@ -698,11 +710,12 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB) -> tuple[list,
         sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pt=p["pt"], pl=p["pl"], pb=p["pb"], pr=p["pr"], Ho=p["Ho"],
         Wo=p["Wo"], act=n.act, mode=conv_mode(n), wrow=wrow, hq=hq, gofs=gofs, ntaps=ntaps, nblk=nblk,
         has_bias=1 if p["b"] is not None else 0, phases=phase_mask(n), s2_direct=int(s2_direct(n))).ip()
-    fa = [val if val.size else np.zeros(1, np.float32), dw.reshape(-1), p["b"] if p["b"] is not None else np.zeros(1, np.float32)]
+    fa = [val if val.size else np.zeros(1, np.float32), dw.reshape(-1), p["b"] if p["b"] is not None else np.zeros(1, np.float32),
+          dw_oc]
     ua = [rowptr, off if off.size else np.zeros(1, np.uint32), flat_off.astype(np.uint32)]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
                 macs_sparse=int(val.size * p["Ho"] * p["Wo"]), wrow=wrow, Lo=Lo,
-                scratch_private=DENSE_OB * (p["Ho"] * wrow + 512),
+                scratch_private=max(DENSE_OB, oc if dw_oc.size > 1 else 0) * (p["Ho"] * wrow + 512),
                 scratch_shared=(p["sh"] * p["sw"] * pstride + 4 * wrow + 1024) if conv_mode(n) else 0)
     return ip, [n.a0, n.a1], fa, ua, info
 
@@ -771,8 +784,8 @@ class NativeOp:
     info: dict
 
 
-def _op_conv(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:
-    return build_conv(n, lay, ti, ob)
+def _op_conv(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int, oc: int = 0) -> tuple:
+    return build_conv(n, lay, ti, ob, oc)
 
 
 def _op_fc(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int) -> tuple:
@@ -810,11 +823,13 @@ BUILDERS = {"conv": _op_conv, "fc": _op_fc, "maxpool": _op_pool, "avgpool": _op_
             "binary": _op_binary, "affine": _op_affine, "concat": _op_concat, "flatten": _op_unary}
 
 
-def build_op(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int = DENSE_OB) -> NativeOp:
+def build_op(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int = DENSE_OB, oc: int = 0) -> NativeOp:
+    """``ob``: the engine's dense conv block (Engine.dense_ob); ``oc``: its oc-form width (Engine.oc_channels,
+    0 = no oc form)."""
     builder = BUILDERS.get(n.kind)
     if builder is None:  # pragma: no cover - lower() only emits the kinds above
         raise EngineUnsupported(f"internal: unknown engine node kind {n.kind}")
-    ip, fp, fa, ua, info = builder(n, lay, ti, shapes, ob)
+    ip, fp, fa, ua, info = builder(n, lay, ti, shapes, ob, **({"oc": oc} if n.kind == "conv" else {}))
     return NativeOp(native_codes()[0][n.kind], [int(v) for v in ip], [float(v) for v in fp], fa, ua, info)
 
 

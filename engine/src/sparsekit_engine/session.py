@@ -38,6 +38,13 @@ def load(path: str | os.PathLike, threads: int = 1, verify: bool = True, verify_
                    input_shape=input_shape, kernels=kernels)
 
 
+#: ``kernels=``: auto (the fastest of sparse / dense per layer, timed at load), sparse, dense (the faster
+#: dense form per layer), or one dense form for every conv that has it: dense-blocked (blocks of output
+#: channels x vectors of positions) or dense-oc (output channels in the vector lanes)
+KERNEL_MODES = ("auto", "sparse", "dense", "dense-blocked", "dense-oc")
+DENSE_FORMS = {"blocked": 1, "oc": 2}  # native variant of each dense conv form
+
+
 class Session:
     """A loaded plan. Use ``load()``; ``run``/``plan`` are the stable API."""
 
@@ -56,8 +63,8 @@ class Session:
         avail = list(native.available_isas())
         if isa != "auto" and isa not in avail:
             raise EngineError(f"ISA '{isa}' is not available here (available: {', '.join(avail)})")
-        if kernels not in ("auto", "sparse", "dense"):
-            raise EngineError(f"kernels must be 'auto', 'sparse' or 'dense', got {kernels!r}")
+        if kernels not in KERNEL_MODES:
+            raise EngineError(f"kernels must be one of {', '.join(repr(k) for k in KERNEL_MODES)}, got {kernels!r}")
         self.kernels = kernels
         if cache is None:
             cache = os.environ.get("SPARSEKIT_ENGINE_CACHE", "1") not in ("0", "false", "no", "off")
@@ -105,7 +112,7 @@ class Session:
         shared, private = 1024, 1024
         built = []
         for n in nodes:
-            op = P.build_op(n, lay, ti, shapes, eng.dense_ob)
+            op = P.build_op(n, lay, ti, shapes, eng.dense_ob, eng.oc_channels if kernels != "dense-blocked" else 0)
             ip, info = op.ip, op.info
             shared = max(shared, int(info.get("scratch_shared", 0)))
             private = max(private, int(info.get("scratch_private", 0)))
@@ -133,24 +140,38 @@ class Session:
                 hit = cache.get(key) if self.kernels == "auto" else None
                 batched = False
                 nb = self.chunk if n.kind == "fc" else 1
-                sparse_isa = self.isa
+                sparse_isa, form = self.isa, "blocked"
                 if self.kernels != "auto":
-                    us, choice = {}, self.kernels
+                    choice = "sparse" if self.kernels == "sparse" else "dense"
+                    us = {}
                     if choice == "sparse" and len(self.sparse_isas) > 1:
                         us["sparse"], sparse_isa = self._time_sparse(idx, nb)
+                    elif self.kernels == "dense-oc" and self._engine.has_oc(idx):
+                        form = "oc"
+                    elif self.kernels == "dense" and self._engine.has_oc(idx):
+                        us["dense"], form = self._time_dense(idx, nb)
+                    if choice == "dense" and n.kind == "conv" and self.kernels != "dense-oc":
+                        batched = self._batched_faster(idx, ip, P, DENSE_FORMS[form])
+                        form = "blocked" if batched else form
                 elif hit is None:
                     us = {}
                     us["sparse"], sparse_isa = self._time_sparse(idx, nb)
-                    us["dense"] = self._time(idx, 1, nb)
+                    us["dense"], form = self._time_dense(idx, nb)
                     choice = min(us, key=us.get)
-                    batched = choice == "dense" and n.kind == "conv" and self._batched_faster(idx, ip, P)
-                    cache.put(key, {"kernel": choice, "us": us, "batched": batched, "sparse_isa": sparse_isa})
+                    batched = choice == "dense" and n.kind == "conv" and \
+                        self._batched_faster(idx, ip, P, DENSE_FORMS[form])
+                    form = "blocked" if batched else form
+                    cache.put(key, {"kernel": choice, "us": us, "batched": batched, "sparse_isa": sparse_isa,
+                                    "dense_form": form})
                 else:
                     us, choice = hit["us"], hit["kernel"]
                     batched = bool(hit.get("batched", False))
                     sparse_isa = hit.get("sparse_isa", self.isa)
                     if sparse_isa not in self.sparse_isas:
                         sparse_isa = self.isa
+                    form = hit.get("dense_form", "blocked")
+                    if form == "oc" and not self._engine.has_oc(idx):
+                        form = "blocked"
                     entry["cached"] = True
                 if choice == "sparse":
                     self._engine.set_sparse_isa(idx, sparse_isa)
@@ -158,11 +179,11 @@ class Session:
                 else:
                     self._engine.set_sparse_isa(idx, self.isa)
                     entry["isa"] = self.isa
-                if self.kernels == "dense" and n.kind == "conv":
-                    batched = self._batched_faster(idx, ip, P)
-                v = 0 if choice == "sparse" else 1
+                    if n.kind == "conv":
+                        entry["dense_form"] = form
+                v = 0 if choice == "sparse" else DENSE_FORMS[form]
                 self._engine.set_variant(idx, v)
-                self._engine.drop_variant(idx, 1 - v)
+                self._engine.keep_variant(idx, v)
                 self._engine.set_batched(idx, bool(batched))
                 entry.update(kernel=choice, batched=bool(batched), us={k: round(float(x), 3) for k, x in us.items()},
                              density=info["nnz"] / max(info["numel"], 1), macs_dense=info["macs_dense"],
@@ -183,17 +204,25 @@ class Session:
         self._engine.set_sparse_isa(idx, best[1])
         return best
 
-    def _batched_faster(self, idx: int, ip: list[int], P: Any) -> bool:
-        """Dense small-map conv: do image-batched tiles (native conv_dense_multi) beat per-image ones at the
-        chunk's batch? Timed here (both ways, the engine left per-image), since it depends on the layer's shape."""
+    def _batched_faster(self, idx: int, ip: list[int], P: Any, variant: int = 1) -> bool:
+        """Dense small-map conv: do image-batched tiles (native conv_dense_multi, blocked form) beat per-image
+        calls of dense ``variant`` at the chunk's batch? Timed here (both ways, the engine left per-image),
+        since it depends on the layer's shape."""
         if self.chunk < 2 or not P.batched_candidate(ip, self._engine.vector_width):
             return False
         t = {}
         for on in (False, True, False, True):  # alternated: robust to a busy machine
             self._engine.set_batched(idx, on)
-            t[on] = min(t.get(on, 1e30), self._time(idx, 1, self.chunk))
+            t[on] = min(t.get(on, 1e30), self._time(idx, 1 if on else variant, self.chunk))
         self._engine.set_batched(idx, False)
         return t[True] < t[False]
+
+    def _time_dense(self, idx: int, nb: int) -> tuple[float, str]:
+        """The dense kernel's time in each form the op has (blocked; oc when packed): (fastest us, its form)."""
+        forms = ["blocked"] + (["oc"] if self._engine.has_oc(idx) else [])
+        t = {f: self._time(idx, DENSE_FORMS[f], nb) for f in forms}
+        best = min(t, key=t.get)
+        return t[best], best
 
     def _time(self, idx: int, variant: int, nb: int) -> float:
         t = self._engine.time_op(idx, variant, nb, 1, 1)
