@@ -67,7 +67,7 @@ struct KernelTable {
                     int sw, int is_max, float div, float* y, int64_t yrow, int64_t ych, int n, int nrows, int nch);
   // dense conv with output channels in the vector lanes: dw is [unit][ntaps][2 vw] (units of 2 vw output
   // channels per group, c.nblk of them), same results as conv_dense; [u0, u1) over G * c.nblk units; the
-  // scratch holds >= 2 vw planes of scratch_plane floats
+  // scratch holds >= 4 vw planes of scratch_plane floats (channel rows, then the tiles' partial sums)
   void (*conv_dense_oc)(const ConvCall& c, int u0, int u1);
 };
 

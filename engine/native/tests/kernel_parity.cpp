@@ -209,7 +209,7 @@ struct ConvCase {
     cmask.assign((size_t)L + 256, 0);
     for (int q = 0; q < L; q++) cmask[q] = q % Wrow < Wo ? -1 : 0;
     const int64_t splane = (int64_t)Ho * Wrow + 512;
-    scratch.assign((size_t)(std::max(ob, 8) * splane + 64), 0.f);
+    scratch.assign((size_t)(2 * std::max(ob, 8) * splane + 64), 0.f);
 
     char buf[320];
     std::snprintf(buf, sizeof buf,

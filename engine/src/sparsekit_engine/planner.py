@@ -715,7 +715,8 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
     ua = [rowptr, off if off.size else np.zeros(1, np.uint32), flat_off.astype(np.uint32)]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
                 macs_sparse=int(val.size * p["Ho"] * p["Wo"]), wrow=wrow, Lo=Lo,
-                scratch_private=max(DENSE_OB, oc if dw_oc.size > 1 else 0) * (p["Ho"] * wrow + 512),
+                # the oc form: channel rows + the tiles' partial sums, oc planes each
+                scratch_private=max(DENSE_OB, 2 * oc if dw_oc.size > 1 else 0) * (p["Ho"] * wrow + 512),
                 scratch_shared=(p["sh"] * p["sw"] * pstride + 4 * wrow + 1024) if conv_mode(n) else 0)
     return ip, [n.a0, n.a1], fa, ua, info
 
