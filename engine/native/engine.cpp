@@ -662,7 +662,22 @@ struct Engine {
       const int64_t asc = p[5], ash = p[6], asw = p[7], aoff = p[8];
       const int64_t bsc = p[9], bsh = p[10], bsw = p[11], boff = p[12];
       int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      // channel-broadcast scale / shift whose full operand has the output's row stride: one flat run per
+      // channel over rows 0..H-1 (pad columns between the rows included; the output's are rezeroed after),
+      // instead of H short rows (efficientnet_b0's squeeze-excitation Mul on 6x6 maps: H calls of 6 floats)
+      const bool bcb = asw == 1 && bsw == 0 && ash == to.Wp, bca = asw == 0 && bsw == 1 && bsh == to.Wp;
+      const bool flat_bc = act == ACT_NONE && (opc == 0 || opc == 1) && (bcb || bca) && to.H > 1;
       for (int64_t c = c0; c < c1; c++) {
+        if (flat_bc) {
+          float* yr = at(to, yo, (int)c, 0, 0);
+          const float* row = bcb ? ab + aoff + c * asc : bb + boff + c * bsc;
+          const float y = bcb ? (bb + boff + c * bsc)[0] : (ab + aoff + c * asc)[0];
+          const int64_t n = (int64_t)(to.H - 1) * to.Wp + to.W;
+          if (opc == 1) for (int64_t i = 0; i < n; i++) yr[i] = row[i] * y;
+          else for (int64_t i = 0; i < n; i++) yr[i] = row[i] + y;
+          zero_ring(to, yo + c * to.plane);
+          continue;
+        }
         for (int h = 0; h < to.H; h++) {
           float* yr = at(to, yo, (int)c, h, 0);
           const float* ar = ab + aoff + c * asc + h * ash;
