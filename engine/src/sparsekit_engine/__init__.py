@@ -26,8 +26,15 @@ API (stable):
     * ``cache``: reuse per-layer kernel decisions from ``$XDG_CACHE_HOME/sparsekit/engine/choices.json``
       (default on; ``SPARSEKIT_ENGINE_CACHE=0`` or ``cache=False`` disables).
     * ``isa``: "avx512" | "avx2" | "baseline" (default: best the CPU supports, or ``SPARSEKIT_ENGINE_ISA``).
+      Unpinned, each sparse layer also times the narrower vector ISAs and keeps the fastest (the sparse
+      format is ISA-independent; on AVX-512 CPUs the avx2 sparse kernels can win); a pinned ISA is used for
+      every layer. Dense layers use the session's ISA.
     * ``input_shape``: per-sample shape for graphs whose input dims are symbolic.
-    * ``kernels``: "auto" (time both per layer), or force "sparse" / "dense" everywhere (tests, debugging).
+    * ``kernels``: "auto" (time sparse and dense per layer), or force "sparse" / "dense" everywhere (tests,
+      debugging). Dense convs come in two forms with the same results: "blocked" (output channels x vectors of
+      positions, weights broadcast) and "oc" (output channels in the vector lanes, inputs broadcast; pays on
+      short maps); "auto"/"dense" settle each conv's form by running the whole plan both ways,
+      "dense-blocked" / "dense-oc" force one.
 
 Batches run in chunks of ``Session.chunk`` images (one arena per chunk): graphs with small activations and FC
 layers use 16 (the FC kernels vectorize over the chunk's images), conv graphs with small-map stride-1 convs
@@ -38,7 +45,9 @@ are loaded once for all of them), others 1. Results do not depend on the chunkin
 dtype or a wrong shape raises ``EngineInputError``; non-contiguous arrays are copied.
 ``Session.plan()`` returns one dict per executed op: name, op, fused, kernel ("sparse"/"dense"/"direct"),
 density, macs_dense / macs_sparse (per sample), us (measured µs per candidate kernel at load), cached, and for
-conv/fc ops batched (dense small-map conv whose register tiles span the images of a chunk, chosen by timing).
+conv/fc ops batched (dense small-map conv whose register tiles span the images of a chunk, chosen by timing),
+isa (of the kernel that runs), and for dense convs dense_form ("blocked" / "oc"; us_in_plan: both forms' times
+in the whole plan's run when it was settled there).
 ``Session.profile(batch=1, threads=None)`` runs the plan under the native per-op profiler and returns where
 the time goes at that batch and thread count (median wall µs per op, the run's wall time, and the part
 outside the ops); ``plan(profile=True, batch=...)`` adds those as ``measured_us`` / ``measured_share``.
