@@ -43,6 +43,8 @@ _Repeats = Annotated[int, typer.Option(help="fresh bench processes per runtime (
 _MinTime = Annotated[float, typer.Option(help="timed seconds per variant, batch and process")]
 _DataDir = Annotated[str | None, typer.Option(help="directory holding the dataset files")]
 _TrainThreads = Annotated[int | None, typer.Option(help="CPU threads for training [default: torch's choice]")]
+_ChannelMultiple = Annotated[int, typer.Option(
+    help="channel cells: kept channels per coupling family a multiple of N (dense CPU kernels favour 8/16)")]
 _Opt = Annotated[
     list[str] | None,
     typer.Option(help="method option METHOD.KEY=VALUE (repeatable), e.g. cts.batch_size=64"),
@@ -82,7 +84,7 @@ def _config(a: dict[str, Any]) -> Any:
 #: arguments passed to ``SweepConfig`` unchanged
 _PLAIN = ("threads", "max_accuracy_drop", "max_latency_ms", "seed", "pretrain_epochs", "finetune_epochs",
           "search_epochs", "search_steps", "batch_size", "lr", "eval_limit", "data_dir", "repeats",
-          "min_time", "accuracy_limit")
+          "min_time", "accuracy_limit", "channel_multiple")
 
 
 def _summary(doc: dict, out: str) -> None:
@@ -121,6 +123,7 @@ def sweep_cmd(
     min_time: _MinTime = 0.3,
     data_dir: _DataDir = None,
     train_threads: _TrainThreads = None,
+    channel_multiple: _ChannelMultiple = 1,
     opt: _Opt = None,
     json_out: _JsonOut = None,
 ) -> None:

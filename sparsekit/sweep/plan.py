@@ -94,6 +94,8 @@ class SweepConfig:
     min_time: float = 0.3
     warmup: int = 5
     accuracy_limit: int | None = None
+    #: channel cells keep every coupling family's channel count a multiple of this (prune --channel-multiple)
+    channel_multiple: int = 1
     #: per method: option -> value (``--opt cts.batch_size=64``), as ``sparsekit prune --opt`` takes them
     method_options: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -126,6 +128,8 @@ class SweepConfig:
             raise UsageError(f"--batch sizes must be >= 1, got {list(self.batches)}")
         if self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
+        if self.channel_multiple < 1:
+            raise UsageError(f"--channel-multiple must be >= 1, got {self.channel_multiple}")
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise UsageError("--pretrain-epochs and --finetune-epochs must be >= 0")
         self.check_runtimes()

@@ -62,6 +62,7 @@ def prune_config(
         lr=cfg.lr,
         data_dir=cfg.data_dir,
         granularity=granularity,
+        channel_multiple=cfg.channel_multiple if granularity == "channel" else 1,
         budget=budget,
         eval_limit=cfg.eval_limit,
         method_options=dict(cfg.method_options.get(method, {})),

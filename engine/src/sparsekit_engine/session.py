@@ -205,8 +205,8 @@ class Session:
 
         Timed alone, an op's weights stay in cache between repetitions; in the model they come from memory
         after the other layers ran, and the forms differ most there (vgg16 at 0 %: the 4x4 / 2x2 layers'
-        9.4 MB of weights; the oc form walks them once per tap chunk for every position tile, the blocked one
-        once per tile). So the plan runs with every candidate in one form, then the other (per-op times from
+        9.4 MB of weights: the blocked form re-reads a unit's weights for every position tile, the oc form
+        reads each tap chunk once and reuses it from L1). So the plan runs with every candidate in one form, then the other (per-op times from
         the native profiler, median of a few runs, alternated), and each op keeps its faster form."""
         eng = self._engine
         x = np.random.default_rng(0).standard_normal((self.chunk, *self.input_shape)).astype(np.float32)
