@@ -94,8 +94,11 @@ class SweepConfig:
     min_time: float = 0.3
     warmup: int = 5
     accuracy_limit: int | None = None
-    #: channel cells keep every coupling family's channel count a multiple of this (prune --channel-multiple)
-    channel_multiple: int = 1
+    #: channel cells keep every coupling family's channel count a multiple of this (prune --channel-multiple).
+    #: 8 because the dense runtimes a channel ticket is for run odd widths slowly: resnet20 at a 0.5 MAC
+    #: budget ran 0.80x of dense on ORT with free widths, 1.26x with multiples of 8 (1 thread, batch 1,
+    #: AVX-512 Xeon, 2026-12-04; README, sweep section)
+    channel_multiple: int = 8
     #: per method: option -> value (``--opt cts.batch_size=64``), as ``sparsekit prune --opt`` takes them
     method_options: dict[str, dict[str, str]] = field(default_factory=dict)
 

@@ -370,10 +370,10 @@ def test_a_failing_cell_is_left_out_and_the_rest_still_runs(tmp_path, monkeypatc
 def test_channel_multiple_reaches_the_channel_cells_only(tmp_path):
     from sparsekit.sweep.run import cell_config
 
-    cfg = _tiny(tmp_path / "sw", channel_multiple=8)
+    cfg = _tiny(tmp_path / "sw", channel_multiple=4)
     got = {c.granularity: cell_config(cfg, c).channel_multiple for c in cfg.cells()}
-    assert got == {"weight": 1, "channel": 8}
+    assert got == {"weight": 1, "channel": 4}
     assert {c.granularity: cell_config(_tiny(tmp_path / "d"), c).channel_multiple for c in cfg.cells()} == \
-        {"weight": 1, "channel": 1}
+        {"weight": 1, "channel": 8}  # the default: widths dense runtimes run fast
     with pytest.raises(UsageError, match="--channel-multiple must be >= 1"):
         _tiny(tmp_path / "b", channel_multiple=0)
