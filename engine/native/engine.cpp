@@ -665,7 +665,9 @@ struct Engine {
       // channel-broadcast scale / shift whose full operand has the output's row stride: one flat run per
       // channel over rows 0..H-1 (pad columns between the rows included; the output's are rezeroed after),
       // instead of H short rows (efficientnet_b0's squeeze-excitation Mul on 6x6 maps: H calls of 6 floats)
-      const bool bcb = asw == 1 && bsw == 0 && ash == to.Wp, bca = asw == 0 && bsw == 1 && bsh == to.Wp;
+      // (the broadcast operand must be one value per channel: no H stride either, e.g. not shape (C, H, 1))
+      const bool bcb = asw == 1 && bsw == 0 && bsh == 0 && ash == to.Wp;
+      const bool bca = asw == 0 && ash == 0 && bsw == 1 && bsh == to.Wp;
       const bool flat_bc = act == ACT_NONE && (opc == 0 || opc == 1) && (bcb || bca) && to.H > 1;
       for (int64_t c = c0; c < c1; c++) {
         if (flat_bc) {

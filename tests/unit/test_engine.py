@@ -218,6 +218,24 @@ def test_broadcast_binary_and_flatten(tmp_path):
     check_all(path, rng.standard_normal((3, 4, 6, 7)).astype(np.float32))
 
 
+def test_channel_broadcast_binary_paths(tmp_path):
+    """Tensor x per-channel tensor (the SE gate, both operand orders: the flat per-channel path) and tensor x a
+    (C, H, 1) constant (varies along H: must not take the per-channel path), on a padded output."""
+    rng = np.random.default_rng(12)
+    inits = {"kh": rng.standard_normal((4, 6, 1)).astype(np.float32),
+             "w": rand_weight(rng, (4, 4, 3, 3), 1.0)}
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+        helper.make_node("Mul", ["x", "g"], ["a"]),            # full x per-channel
+        helper.make_node("Add", ["g", "a"], ["b"]),            # per-channel + full (other order)
+        helper.make_node("Mul", ["b", "kh"], ["c"]),           # full x (C, H, 1): one value per row
+        helper.make_node("Mul", ["kh", "c"], ["d"]),           # the other order
+        helper.make_node("Conv", ["d", "w"], ["y"], pads=[1, 1, 1, 1]),  # its input plane is padded
+    ]
+    path = model(nodes, inits, (4, 6, 7), tmp_path / "bc.onnx")
+    check_all(path, rng.standard_normal((3, 4, 6, 7)).astype(np.float32))
+
+
 def test_sparse_initializers(tmp_path):
     rng = np.random.default_rng(11)
     w = rand_weight(rng, (12, 4, 3, 3), 0.1)
