@@ -39,8 +39,7 @@ API (stable):
 Batches run in chunks of ``Session.chunk`` images (one arena per chunk): graphs with small activations and FC
 layers use 16 (the FC kernels vectorize over the chunk's images), conv graphs with small-map stride-1 convs
 up to 8 (their sparse kernel puts 2-8 images into one register tile, so each non-zero's offset and weight
-are loaded once for all of them) as long as the chunk's activations fit ~one core's L2
-(``planner.CONV_CHUNK_MAX_BYTES``, 2 MB), others 1. Results do not depend on the chunking.
+are loaded once for all of them), others 1. Results do not depend on the chunking.
 
 ``Session.run(x)`` accepts any batch size; float64/float16 inputs are converted to float32, any other
 dtype or a wrong shape raises ``EngineInputError``; non-contiguous arrays are copied.

@@ -47,14 +47,7 @@ CHUNK_IMAGES = 16
 CHUNK_MAX_BYTES = 2 << 20
 #: plans with small-map convs (see small_map_conv): images per chunk tried, the largest that fits the budget
 CONV_CHUNKS = (2, 4, 8)
-#: a chunk's activations must fit this (about one core's L2): each op runs over all the chunk's images before
-#: the next op, so a chunk whose activations spill to L3 / memory loses more than the multi-image tiles gain.
-#: At 16 MB, tv:mobilenet_v2 (96x96, 90 % layerwise) ran 8-image chunks at 1.11-1.13 ms per image at batch 16
-#: vs 0.90-0.92 at 2 MB (1 image per chunk); efficientnet_b0 2.72-2.86 vs 2.61; regnet_y_400mf 1.41-1.45 vs
-#: 1.31-1.36 (2-image chunks); resnet18 (64x64) 1.61-1.64 vs 1.67-1.72 (4-image chunks, the one loss);
-#: resnet20 (32x32) unchanged (1 image per chunk either way). Intel Xeon VM (2 MB L2 per core), 1 thread,
-#: 2026-12-04, two alternated loads per setting.
-CONV_CHUNK_MAX_BYTES = 2 << 20
+CONV_CHUNK_MAX_BYTES = 16 << 20
 DENSE_OB = 8  # upper bound of the per-ISA dense block (scratch sizing)
 
 
