@@ -358,6 +358,8 @@ struct Engine {
     c.cmask = c.flat && !op.cmask.empty() ? op.cmask.data() : nullptr;
     c.scratch = priv; c.scratch_plane = (int64_t)c.Ho * Wrow + 512;
     c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+    c.x_plane = ti.plane; c.xh = ti.H + (int)(p[C_PT] + p[C_PB]); c.xw = ti.W + (int)(p[C_PL] + p[C_PR]);
+    c.Hq = (int)p[C_HQ]; c.kh = (int)p[C_KH]; c.kw = (int)p[C_KW]; c.dh = (int)p[C_DH]; c.dwl = (int)p[C_DW];
     return c;
   }
 
@@ -398,10 +400,13 @@ struct Engine {
       return;
     }
     const bool s2_direct = p[C_MODE] != 0 && p[C_S2D] && op.variant == 0;
+    // dense depthwise stride 2: phase planes per channel inside the kernel (conv_dw_s2), not shared ones here
+    const bool dw_s2 = p[C_MODE] != 0 && p[C_S2D] && op.variant == 1 && p[C_CG] == 1 && p[C_O] == p[C_G] &&
+                       p[C_KH] * p[C_KW] <= DW_S2_MAX_TAPS;
     for (int img = 0; img < nb; img++) {
       const float* xin = tp(A, (int)p[C_IN], img);
       const float* xwork;
-      if (p[C_MODE] == 0 || s2_direct) {
+      if (p[C_MODE] == 0 || s2_direct || dw_s2) {
         xwork = xin + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
       } else {  // de-interleave the (virtually) padded input into sh*sw phase planes
         float* ph = A + shared_off;
@@ -438,7 +443,10 @@ struct Engine {
       }
       ConvCall c = conv_call(op, A, priv, img, xwork);
       int64_t b, e;
-      if (op.variant == 0) {
+      if (dw_s2) {
+        split(p[C_G], par ? tid : 0, par ? nth : 1, b, e);
+        kt->conv_dw_s2(c, (int)b, (int)e);
+      } else if (op.variant == 0) {
         split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
         if (s2_direct) st->conv_sparse_s2(c, (int)b, (int)e);
         else st->conv_sparse(c, (int)b, (int)e);
@@ -615,6 +623,22 @@ struct Engine {
       float* xi = tp(A, (int)op.ip[0], img);
       float* yo = tp(A, (int)op.ip[1], img);
       int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      if (ti.H * ti.W < 256) {  // small maps: 8 channels at a time, one chain each (the same order per
+        // channel as the loop below: the same bits), so 8 adds are in flight instead of one; efficientnet_b0's
+        // squeeze-excitation GAPs over 1152 channels of 3x3 spent ~40 cycles per channel on one chain
+        for (; c0 + 8 <= c1; c0 += 8) {
+          float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+          for (int h = 0; h < ti.H; h++) {
+            const float* r = at(ti, xi, (int)c0, h, 0);
+            for (int w = 0; w < ti.W; w++)
+              for (int k = 0; k < 8; k++) s[k] += r[k * ti.plane + w];
+          }
+          for (int k = 0; k < 8; k++) {
+            zero_ring(to, yo + (c0 + k) * to.plane);
+            *at(to, yo, (int)(c0 + k), 0, 0) = s[k] / (float)(ti.H * ti.W);
+          }
+        }
+      }
       for (int64_t c = c0; c < c1; c++) {
         // maps of >= 256 floats: 8 running sums (element i of a run feeds sum i % 8), added pairwise at the
         // end; one sum chain waits a float add's latency per element (efficientnet_b0's 48x48 squeeze-

@@ -26,6 +26,9 @@ struct ConvCall {
   float* scratch;              // per thread: >= ob * (Ho * Wrow + 512) floats
   int64_t scratch_plane;
   int act; float a0, a1;
+  // dense depthwise stride 2 from the padded input (conv_dw_s2 only): input plane stride, the conv's padded
+  // input extent (rows, columns), phase-plane rows, and the kernel geometry
+  int64_t x_plane; int xh, xw, Hq, kh, kw, dh, dwl;
 };
 
 // Fully connected y = W x (+ b, + r), per image. nb == 1: x is one vector; nb > 1: xT is [F][nbp].
@@ -69,7 +72,14 @@ struct KernelTable {
   // channels per group, c.nblk of them), same results as conv_dense; [u0, u1) over G * c.nblk units; the
   // scratch holds >= 4 vw planes of scratch_plane floats (channel rows, then the tiles' partial sums)
   void (*conv_dense_oc)(const ConvCall& c, int u0, int u1);
+  // dense depthwise conv, stride 2, straight from the padded input (c.x, c.x_row, c.x_plane): per channel
+  // the 4 phase planes (c.Hq x c.Wrow) are built in the private scratch after its first plane, then the
+  // taps run over them as conv_dense's depthwise path does over the shared phase planes (same results);
+  // [u0, u1) over channels; c.kh * c.kw <= DW_S2_MAX_TAPS
+  void (*conv_dw_s2)(const ConvCall& c, int u0, int u1);
 };
+
+constexpr int DW_S2_MAX_TAPS = 64;
 
 // apply an activation to a scalar (shared by the generic ops)
 float act_scalar(float v, int act, float a0, float a1);

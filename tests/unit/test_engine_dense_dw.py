@@ -52,6 +52,13 @@ WIDE = [
     dict(W=12, H=12, act="Sigmoid"),  # activation dispatched at run time
     dict(W=9, H=1, pads=(1, 1, 1, 1)),
     dict(W=15, H=11, pads=(0, 2, 1, 0)),  # asymmetric padding
+    # stride 2 (per-channel phase planes in the kernel, conv_dw_s2): asymmetric / odd extents, tiny maps,
+    # a residual, dilation with a 5x5 kernel, wide rows
+    dict(W=15, H=11, s=2, pads=(0, 2, 1, 0)),
+    dict(W=6, H=6, s=2, k=5, pads=(2, 2, 2, 2), act="Sigmoid"),
+    dict(W=3, H=4, s=2, pads=(1, 1, 1, 1), residual=True, act="Clip"),
+    dict(W=19, H=9, s=2, k=3, d=2, pads=(2, 2, 2, 2), bias=False),
+    dict(W=97, H=7, s=2, pads=(1, 0, 0, 1), act=None),
 ]
 
 

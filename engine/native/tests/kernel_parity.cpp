@@ -321,6 +321,17 @@ bool check_conv_dense_oc(const KernelTable* t, Rng& g, int cs) {
   return k.verify(t, "conv_dense_oc", cs);
 }
 
+// dense depthwise stride 2 straight from the padded input (phase planes built per channel in the scratch)
+bool check_conv_dw_s2(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  while (!k.generate(g, 2, 1, g.chance(0.3), t->ob) || k.G != k.C || k.Og != 1 || k.KH * k.KW > sk::DW_S2_MAX_TAPS) {}
+  ConvCall c = k.call(0);
+  c.x_plane = k.Pin; c.xh = k.Hp; c.xw = k.Wp; c.Hq = (k.Hp + 1) / 2;
+  c.kh = k.KH; c.kw = k.KW; c.dh = k.dh; c.dwl = k.dw;
+  for (auto [b, e] : split(g, k.O)) t->conv_dw_s2(c, b, e);
+  return k.verify(t, "conv_dw_s2", cs);
+}
+
 bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
   ConvCase k;
   const int ni = g.range(1, 19);
@@ -498,7 +509,7 @@ struct Entry { const char* name; bool (*check)(const KernelTable*, Rng&, int); }
 const Entry kEntries[] = {
     {"conv_sparse", check_conv_sparse},       {"conv_sparse_s2", check_conv_sparse_s2},
     {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
-    {"conv_dense_oc", check_conv_dense_oc},
+    {"conv_dense_oc", check_conv_dense_oc},   {"conv_dw_s2", check_conv_dw_s2},
     {"conv_sparse_multi", check_conv_sparse_multi},
     {"conv_dense_multi", check_conv_dense_multi},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},

@@ -718,6 +718,9 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
                 # the oc form: channel rows + the tiles' partial sums, oc planes each
                 scratch_private=max(DENSE_OB, 2 * oc if dw_oc.size > 1 else 0) * (p["Ho"] * wrow + 512),
                 scratch_shared=(p["sh"] * p["sw"] * pstride + 4 * wrow + 1024) if conv_mode(n) else 0)
+    if conv_mode(n) and s2_direct(n) and Cg == 1 and Og == 1:  # dense depthwise stride 2 (native conv_dw_s2):
+        # the epilogue's plane, then 4 phase planes of hq x wrow (+ 32 floats of slack each) per channel
+        info["scratch_private"] = max(info["scratch_private"], p["Ho"] * wrow + 512 + 4 * (hq * wrow + 32) + 64)
     return ip, [n.a0, n.a1], fa, ua, info
 
 
