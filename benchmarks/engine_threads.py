@@ -27,6 +27,24 @@ import bench_engine as B  # noqa: E402
 import sparsekit_engine as E  # noqa: E402
 
 
+def model_path(spec: str) -> Path:
+    """An ONNX file, or NAME@SPARSITY built bench_engine's way (--quick's training budget) into .bench/engine/."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    name, _, sp = spec.partition("@")
+    if name not in B.MODELS:
+        sys.exit(f"error: {spec!r} is neither a file nor NAME@SPARSITY with NAME in {', '.join(B.MODELS)}")
+    shape = B.MODELS[name]
+    steps, bs = B.TRAIN[name]
+    m, _ = B.train(name, shape, max(1, int(steps * 0.3)), bs, cache_dir=Path(".bench/engine"))
+    out = Path(".bench/engine/models") / f"{name.replace(':', '_')}_{float(sp or 0)}.onnx"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        B.prune_export(m, shape, float(sp or 0), out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
@@ -37,19 +55,8 @@ def main() -> None:
     batches = [int(b) for b in args.batch.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     print(f"load average before {os.getloadavg()[0]:.2f}")
-    tmp = Path(".bench/engine/threads")
-    tmp.mkdir(parents=True, exist_ok=True)
     for spec in args.models:
-        path = Path(spec)
-        if not path.exists():
-            name, _, sp = spec.partition("@")
-            if name not in B.MODELS:
-                sys.exit(f"error: {spec!r} is neither a file nor NAME@SPARSITY with NAME in {', '.join(B.MODELS)}")
-            shape = B.MODELS[name]
-            steps, bs = B.TRAIN[name]
-            m, _ = B.train(name, shape, max(1, int(steps * 0.3)), bs, cache_dir=Path(".bench/engine"))
-            path = tmp / f"{name.replace(':', '_')}_{float(sp or 0)}.onnx"
-            B.prune_export(m, shape, float(sp or 0), path)
+        path = model_path(spec)
         sessions = {t: E.load(path, threads=t) for t in threads}
         for b in batches:
             x = np.random.default_rng(0).standard_normal((b, *sessions[threads[0]].input_shape)).astype(np.float32)
