@@ -58,3 +58,25 @@ def test_gap(tmp_path, hw, padded):
         # feeding the ReduceMean rounds per ISA, so only its thread / batch grouping is compared)
         first = ys[0] if first is None else first
         np.testing.assert_array_equal(ys[0][:, :C], first[:, :C])
+
+
+@pytest.mark.parametrize("hw", [(3, 3), (6, 6), (5, 7)])
+def test_gap_small_maps_many_channels(tmp_path, hw):
+    """Maps under 256 floats sum 8 channels at once (full blocks and a remainder, split across threads):
+    each channel's result is the one-chain float32 sum in row-major order, divided by H * W."""
+    rng = np.random.default_rng(5)
+    C = 19  # two blocks of 8 and a remainder of 3; at 2 threads the halves start off a block boundary
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["y"], axis=1)]
+    path = model(nodes, {}, (C, *hw), tmp_path / "g.onnx", out_name="y")
+    x = (rng.standard_normal((2, C, *hw)) + 100.0).astype(np.float32)
+    want = np.empty((2, C), np.float32)
+    for n in range(2):
+        for c in range(C):
+            s = np.float32(0.0)
+            for v in x[n, c].reshape(-1):
+                s = np.float32(s + v)
+            want[n, c] = np.float32(s / np.float32(hw[0] * hw[1]))
+    for threads in (1, 2):
+        s = engine.load(path, threads=threads, cache=False, verify=False)
+        np.testing.assert_array_equal(s.run(x), want)
