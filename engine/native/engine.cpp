@@ -157,6 +157,10 @@ class Pool {
 struct Tensor {   // per-image layout; image i of a chunk at arena + off + i * istride
   int C, H, W, pt, pb, pl, pr, Hp, Wp;
   int64_t plane, off, istride;
+  // > 0: the interleaved batch layout (KernelTable::conv_il): the whole chunk of `il` images in one block,
+  // lane k of each vector = image k; W, pl, pr, Wp are in floats (positions x il), istride is 0
+  int il = 0;
+  int64_t sample() const { return (int64_t)C * H * (il ? W / il : W); }  // floats per image, unpadded
 };
 
 enum OpKind { OP_CONV = 0, OP_FC = 1, OP_MAXPOOL = 2, OP_AVGPOOL = 3, OP_GAP = 4, OP_BINARY = 5,
@@ -223,6 +227,11 @@ struct Engine {
 
   int add_tensor(std::vector<int64_t> d) {
     Tensor t{(int)d[0], (int)d[1], (int)d[2], (int)d[3], (int)d[4], (int)d[5], (int)d[6], 0, 0, 0, d[7], d[8]};
+    if (d.size() > 9) {
+      t.il = (int)d[9];
+      if (t.il && (t.il != kt->vw || t.W % t.il || t.pl % t.il || t.pr % t.il || t.istride))
+        throw std::invalid_argument("interleaved tensor: lanes must be the ISA's vector width, widths multiples of it");
+    }
     t.Hp = t.H + t.pt + t.pb; t.Wp = t.W + t.pl + t.pr; t.plane = (int64_t)t.Hp * t.Wp;
     tensors.push_back(t);
     return (int)tensors.size() - 1;
@@ -241,8 +250,10 @@ struct Engine {
       op.variant = op.ua[0].p[O] == 0 && op.fa[1].n > 0 ? 1 : 0;
       if (kind == OP_CONV) {
         const int64_t Wrow = op.ip[C_WROW], Wo = op.ip[C_WO], L = (op.ip[C_HO] - 1) * Wrow + Wo;
-        op.cmask.assign(L + 256, 0);
-        for (int64_t q = 0; q < L; q++) op.cmask[q] = q % Wrow < Wo ? -1 : 0;
+        if (!tensors.at(op.ip[C_IN]).il) {  // (the interleaved kernel has no flat rows)
+          op.cmask.assign(L + 256, 0);
+          for (int64_t q = 0; q < L; q++) op.cmask[q] = q % Wrow < Wo ? -1 : 0;
+        }
       }
       if (kind == OP_CONV && (int64_t)op.ip.size() != C_N)
         throw std::invalid_argument("conv op needs " + std::to_string((int)C_N) + " integer parameters");
@@ -373,6 +384,22 @@ struct Engine {
     const int64_t qplane = (int64_t)Hq * Wrow;
     const int L = (int)((p[C_HO] - 1) * Wrow + p[C_WO]);
     const KernelTable* st = sparse_table(op);
+    if (ti.il) {  // interleaved batch layout: the chunk's images are the lanes, one call for all of them
+      ConvCall c{};
+      c.x = tp(A, (int)p[C_IN], 0) + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
+      c.x_row = ti.Wp; c.sh = sh; c.sw = sw; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO] * ti.il;
+      c.rowptr = op.ua[0].p; c.off = op.ua[1].p; c.val = op.fa[0].p;
+      c.bias = p[C_HASB] ? op.fa[2].p : nullptr;
+      c.y = tp(A, (int)p[C_OUT], 0); c.y_plane = to.plane; c.y_Wp = to.Wp; c.y_Hp = to.Hp;
+      c.y_pt = to.pt; c.y_pb = to.pb; c.y_pl = to.pl; c.y_pr = to.pr;
+      if (tr) { c.r = tp(A, (int)p[C_RES], 0); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
+      c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+      int64_t b, e;
+      split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
+      kt->conv_il(c, (int)b, (int)e);
+      barrier(par);
+      return;
+    }
     if (p[C_MODE] == 0 && nb > 1 && op.variant == 0 && L <= 4 * st->vw) {
       // small maps: several images per register tile (each non-zero loaded once for all of them)
       ConvCall cs[64];
@@ -538,10 +565,12 @@ struct Engine {
     const int KH = (int)p[2], KW = (int)p[3], sh = (int)p[4], sw = (int)p[5], dh = (int)p[6], dw = (int)p[7];
     const int pt = (int)p[8], pl = (int)p[9], pb = (int)p[10];
     const int spanh = (KH - 1) * dh + 1, spanw = (KW - 1) * dw + 1;
-    const int last = ti.W - 1 + pl - (KW - 1) * dw;  // interior columns: ow * sw - pl >= 0, ow * sw <= last
-    op.pow0 = std::min((pl + sw - 1) / sw, to.W);
-    op.pow1 = std::max(op.pow0, last < 0 ? 0 : std::min(to.W, last / sw + 1));
-    op.prow.resize(2 * to.H); op.pdiv.resize(to.H); op.pcol.resize(2 * to.W);
+    const int tiW = ti.il ? ti.W / ti.il : ti.W, toW = to.il ? to.W / to.il : to.W;  // positions
+    if (ti.il != to.il) throw std::invalid_argument("pool: input and output layouts differ");
+    const int last = tiW - 1 + pl - (KW - 1) * dw;  // interior columns: ow * sw - pl >= 0, ow * sw <= last
+    op.pow0 = std::min((pl + sw - 1) / sw, toW);
+    op.pow1 = std::max(op.pow0, last < 0 ? 0 : std::min(toW, last / sw + 1));
+    op.prow.resize(2 * to.H); op.pdiv.resize(to.H); op.pcol.resize(2 * toW);
     for (int oh = 0; oh < to.H; oh++) {
       const int hs = oh * sh - pt;
       int k0, k1;
@@ -549,16 +578,64 @@ struct Engine {
       op.prow[2 * oh] = k0; op.prow[2 * oh + 1] = k1;
       op.pdiv[oh] = p[12] ? (float)((std::min(hs + spanh, ti.H + pb) - hs) * spanw) : (float)((k1 - k0) * KW);
     }
-    for (int ow = 0; ow < to.W; ow++) pool_taps(ow * sw - pl, KW, dw, ti.W, op.pcol[2 * ow], op.pcol[2 * ow + 1]);
+    for (int ow = 0; ow < toW; ow++) pool_taps(ow * sw - pl, KW, dw, tiW, op.pcol[2 * ow], op.pcol[2 * ow + 1]);
     op.poh0 = 0;
     while (op.poh0 < to.H && !(op.prow[2 * op.poh0] == 0 && op.prow[2 * op.poh0 + 1] == KH)) op.poh0++;
     op.poh1 = op.poh0;
     while (op.poh1 < to.H && op.prow[2 * op.poh1] == 0 && op.prow[2 * op.poh1 + 1] == KH) op.poh1++;
   }
+  // interleaved layout: per lane exactly exec_pool's clipped window (`one`): valid taps in (kh, kw) order,
+  // max by `v > m` from -inf, average from +0 divided as there: the same bits as the planar layout
+  void pool_il(Op& op, float* A, bool par, int tid, int nth) {
+    auto& p = op.ip;
+    const Tensor& ti = tensors[p[0]];
+    const Tensor& to = tensors[p[1]];
+    const bool is_max = op.kind == OP_MAXPOOL;
+    const int K = ti.il, tiW = ti.W / K, toW = to.W / K;
+    const int KH = (int)p[2], sh = (int)p[4], sw = (int)p[5], dh = (int)p[6], dw = (int)p[7];
+    const int pt = (int)p[8], pl = (int)p[9], pb = (int)p[10], pr = (int)p[11];
+    const bool cip = p[12] != 0;
+    const int spanh = (KH - 1) * dh + 1, spanw = ((int)p[3] - 1) * dw + 1;
+    const float* xi = tp(A, (int)p[0], 0);
+    float* yo = tp(A, (int)p[1], 0);
+    int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
+    float acc[64];
+    for (int64_t c = c0; c < c1; c++) {
+      const float* xc = xi + c * ti.plane;
+      for (int oh = 0; oh < to.H; oh++) {
+        const int hs = oh * sh - pt, kh0 = op.prow[2 * oh], kh1 = op.prow[2 * oh + 1];
+        float* yr = yo + c * to.plane + (int64_t)(oh + to.pt) * to.Wp + to.pl;
+        for (int ow = 0; ow < toW; ow++) {
+          const int ws = ow * sw - pl, kw0 = op.pcol[2 * ow], kw1 = op.pcol[2 * ow + 1];
+          for (int k = 0; k < K; k++) acc[k] = is_max ? -INFINITY : 0.f;
+          for (int kh = kh0; kh < kh1; kh++) {
+            const float* r = xc + (int64_t)(hs + kh * dh + ti.pt) * ti.Wp + ti.pl + (int64_t)ws * K;
+            for (int kw = kw0; kw < kw1; kw++) {
+              const float* v = r + (int64_t)kw * dw * K;
+              if (is_max) for (int k = 0; k < K; k++) acc[k] = v[k] > acc[k] ? v[k] : acc[k];
+              else for (int k = 0; k < K; k++) acc[k] += v[k];
+            }
+          }
+          float* y = yr + (int64_t)ow * K;
+          if (is_max) { for (int k = 0; k < K; k++) y[k] = acc[k]; continue; }
+          int div = (kh1 - kh0) * (kw1 - kw0);
+          if (cip) {
+            int he = std::min(hs + spanh, ti.H + pb), we = std::min(ws + spanw, tiW + pr);
+            div = (he - hs) * (we - ws);
+          }
+          for (int k = 0; k < K; k++) y[k] = div > 0 ? acc[k] / (float)div : 0.f;
+        }
+      }
+      zero_ring(to, yo + c * to.plane);
+    }
+    barrier(par);
+  }
+
   void exec_pool(Op& op, float* A, int nb, bool par, int tid, int nth) {
     auto& p = op.ip;
     const Tensor& ti = tensors[p[0]];
     const Tensor& to = tensors[p[1]];
+    if (ti.il) { pool_il(op, A, par, tid, nth); return; }
     const bool is_max = op.kind == OP_MAXPOOL;
     const int KH = (int)p[2], KW = (int)p[3], sh = (int)p[4], sw = (int)p[5], dh = (int)p[6], dw = (int)p[7];
     const int pt = (int)p[8], pl = (int)p[9], pb = (int)p[10], pr = (int)p[11];
@@ -619,6 +696,7 @@ struct Engine {
   void exec_gap(Op& op, float* A, int nb, bool par, int tid, int nth) {
     const Tensor& ti = tensors[op.ip[0]];
     const Tensor& to = tensors[op.ip[1]];
+    if (ti.il) { gap_il(ti, to, A, op, nb, par, tid, nth); return; }
     for (int img = 0; img < nb; img++) {
       float* xi = tp(A, (int)op.ip[0], img);
       float* yo = tp(A, (int)op.ip[1], img);
@@ -671,6 +749,50 @@ struct Engine {
       }
       barrier(par);
     }
+  }
+
+  // interleaved input -> per-image outputs. Per lane the same order of adds as the planar loops below (one
+  // chain for maps under 256 positions; else 8 running sums, element i of a run into sum i % 8, runs per row
+  // when the rows are padded, pairwise at the end): the same bits as the planar layout.
+  void gap_il(const Tensor& ti, const Tensor& to, float* A, Op& op, int nb, bool par, int tid, int nth) {
+    const int K = ti.il, W = ti.W / K;
+    const float* xi = tp(A, (int)op.ip[0], 0);
+    int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
+    std::vector<float> s(K), a(8 * K);
+    for (int64_t c = c0; c < c1; c++) {
+      const float* xc = xi + c * ti.plane + (int64_t)ti.pt * ti.Wp + ti.pl;
+      if (ti.H * W < 256) {
+        std::fill(s.begin(), s.end(), 0.f);
+        for (int h = 0; h < ti.H; h++)
+          for (int w = 0; w < W; w++) {
+            const float* v = xc + (int64_t)h * ti.Wp + (int64_t)w * K;
+            for (int k = 0; k < K; k++) s[k] += v[k];
+          }
+      } else {
+        std::fill(a.begin(), a.end(), 0.f);
+        // the planar plan's run structure (ip[2], from its layout: one run when its rows are unpadded)
+        const bool one_run = op.ip.size() > 2 ? op.ip[2] != 0 : (ti.pl == 0 && ti.pr == 0);
+        int64_t i = 0;
+        for (int h = 0; h < ti.H; h++) {
+          if (!one_run) i = 0;
+          for (int w = 0; w < W; w++, i++) {
+            const float* v = xc + (int64_t)h * ti.Wp + (int64_t)w * K;
+            float* ak = &a[(i % 8) * K];
+            for (int k = 0; k < K; k++) ak[k] += v[k];
+          }
+        }
+        for (int k = 0; k < K; k++) {
+          auto A8 = [&](int j) { return a[j * K + k]; };
+          s[k] = ((A8(0) + A8(1)) + (A8(2) + A8(3))) + ((A8(4) + A8(5)) + (A8(6) + A8(7)));
+        }
+      }
+      for (int k = 0; k < nb; k++) {
+        float* yo = tp(A, (int)op.ip[1], k);
+        zero_ring(to, yo + c * to.plane);
+        *at(to, yo, (int)c, 0, 0) = s[k] / (float)(ti.H * W);
+      }
+    }
+    barrier(par);
   }
 
   // binary ip: out, a_t, b_t (-1 = constant fa[0]/fa[1]), opcode(0 add, 1 mul, 2 sub, 3 div), act,
@@ -797,6 +919,20 @@ struct Engine {
   void exec_flatten(Op& op, float* A, int nb, bool par, int tid) {
     if (par && tid != 0) { barrier(par); return; }
     const Tensor& ti = tensors[op.ip[0]];
+    if (ti.il) {  // interleaved -> per image (C, H, W) in order
+      const int K = ti.il, W = ti.W / K;
+      const float* xi = tp(A, (int)op.ip[0], 0);
+      for (int img = 0; img < nb; img++) {
+        float* d = tp(A, (int)op.ip[1], img);
+        for (int c = 0; c < ti.C; c++)
+          for (int h = 0; h < ti.H; h++) {
+            const float* r = xi + c * ti.plane + (int64_t)(h + ti.pt) * ti.Wp + ti.pl + img;
+            for (int w = 0; w < W; w++) *d++ = r[(int64_t)w * K];
+          }
+      }
+      barrier(par);
+      return;
+    }
     for (int img = 0; img < nb; img++) copy_interior(ti, tp(A, (int)op.ip[0], img), tp(A, (int)op.ip[1], img));
     barrier(par);
   }
@@ -817,8 +953,23 @@ struct Engine {
   // one chunk of <= bc images: input copy, every op, output copy
   void exec_chunk(const float* x, float* y, int nb, float* A, float* priv, bool par, int tid, int nth) {
     const Tensor& ti = tensors[input_t];
-    const int64_t isz = (int64_t)ti.C * ti.H * ti.W;
-    if (!par || tid == 0) {
+    const int64_t isz = ti.sample();
+    if ((!par || tid == 0) && ti.il) {  // interleave: lane k of position (c, h, w) = image k (zero past nb)
+      const int K = ti.il, W = ti.W / K;
+      float* d = tp(A, input_t, 0);
+      for (int c = 0; c < ti.C; c++) {
+        for (int h = 0; h < ti.H; h++) {
+          float* row = d + c * ti.plane + (int64_t)(h + ti.pt) * ti.Wp + ti.pl;
+          const float* s = x + ((int64_t)c * ti.H + h) * W;
+          for (int w = 0; w < W; w++) {
+            float* v = row + (int64_t)w * K;
+            for (int k = 0; k < nb; k++) v[k] = s[k * isz + w];
+            for (int k = nb; k < K; k++) v[k] = 0.f;
+          }
+        }
+        zero_ring(ti, d + c * ti.plane);
+      }
+    } else if (!par || tid == 0) {
       for (int img = 0; img < nb; img++) {
         float* d = tp(A, input_t, img);
         const float* s = x + img * isz;
@@ -841,7 +992,7 @@ struct Engine {
     }
     if (!par || tid == 0) {
       const Tensor& to = tensors[output_t];
-      const int64_t osz = (int64_t)to.C * to.H * to.W;
+      const int64_t osz = to.sample();
       for (int img = 0; img < nb; img++) copy_interior(to, tp(A, output_t, img), y + img * osz);
     }
     barrier(par);
@@ -850,7 +1001,7 @@ struct Engine {
   void run_ptr(const float* x, float* y, int n, int threads) {
     const Tensor& ti = tensors[input_t];
     const Tensor& to = tensors[output_t];
-    const int64_t isz = (int64_t)ti.C * ti.H * ti.W, osz = (int64_t)to.C * to.H * to.W;
+    const int64_t isz = ti.sample(), osz = to.sample();
     const int nchunks = (n + bc - 1) / bc;
     threads = std::max(1, threads);
     ensure_arenas(threads);
@@ -888,7 +1039,7 @@ struct Engine {
   py::array_t<float> run(py::array_t<float, py::array::c_style | py::array::forcecast> x, int threads) {
     const Tensor& ti = tensors[input_t];
     const Tensor& to = tensors[output_t];
-    const int64_t isz = (int64_t)ti.C * ti.H * ti.W, osz = (int64_t)to.C * to.H * to.W;
+    const int64_t isz = ti.sample(), osz = to.sample();
     if (x.size() % isz) throw std::invalid_argument("input size is not a multiple of the per-sample size");
     int n = (int)(x.size() / isz);
     py::array_t<float> y({(py::ssize_t)n, (py::ssize_t)osz});

@@ -29,6 +29,8 @@ struct ConvCall {
   // dense depthwise stride 2 from the padded input (conv_dw_s2 only): input plane stride, the conv's padded
   // input extent (rows, columns), phase-plane rows, and the kernel geometry
   int64_t x_plane; int xh, xw, Hq, kh, kw, dh, dwl;
+  // interleaved batch layout (conv_il only): the conv's strides; Wo, y_Wp, y_pl, r_Wp, r_pl, x_row in floats
+  int sh, sw;
 };
 
 // Fully connected y = W x (+ b, + r), per image. nb == 1: x is one vector; nb > 1: xT is [F][nbp].
@@ -77,6 +79,13 @@ struct KernelTable {
   // taps run over them as conv_dense's depthwise path does over the shared phase planes (same results);
   // [u0, u1) over channels; c.kh * c.kw <= DW_S2_MAX_TAPS
   void (*conv_dw_s2)(const ConvCall& c, int u0, int u1);
+  // sparse conv in the interleaved batch layout: vw images in the vector lanes, element (c, h, w) of lane k
+  // at c * plane + h * row + w * vw + k (rows, columns and pads of every tensor in floats: c.x_row, c.Wo,
+  // c.y_Wp, c.y_pl, c.r_Wp, c.r_pl). c.x is the conv's padded-input origin, c.off the taps' offsets from it
+  // (multiples of vw: every load is a whole vector, no line splits, no tails); output (oh, ow) reads
+  // c.x + off + oh * sh * x_row + ow * sw * vw. Per lane the same arithmetic as conv_sparse's (bias, then the
+  // non-zeros in order, one FMA each): the same bits. [o0, o1) output channels, pads zeroed
+  void (*conv_il)(const ConvCall& c, int o0, int o1);
 };
 
 constexpr int DW_S2_MAX_TAPS = 64;

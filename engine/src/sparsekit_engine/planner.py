@@ -520,8 +520,10 @@ def conv_wrow(n: ENode, lay: dict) -> int:
     return -(-(L.W + n.p["pl"] + n.p["pr"]) // n.p["sw"])
 
 
-def plan_memory(nodes: list[ENode], lay: dict, input_name: str, output: str, bc: int) -> int:
-    """Assign arena offsets (floats) by liveness; returns the arena size."""
+def plan_memory(nodes: list[ENode], lay: dict, input_name: str, output: str, bc: int,
+                group: frozenset | set = frozenset()) -> int:
+    """Assign arena offsets (floats) by liveness; returns the arena size. Tensors in ``group`` hold the whole
+    chunk in one block (the interleaved batch layout: istride 0)."""
     first = {input_name: -1}
     last = {input_name: -1}
     for i, n in enumerate(nodes):
@@ -534,8 +536,8 @@ def plan_memory(nodes: list[ENode], lay: dict, input_name: str, output: str, bc:
     top = 0
     for t in sorted(first, key=lambda k: first[k]):
         L = lay[t]
-        L.istride = L.image_floats()
-        size = L.istride * bc
+        L.istride = 0 if t in group else L.image_floats()
+        size = L.image_floats() if t in group else L.istride * bc
         f, l_ = first[t], last.get(t, first[t])
         busy = sorted((o, s) for o, s, f2, l2 in placed if not (l2 < f or l_ < f2))
         off = 0
@@ -724,6 +726,83 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
     return ip, [n.a0, n.a1], fa, ua, info
 
 
+# ------------------------------------------------------------------------------ interleaved batch layout
+# A chunk of K images (K = the ISA's vector width) stored as one block, image k in lane k of every vector
+# (native KernelTable::conv_il): all tap offsets are whole vectors (aligned, no line splits, no row tails)
+# and strides are index arithmetic (no phase planes). The trunk of convs from the input runs this way, up to
+# the global average pools that end it; what follows (FC layers) runs in the planar layout with the same
+# chunk. Used by Session for batches of >= K images when it measures faster than the planar plan.
+def interleaved_tensors(nodes: list[ENode], input_name: str, output: str) -> set[str] | None:
+    """The trunk's tensors (the input and every conv / pool output fed from it), or None when the graph has no
+    such trunk: a trunk tensor read by anything but a conv (as its input or residual), a pool, a global
+    average pool or a flatten (those two end the trunk), a conv mixing trunk and planar tensors, or a trunk
+    tensor as the graph's output."""
+    il = {input_name}
+    for n in nodes:
+        reads = n.inputs + ([n.res] if n.res else [])
+        if n.kind == "conv" and n.inputs[0] in il:
+            if n.res and n.res not in il:
+                return None
+            il.add(n.output)
+        elif n.kind in ("maxpool", "avgpool") and n.inputs[0] in il:
+            il.add(n.output)
+        elif n.kind in ("gap", "flatten") and n.inputs[0] in il:
+            continue
+        elif any(t in il for t in reads):
+            return None
+    return None if output in il or len(il) == 1 else il
+
+
+def interleaved_layouts(nodes: list[ENode], shapes: dict, input_name: str, il: set[str], K: int) -> dict[str, TLayout]:
+    """Layouts of the interleaved plan: trunk tensors padded for every conv reading them (any stride: the
+    kernel reads the padded input in place) with widths in floats (positions x K); the rest as planned for
+    the planar layout."""
+    lay = plan_layouts(nodes, shapes, input_name)
+    pos = {t: TLayout(*native_shape(shapes[t])) for t in il}
+    for n in nodes:
+        if n.kind == "conv" and n.inputs[0] in il:
+            L = pos[n.inputs[0]]
+            L.pt, L.pl, L.pb, L.pr = max(L.pt, n.p["pt"]), max(L.pl, n.p["pl"]), max(L.pb, n.p["pb"]), max(L.pr, n.p["pr"])
+    for t, L in pos.items():
+        lay[t] = TLayout(L.C, L.H, L.W * K, L.pt, L.pb, L.pl * K, L.pr * K)
+    return lay
+
+
+def build_conv_il(n: ENode, lay: dict, ti: dict, K: int) -> tuple[list, list, list, list, dict]:
+    """A trunk conv of the interleaved plan (native conv_il): CSR of the non-zeros, tap offsets from the padded
+    input origin in floats (channel planes, rows, K floats per column)."""
+    p = n.p
+    w = p["w"]
+    O, Cg, KH, KW = w.shape  # noqa: E741
+    G = p["groups"]
+    Og = O // G
+    Li = lay[n.inputs[0]]
+    c = np.arange(Cg).reshape(-1, 1, 1)
+    r = (np.arange(KH) * p["dh"]).reshape(1, -1, 1)
+    t = (np.arange(KW) * p["dw"]).reshape(1, 1, -1)
+    taps = (c * Li.plane + r * Li.Wp + t * K).reshape(-1).astype(np.int64)
+    gofs = Cg * Li.plane
+    wf = w.reshape(O, -1)
+    nzr, nzc = np.nonzero(wf)
+    rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=O))]).astype(np.uint32)
+    off = taps[nzc] + (nzr // Og) * gofs
+    reach = int((off.max() if off.size else 0) + (p["Ho"] - 1) * p["sh"] * Li.Wp + p["Wo"] * p["sw"] * K)
+    if reach >= 2**32 - 1024:
+        raise unsupported("Conv", n.name, "too large for 32-bit offsets")
+    val = wf[nzr, nzc].astype(np.float32)
+    ip = ConvParams(
+        inp=ti[n.inputs[0]], out=ti[n.output], res=ti[n.res] if n.res else -1, O=O, Cg=Cg, groups=G, KH=KH, KW=KW,
+        sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pt=p["pt"], pl=p["pl"] * K, pb=p["pb"], pr=p["pr"] * K,
+        Ho=p["Ho"], Wo=p["Wo"], act=n.act, mode=0, wrow=Li.Wp, hq=0, gofs=gofs, ntaps=Cg * KH * KW, nblk=1,
+        has_bias=1 if p["b"] is not None else 0, phases=1, s2_direct=0).ip()
+    zero = np.zeros(1, np.float32)
+    fa = [val if val.size else zero, zero, p["b"] if p["b"] is not None else zero, zero]
+    ua = [rowptr, off.astype(np.uint32) if off.size else np.zeros(1, np.uint32), np.zeros(1, np.uint32)]
+    info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
+                macs_sparse=int(val.size * p["Ho"] * p["Wo"]), scratch_private=0, scratch_shared=0)
+    return ip, [n.a0, n.a1], fa, ua, info
+
+
 def build_fc(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dict]:
     w = n.p["w"]
     O, F = w.shape  # noqa: E741
@@ -893,5 +972,6 @@ def layer_key(n: ENode, ip: list, isa: str, threads: int, bc: int) -> str:
 
 __all__ = ["lower", "fuse", "plan_layouts", "plan_memory", "build_conv", "build_fc", "build_binary", "build_op",
            "BUILDERS", "NativeOp", "ConvParams", "FcParams", "native_codes", "ChoiceCache", "layer_key",
-           "small_map_conv", "s2_direct", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES",
+           "small_map_conv", "s2_direct", "interleaved_tensors",
+           "interleaved_layouts", "build_conv_il", "ENode", "TLayout", "native_shape", "CHUNK_IMAGES", "CHUNK_MAX_BYTES",
            "cache_dir"]

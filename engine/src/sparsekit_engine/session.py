@@ -7,7 +7,9 @@ setting ``sparsekit_engine.VERIFY_ATOL`` changes the next load.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,14 @@ def available_isas() -> list[str]:
 
 def load(path: str | os.PathLike, threads: int = 1, verify: bool = True, verify_input: np.ndarray | None = None,
          cache: bool | None = None, isa: str | None = None, input_shape: tuple[int, ...] | None = None,
-         kernels: str = "auto") -> Session:
-    """Load an ONNX classifier into a verified sparse-cpu Session (see the module docstring)."""
+         kernels: str = "auto", interleave: bool | None = None) -> Session:
+    """Load an ONNX classifier into a verified sparse-cpu Session (see the module docstring).
+
+    ``interleave``: batches of >= vector-width images in the interleaved layout (images in the vector lanes,
+    planner.interleaved_tensors): None (default, or env SPARSEKIT_ENGINE_INTERLEAVE=auto) when it measures
+    faster at load, True whenever the graph allows it, False never."""
     return Session(path, threads=threads, verify=verify, verify_input=verify_input, cache=cache, isa=isa,
-                   input_shape=input_shape, kernels=kernels)
+                   input_shape=input_shape, kernels=kernels, interleave=interleave)
 
 
 #: ``kernels=``: auto (the fastest of sparse / dense per layer, timed at load), sparse, dense (the faster
@@ -50,7 +56,8 @@ class Session:
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, verify: bool = True,
                  verify_input: np.ndarray | None = None, cache: bool | None = None, isa: str | None = None,
-                 input_shape: tuple[int, ...] | None = None, kernels: str = "auto") -> None:
+                 input_shape: tuple[int, ...] | None = None, kernels: str = "auto",
+                 interleave: bool | None = None) -> None:
         from sparsekit_engine import planner as P
         from sparsekit_engine.graph import load_graph
 
@@ -122,10 +129,96 @@ class Session:
         self._engine = eng
         self._plan = self._choose_kernels(built, bool(cache), P)
         self.macs_per_sample = int(sum(e["macs_sparse"] or 0 for e in self._plan))
-        eng.set_work(self.macs_per_sample, int(os.environ.get("SPARSEKIT_ENGINE_PAR_MIN_MACS", _pkg.PAR_MIN_MACS)))
+        self._par_min = int(os.environ.get("SPARSEKIT_ENGINE_PAR_MIN_MACS", _pkg.PAR_MIN_MACS))
+        eng.set_work(self.macs_per_sample, self._par_min)
+        # batches of >= il_lanes images: the interleaved plan (planner.interleaved_tensors) when it qualifies
+        # and measures faster (interleave=None; True: whenever it qualifies, False: never)
+        self._il = None
+        self.il_lanes = 0
+        self.interleave_us: dict[str, float] = {}
+        if interleave is None:
+            env = os.environ.get("SPARSEKIT_ENGINE_INTERLEAVE", "auto")
+            interleave = None if env == "auto" else env not in ("0", "false", "no", "off")
+        trunk = P.interleaved_tensors(nodes, graph.input_name, out) if interleave is not False else None
+        if trunk and kernels in ("auto", "sparse"):
+            il = self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk)
+            if interleave or self._interleave_faster(il, P, cache):
+                self._il, self.il_lanes = il, il.vector_width
         self.verification: dict[str, Any] = {"verified": False}
         if verify:
             self.verification = self._verify(verify_input)
+
+    # ------------------------------------------------------------------ interleaved batch layout
+    def _build_interleaved(self, P: Any, nodes: list, shapes: dict, planar_lay: dict, input_name: str, out: str,
+                           trunk: set[str]) -> Any:
+        """The plan for batches in the interleaved layout: the trunk's convs on native conv_il (CSR of every
+        non-zero, the engine's ISA), everything after the trunk as the planar plan chose (same kernels)."""
+        eng = _lib().Engine(self.isa)
+        K = eng.vector_width
+        lay = P.interleaved_layouts(nodes, shapes, input_name, trunk, K)
+        arena = P.plan_memory(nodes, lay, input_name, out, K, group=trunk)
+        ti: dict[str, int] = {}
+        for t in [input_name] + [t for n in nodes for t in n.inputs + [n.output] + ([n.res] if n.res else [])]:
+            if t not in ti:
+                L = lay[t]
+                ti[t] = eng.add_tensor([L.C, L.H, L.W, L.pt, L.pb, L.pl, L.pr, L.off, L.istride, K if t in trunk else 0])
+        shared, private = 1024, 1024
+        self._il_trunk_ops = [n.kind == "conv" and n.inputs[0] in trunk for n in nodes]
+        for n, entry in zip(nodes, self._plan, strict=True):
+            if n.kind == "conv" and n.inputs[0] in trunk:
+                code = P.native_codes()[0]["conv"]
+                ip, fp, fa, ua, info = P.build_conv_il(n, lay, ti, K)
+                idx = eng.add_op(code, ip, fp, fa, ua)
+                eng.set_variant(idx, 0)
+                continue
+            op = P.build_op(n, lay, ti, shapes, eng.dense_ob, 0)
+            ip = op.ip
+            if n.kind == "gap" and n.inputs[0] in trunk:  # the planar plan's run structure (native gap_il)
+                Lp = planar_lay[n.inputs[0]]
+                ip = ip + [1 if Lp.Wp == Lp.W else 0]
+            shared = max(shared, int(op.info.get("scratch_shared", 0)))
+            private = max(private, int(op.info.get("scratch_private", 0)))
+            idx = eng.add_op(op.code, ip, op.fp, op.fa, op.ua)
+            if n.kind in ("conv", "fc"):  # the planar plan's choice (the oc form is not packed here)
+                v = 0 if entry["kernel"] == "sparse" else 1
+                eng.set_sparse_isa(idx, entry.get("isa", self.isa) if v == 0 else self.isa)
+                eng.set_variant(idx, v)
+                eng.keep_variant(idx, v)
+        eng.set_memory(ti[input_name], ti[out], K, arena + shared, arena, shared, private)
+        eng.set_work(self.macs_per_sample, self._par_min)
+        return eng
+
+    def _interleave_faster(self, il: Any, P: Any, use_cache: bool) -> bool:
+        """Time the planar and the interleaved plan on 2 chunks of lanes (alternated, best of 5 each); cached
+        per model, ISA and threads like the per-layer choices."""
+        K = il.vector_width
+        keys = "|".join(str(e.get("name")) + str(e.get("kernel")) + str(e.get("nnz")) for e in self._plan)
+        key = f"il:{hashlib.sha256((self.path + keys).encode()).hexdigest()[:24]}:{self.isa}:{self.threads}:{K}"
+        cache = P.ChoiceCache(use_cache)
+        hit = cache.get(key)
+        if hit is not None:
+            self.interleave_us = dict(hit.get("us", {}))
+            return bool(hit["interleave"])
+        x = np.random.default_rng(0).standard_normal((2 * K, *self.input_shape)).astype(np.float32)
+        runs = {"planar": self._engine, "interleaved": il}
+        best = {k: float("inf") for k in runs}
+        for r in range(6):
+            for k, e in runs.items():
+                t = time.perf_counter()
+                e.run(x, self.threads)
+                if r:  # the first round warms up
+                    best[k] = min(best[k], (time.perf_counter() - t) * 1e6)
+        self.interleave_us = {k: round(v, 1) for k, v in best.items()}
+        faster = best["interleaved"] < 0.95 * best["planar"]
+        cache.put(key, {"interleave": faster, "us": self.interleave_us})
+        cache.save()
+        return faster
+
+    def _engine_for(self, n: int) -> tuple[Any, int]:
+        """(native plan, images it runs) for a batch of n: the interleaved plan takes whole chunks of lanes."""
+        if self._il is not None and n >= self.il_lanes:
+            return self._il, n - n % self.il_lanes
+        return self._engine, n
 
     # ------------------------------------------------------------------ kernel choice
     def _choose_kernels(self, built: list, use_cache: bool, P: Any) -> list[dict]:
@@ -322,15 +415,17 @@ class Session:
     def _check_input(self, x: Any) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
-        want = f"(N, {', '.join(str(d) for d in self.input_shape)}) float32"
         if x.dtype != np.float32:
             if x.dtype in (np.float64, np.float16):
                 x = x.astype(np.float32)
             else:
-                raise EngineInputError(f"expected input {want}, got {tuple(x.shape)} {x.dtype}")
+                raise EngineInputError(f"expected input {self._want()}, got {tuple(x.shape)} {x.dtype}")
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise EngineInputError(f"expected input {want}, got {tuple(x.shape)} {x.dtype}")
+            raise EngineInputError(f"expected input {self._want()}, got {tuple(x.shape)} {x.dtype}")
         return np.ascontiguousarray(x)
+
+    def _want(self) -> str:
+        return f"(N, {', '.join(str(d) for d in self.input_shape)}) float32"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run a batch: float32 (N, *input_shape) -> float32 (N, *output_shape)."""
@@ -338,7 +433,10 @@ class Session:
         n = x.shape[0]
         if n == 0:
             return np.zeros((0, *self.output_shape), np.float32)
-        y = self._engine.run(x, self.threads)
+        eng, m = self._engine_for(n)
+        y = eng.run(x[:m] if m < n else x, self.threads)
+        if m < n:  # the images past the last whole chunk of lanes: the planar plan (the same results per image)
+            y = np.concatenate([y, self._engine.run(x[m:], self.threads)])
         return y.reshape((n, *self.output_shape))
 
     __call__ = run
@@ -374,7 +472,10 @@ class Session:
         if x is None:
             x = np.random.default_rng(0).standard_normal((int(batch), *self.input_shape)).astype(np.float32)
         x = self._check_input(x)
-        eng = self._engine
+        eng, m = self._engine_for(x.shape[0])  # the plan run() uses for this batch (whole chunks of lanes)
+        x = x[:m]
+        interleaved = eng is not self._engine
+        chunk = self.il_lanes if interleaved else self.chunk
         eng.run(x, threads)  # warm-up (arenas, thread pool)
         t = time.perf_counter()
         eng.run(x, threads)
@@ -391,15 +492,19 @@ class Session:
             eng.set_profiling(False, threads)
         wall = float(np.median(walls))
         raw = np.median(np.asarray(per_run), axis=0) if per_run[0] else np.zeros(0)
-        image_parallel = threads > 1 and -(-x.shape[0] // self.chunk) >= 2
-        div = min(threads, -(-x.shape[0] // self.chunk)) if image_parallel else 1
+        image_parallel = threads > 1 and -(-x.shape[0] // chunk) >= 2
+        div = min(threads, -(-x.shape[0] // chunk)) if image_parallel else 1
         us = [float(v) / div for v in raw]
         total = sum(us) or 1.0
         ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "isa": e.get("isa"),
                 "macs": e["macs_sparse"],
                 "us": round(u, 3), "share": u / total} for e, u in zip(self._plan, us, strict=True)]
+        if interleaved:  # the trunk's convs ran conv_il (sparse, the engine's ISA)
+            for o, e, trunk in zip(ops, self._plan, self._il_trunk_ops, strict=True):
+                if trunk:
+                    o.update(kernel="sparse", isa=self.isa, macs=int(round(e["density"] * e["macs_dense"])))
         return {"batch": int(x.shape[0]), "threads": threads, "runs": runs, "wall_us": wall, "ops_us": sum(us),
-                "overhead_us": wall - sum(us), "ops": ops}
+                "overhead_us": wall - sum(us), "layout": "interleaved" if interleaved else "planar", "ops": ops}
 
     def memory(self) -> dict[str, int]:
         """Bytes held natively: weights (chosen formats only) and activation arenas (one per thread)."""

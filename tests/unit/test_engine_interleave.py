@@ -1,0 +1,143 @@
+"""sparse-cpu interleaved batch layout (images in the vector lanes, native conv_il / gap_il / pool_il): which
+graphs qualify, parity with the numpy reference, bitwise identity with the planar layout per image (no FC:
+FC layers sum in a batch-dependent order in both layouts), batches that are not whole chunks of lanes,
+threads 1/2/3 identical, every ISA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from tests.unit.test_engine_graphs import model, rand_weight
+
+engine = pytest.importorskip("sparsekit.engine")
+from sparsekit.engine.reference import run_reference  # noqa: E402
+
+ISAS = engine.available_isas()
+
+
+@pytest.fixture(autouse=True)
+def _channel_parallel_always(monkeypatch):
+    """One chunk with threads > 1 splits output channels even for tiny plans, so that path is tested."""
+    monkeypatch.setenv("SPARSEKIT_ENGINE_PAR_MIN_MACS", "0")
+
+
+def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-4) -> None:
+    scale = max(1.0, float(np.max(np.abs(b))))
+    err = float(np.max(np.abs(a.astype(np.float64) - b)))
+    assert err <= tol * scale, f"max|diff| {err} > {tol * scale}"
+
+
+def trunk_model(path, rng, C=3, O=8, H=11, W=13, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, density=0.4,
+                act="Relu", pool=None, head="flatten", se=False) -> str:
+    """conv A (the configuration) -> conv B 3x3 + Add(A) -> Relu -> [pool] -> head: flatten, or GAP -> flatten
+    -> Gemm. ``se``: a squeeze-excitation Mul reads the trunk (the graph then does not qualify)."""
+    inits = {"wa": rand_weight(rng, (O, C // g, k, k), density), "ba": rng.standard_normal(O).astype(np.float32),
+             "wb": rand_weight(rng, (O, O, 3, 3), density), "bb": rng.standard_normal(O).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], strides=[s, s], dilations=[d, d], group=g,
+                              kernel_shape=[k, k], pads=list(pads)),
+             helper.make_node(act, ["a"], ["a1"]),
+             helper.make_node("Conv", ["a1", "wb", "bb"], ["b"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["b", "a1"], ["c"]),
+             helper.make_node("Relu", ["c"], ["t"])]
+    if se:
+        nodes += [helper.make_node("GlobalAveragePool", ["t"], ["sq"]), helper.make_node("Sigmoid", ["sq"], ["sg"]),
+                  helper.make_node("Mul", ["t", "sg"], ["t2"])]
+        nodes[-1].output[0] = "t2"
+    last = "t2" if se else "t"
+    if pool == "max":
+        nodes.append(helper.make_node("MaxPool", [last], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+        last = "p"
+    elif pool == "avg":
+        nodes.append(helper.make_node("AveragePool", [last], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                                      pads=[1, 1, 1, 1], count_include_pad=0))
+        last = "p"
+    if head == "flatten":
+        nodes.append(helper.make_node("Flatten", [last], ["y"]))
+    elif head == "gap-fc":
+        inits["wf"] = rand_weight(rng, (7, O), 0.6)
+        inits["bf"] = rng.standard_normal(7).astype(np.float32)
+        nodes += [helper.make_node("GlobalAveragePool", [last], ["gp"]), helper.make_node("Flatten", ["gp"], ["f"]),
+                  helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    else:  # the trunk itself is the output
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
+    return model(nodes, inits, (C, H, W), path)
+
+
+GRID = [
+    {},
+    dict(s=2),
+    dict(s=2, k=1, pads=(0, 0, 0, 0)),
+    dict(s=3, H=14, W=10, pads=(2, 0, 1, 2)),
+    dict(d=2, pads=(2, 2, 2, 2)),
+    dict(k=5, pads=(2, 1, 2, 3), W=23),
+    dict(C=8, g=8, O=8),  # depthwise
+    dict(C=4, g=2, O=8, s=2),
+    dict(act="Clip"),
+    dict(act="HardSwish", W=1, H=3, k=1, pads=(0, 0, 0, 0)),
+    dict(act="Sigmoid", pool="max", H=16, W=17),
+    dict(pool="avg", W=9),
+    dict(density=0.0),  # every conv without a non-zero: act(bias)
+    dict(H=20, W=20, head="gap-fc"),  # GAP over 400 positions: the 8-sum order
+]
+
+
+@pytest.mark.parametrize("cfg", GRID, ids=[str(i) for i in range(len(GRID))])
+def test_interleaved_matches_planar_bitwise(tmp_path, cfg):
+    rng = np.random.default_rng(abs(hash(str(cfg))) % 2**32)
+    path = trunk_model(tmp_path / "t.onnx", rng, **cfg)
+    C, H, W = cfg.get("C", 3), cfg.get("H", 11), cfg.get("W", 13)
+    for isa in ISAS:
+        il = engine.load(path, isa=isa, cache=False, kernels="sparse", interleave=True)
+        planar = engine.load(path, isa=isa, cache=False, kernels="sparse", interleave=False, verify=False)
+        K = il.il_lanes
+        assert K == engine.load(path, isa=isa, cache=False, verify=False)._engine.vector_width
+        assert planar.il_lanes == 0
+        x = rng.standard_normal((2 * K + 3, C, H, W)).astype(np.float32)
+        ref = run_reference(path, x)
+        y = il.run(x)
+        close(y, ref)
+        if cfg.get("head") != "gap-fc":  # no FC: the same bits per image in either layout, any batch
+            np.testing.assert_array_equal(y, planar.run(x))
+        for b in (1, K - 1, K, K + 1):  # whole chunks of lanes interleaved, the rest planar
+            m = b - b % K
+            want = y[:b] if cfg.get("head") != "gap-fc" else np.concatenate([y[:m], planar.run(x[m:b])])
+            np.testing.assert_array_equal(il.run(x[:b]), want)
+        for t in (2, 3):
+            st = engine.load(path, threads=t, isa=isa, cache=False, verify=False, kernels="sparse", interleave=True)
+            np.testing.assert_array_equal(st.run(x), y)
+        prof = il.profile(batch=K)
+        assert prof["layout"] == "interleaved" and prof["batch"] == K
+        assert il.profile(batch=1)["layout"] == "planar"
+
+
+def test_interleaved_trunk_eligibility(tmp_path):
+    from sparsekit.engine import planner as P
+
+    rng = np.random.default_rng(0)
+    ok = engine.load(trunk_model(tmp_path / "a.onnx", rng), cache=False, interleave=True, verify=False)
+    assert ok.il_lanes > 0
+    # a trunk tensor read by a Mul (squeeze-excitation), or the trunk as the graph's output: planar only
+    for name, kw in (("se", dict(se=True)), ("out", dict(head="none"))):
+        s = engine.load(trunk_model(tmp_path / f"{name}.onnx", rng, **kw), cache=False, interleave=True)
+        assert s.il_lanes == 0, name
+    # the planner's rule on its own
+    from sparsekit.engine.graph import load_graph
+
+    g = load_graph(tmp_path / "se.onnx")
+    nodes, shapes, out = P.lower(g, g.input_shape[1:])
+    assert P.interleaved_tensors(P.fuse(nodes, out, shapes), g.input_name, out) is None
+
+
+def test_interleave_choice_is_timed_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    path = trunk_model(tmp_path / "t.onnx", rng, H=16, W=16, O=16)
+    a = engine.load(path, cache=True)
+    assert set(a.interleave_us) == {"planar", "interleaved"}
+    assert (a.il_lanes > 0) == (a.interleave_us["interleaved"] < 0.95 * a.interleave_us["planar"])
+    b = engine.load(path, cache=True)
+    assert b.interleave_us == a.interleave_us and b.il_lanes == a.il_lanes
+    off = engine.load(path, cache=False, interleave=False)
+    assert off.il_lanes == 0 and off.interleave_us == {}
