@@ -332,6 +332,41 @@ bool check_conv_dw_s2(const KernelTable* t, Rng& g, int cs) {
   return k.verify(t, "conv_dw_s2", cs);
 }
 
+// the interleaved batch layout: the case's vw images interleaved (lane m = image m, widths x vw), conv_il
+// over all of them, the output de-interleaved into the case's planar buffers and checked there (every
+// element: values, zero rings, untouched gaps)
+bool check_conv_il(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  const int K = t->vw;
+  while (!k.generate(g, g.chance(0.5) ? 2 : 1, K, g.chance(0.3), t->ob)) {}
+  const int64_t PinK = k.Pin * K, WpK = (int64_t)k.Wp * K;
+  std::vector<float> xi((size_t)(k.C * PinK + 64), kNaN), yi((size_t)(k.O * k.yplane * K + 64), kNaN),
+      ri((size_t)(k.O * k.rplane * K + 64), kNaN);
+  for (int m = 0; m < K; m++) {
+    for (int64_t i = 0; i < k.C * k.Pin; i++) xi[i * K + m] = k.x[m * k.xstride + i];
+    for (int64_t i = 0; i < k.O * k.rplane; i++) ri[i * K + m] = k.r[m * k.rstride + i];
+  }
+  std::vector<uint32_t> off;
+  for (int o = 0; o < k.O; o++)
+    for (int tp = 0; tp < k.ntaps; tp++) {
+      if (k.w[(size_t)o * k.ntaps + tp] == 0.f) continue;
+      const int c = tp / (k.KH * k.KW), kh = tp / k.KW % k.KH, kw = tp % k.KW;
+      off.push_back((uint32_t)((o / k.Og) * k.Cg * PinK + c * PinK + kh * k.dh * WpK + kw * k.dw * K));
+    }
+  ConvCall c{};
+  c.x = xi.data(); c.x_row = (int)WpK; c.sh = c.sw = k.s; c.Ho = k.Ho; c.Wo = k.Wo * K;
+  c.rowptr = k.rowptr.data(); c.off = off.empty() ? nullptr : off.data(); c.val = k.val.empty() ? nullptr : k.val.data();
+  c.bias = k.has_bias ? k.bias.data() : nullptr;
+  c.y = yi.data(); c.y_plane = k.yplane * K; c.y_Wp = k.yWp * K; c.y_Hp = k.yHp;
+  c.y_pt = k.ypt; c.y_pb = k.ypb; c.y_pl = k.ypl * K; c.y_pr = k.ypr * K;
+  if (k.has_res) { c.r = ri.data(); c.r_plane = k.rplane * K; c.r_Wp = k.rWp * K; c.r_pt = k.rpt; c.r_pl = k.rpl * K; }
+  c.act = k.act; c.a0 = k.a0; c.a1 = k.a1;
+  for (auto [b, e] : split(g, k.O)) t->conv_il(c, b, e);
+  for (int m = 0; m < K; m++)
+    for (int64_t i = 0; i < k.O * k.yplane; i++) k.y[m * k.ystride + i] = yi[i * K + m];
+  return k.verify(t, "conv_il", cs);
+}
+
 bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
   ConvCase k;
   const int ni = g.range(1, 19);
@@ -511,7 +546,7 @@ const Entry kEntries[] = {
     {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
     {"conv_dense_oc", check_conv_dense_oc},   {"conv_dw_s2", check_conv_dw_s2},
     {"conv_sparse_multi", check_conv_sparse_multi},
-    {"conv_dense_multi", check_conv_dense_multi},
+    {"conv_dense_multi", check_conv_dense_multi}, {"conv_il", check_conv_il},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
     {"gather2", check_gather2},               {"pool_rows", check_pool_rows},
 };
