@@ -28,20 +28,24 @@ import sparsekit_engine as E  # noqa: E402
 
 
 def model_path(spec: str) -> Path:
-    """An ONNX file, or NAME@SPARSITY built bench_engine's way (--quick's training budget) into .bench/engine/."""
+    """An ONNX file, or NAME@SPARSITY[:layerwise] built bench_engine's way (--quick's training budget; global
+    mask unless ``:layerwise``) into .bench/engine/."""
     path = Path(spec)
     if path.exists():
         return path
     name, _, sp = spec.partition("@")
+    sp, _, mask = sp.partition(":")
+    mask = mask or "global"
     if name not in B.MODELS:
         sys.exit(f"error: {spec!r} is neither a file nor NAME@SPARSITY with NAME in {', '.join(B.MODELS)}")
     shape = B.MODELS[name]
     steps, bs = B.TRAIN[name]
     m, _ = B.train(name, shape, max(1, int(steps * 0.3)), bs, cache_dir=Path(".bench/engine"))
-    out = Path(".bench/engine/models") / f"{name.replace(':', '_')}_{float(sp or 0)}.onnx"
+    tag = "" if mask == "global" else f"_{mask}"
+    out = Path(".bench/engine/models") / f"{name.replace(':', '_')}_{float(sp or 0)}{tag}.onnx"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        B.prune_export(m, shape, float(sp or 0), out)
+        B.prune_export(m, shape, float(sp or 0), out, mask)
     return out
 
 
