@@ -395,6 +395,14 @@ struct Engine {
       if (tr) { c.r = tp(A, (int)p[C_RES], 0); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
       c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
       int64_t b, e;
+      if (op.variant == 1) {  // dense: blocks of ob output channels (conv_dense's weights, interleaved offsets)
+        c.doff = op.ua[2].p; c.dw = op.fa[1].p; c.ntaps = (int)p[C_NTAPS];
+        c.Og = (int)(p[C_O] / p[C_G]); c.nblk = (int)p[C_NBLK]; c.gofs = p[C_GOFS];
+        split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
+        kt->conv_il_dense(c, (int)b, (int)e);
+        barrier(par);
+        return;
+      }
       split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
       kt->conv_il(c, (int)b, (int)e);
       barrier(par);

@@ -86,6 +86,10 @@ struct KernelTable {
   // c.x + off + oh * sh * x_row + ow * sw * vw. Per lane the same arithmetic as conv_sparse's (bias, then the
   // non-zeros in order, one FMA each): the same bits. [o0, o1) output channels, pads zeroed
   void (*conv_il)(const ConvCall& c, int o0, int o1);
+  // dense conv in the interleaved layout: weights and tap offsets (c.dw, c.doff, c.ntaps, c.Og, c.nblk,
+  // c.gofs) as conv_dense's, the offsets in the interleaved layout; the same results per lane as conv_dense;
+  // [u0, u1) over G * nblk units of ob output channels
+  void (*conv_il_dense)(const ConvCall& c, int u0, int u1);
 };
 
 constexpr int DW_S2_MAX_TAPS = 64;

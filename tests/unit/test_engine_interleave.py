@@ -88,9 +88,9 @@ def test_interleaved_matches_planar_bitwise(tmp_path, cfg):
     rng = np.random.default_rng(abs(hash(str(cfg))) % 2**32)
     path = trunk_model(tmp_path / "t.onnx", rng, **cfg)
     C, H, W = cfg.get("C", 3), cfg.get("H", 11), cfg.get("W", 13)
-    for isa in ISAS:
-        il = engine.load(path, isa=isa, cache=False, kernels="sparse", interleave=True)
-        planar = engine.load(path, isa=isa, cache=False, kernels="sparse", interleave=False, verify=False)
+    for isa, kernels in [(i, k) for i in ISAS for k in ("sparse", "dense-blocked")]:
+        il = engine.load(path, isa=isa, cache=False, kernels=kernels, interleave=True)
+        planar = engine.load(path, isa=isa, cache=False, kernels=kernels, interleave=False, verify=False)
         K = il.il_lanes
         assert K == engine.load(path, isa=isa, cache=False, verify=False)._engine.vector_width
         assert planar.il_lanes == 0
@@ -105,10 +105,12 @@ def test_interleaved_matches_planar_bitwise(tmp_path, cfg):
             want = y[:b] if cfg.get("head") != "gap-fc" else np.concatenate([y[:m], planar.run(x[m:b])])
             np.testing.assert_array_equal(il.run(x[:b]), want)
         for t in (2, 3):
-            st = engine.load(path, threads=t, isa=isa, cache=False, verify=False, kernels="sparse", interleave=True)
+            st = engine.load(path, threads=t, isa=isa, cache=False, verify=False, kernels=kernels, interleave=True)
             np.testing.assert_array_equal(st.run(x), y)
         prof = il.profile(batch=K)
         assert prof["layout"] == "interleaved" and prof["batch"] == K
+        want = "sparse" if kernels == "sparse" else "dense"
+        assert [o["kernel"] for o in prof["ops"] if o["kind"] == "conv"] == [want, want]
         assert il.profile(batch=1)["layout"] == "planar"
 
 
@@ -136,6 +138,7 @@ def test_interleave_choice_is_timed_and_cached(tmp_path, monkeypatch):
     path = trunk_model(tmp_path / "t.onnx", rng, H=16, W=16, O=16)
     a = engine.load(path, cache=True)
     assert set(a.interleave_us) == {"planar", "interleaved"}
+    assert all(k in ("sparse", "dense") for k in a.il_kernels if k) and a.il_kernels.count(None) == 1
     assert (a.il_lanes > 0) == (a.interleave_us["interleaved"] < 0.95 * a.interleave_us["planar"])
     b = engine.load(path, cache=True)
     assert b.interleave_us == a.interleave_us and b.il_lanes == a.il_lanes

@@ -335,7 +335,7 @@ bool check_conv_dw_s2(const KernelTable* t, Rng& g, int cs) {
 // the interleaved batch layout: the case's vw images interleaved (lane m = image m, widths x vw), conv_il
 // over all of them, the output de-interleaved into the case's planar buffers and checked there (every
 // element: values, zero rings, untouched gaps)
-bool check_conv_il(const KernelTable* t, Rng& g, int cs) {
+bool check_conv_il(const KernelTable* t, Rng& g, int cs, bool dense) {
   ConvCase k;
   const int K = t->vw;
   while (!k.generate(g, g.chance(0.5) ? 2 : 1, K, g.chance(0.3), t->ob)) {}
@@ -361,11 +361,20 @@ bool check_conv_il(const KernelTable* t, Rng& g, int cs) {
   c.y_pt = k.ypt; c.y_pb = k.ypb; c.y_pl = k.ypl * K; c.y_pr = k.ypr * K;
   if (k.has_res) { c.r = ri.data(); c.r_plane = k.rplane * K; c.r_Wp = k.rWp * K; c.r_pt = k.rpt; c.r_pl = k.rpl * K; }
   c.act = k.act; c.a0 = k.a0; c.a1 = k.a1;
-  for (auto [b, e] : split(g, k.O)) t->conv_il(c, b, e);
+  std::vector<uint32_t> doff(k.ntaps);
+  for (int tp = 0; tp < k.ntaps; tp++) {
+    const int ch = tp / (k.KH * k.KW), kh = tp / k.KW % k.KH, kw = tp % k.KW;
+    doff[tp] = (uint32_t)(ch * PinK + kh * k.dh * WpK + kw * k.dw * K);
+  }
+  c.doff = doff.data(); c.dw = k.dwt.data(); c.ntaps = k.ntaps; c.Og = k.Og; c.nblk = k.nblk; c.gofs = k.Cg * PinK;
+  if (dense) for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_il_dense(c, b, e);
+  else for (auto [b, e] : split(g, k.O)) t->conv_il(c, b, e);
   for (int m = 0; m < K; m++)
     for (int64_t i = 0; i < k.O * k.yplane; i++) k.y[m * k.ystride + i] = yi[i * K + m];
-  return k.verify(t, "conv_il", cs);
+  return k.verify(t, dense ? "conv_il_dense" : "conv_il", cs);
 }
+bool check_conv_il_sparse(const KernelTable* t, Rng& g, int cs) { return check_conv_il(t, g, cs, false); }
+bool check_conv_il_dense(const KernelTable* t, Rng& g, int cs) { return check_conv_il(t, g, cs, true); }
 
 bool check_conv_sparse_multi(const KernelTable* t, Rng& g, int cs) {
   ConvCase k;
@@ -546,7 +555,8 @@ const Entry kEntries[] = {
     {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
     {"conv_dense_oc", check_conv_dense_oc},   {"conv_dw_s2", check_conv_dw_s2},
     {"conv_sparse_multi", check_conv_sparse_multi},
-    {"conv_dense_multi", check_conv_dense_multi}, {"conv_il", check_conv_il},
+    {"conv_dense_multi", check_conv_dense_multi}, {"conv_il", check_conv_il_sparse},
+    {"conv_il_dense", check_conv_il_dense},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
     {"gather2", check_gather2},               {"pool_rows", check_pool_rows},
 };

@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 13
+KERNEL_VERSION = 14
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -768,9 +768,10 @@ def interleaved_layouts(nodes: list[ENode], shapes: dict, input_name: str, il: s
     return lay
 
 
-def build_conv_il(n: ENode, lay: dict, ti: dict, K: int) -> tuple[list, list, list, list, dict]:
-    """A trunk conv of the interleaved plan (native conv_il): CSR of the non-zeros, tap offsets from the padded
-    input origin in floats (channel planes, rows, K floats per column)."""
+def build_conv_il(n: ENode, lay: dict, ti: dict, K: int, ob: int = DENSE_OB) -> tuple[list, list, list, list, dict]:
+    """A trunk conv of the interleaved plan: CSR of the non-zeros (native conv_il, variant 0) and the dense
+    blocks of ``ob`` output channels (conv_il_dense, variant 1); tap offsets from the padded input origin in
+    floats (channel planes, rows, K floats per column)."""
     p = n.p
     w = p["w"]
     O, Cg, KH, KW = w.shape  # noqa: E741
@@ -786,18 +787,19 @@ def build_conv_il(n: ENode, lay: dict, ti: dict, K: int) -> tuple[list, list, li
     nzr, nzc = np.nonzero(wf)
     rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=O))]).astype(np.uint32)
     off = taps[nzc] + (nzr // Og) * gofs
-    reach = int((off.max() if off.size else 0) + (p["Ho"] - 1) * p["sh"] * Li.Wp + p["Wo"] * p["sw"] * K)
+    reach = int(taps.max() + (G - 1) * gofs + (p["Ho"] - 1) * p["sh"] * Li.Wp + p["Wo"] * p["sw"] * K)
     if reach >= 2**32 - 1024:
         raise unsupported("Conv", n.name, "too large for 32-bit offsets")
     val = wf[nzr, nzc].astype(np.float32)
     ip = ConvParams(
         inp=ti[n.inputs[0]], out=ti[n.output], res=ti[n.res] if n.res else -1, O=O, Cg=Cg, groups=G, KH=KH, KW=KW,
         sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pt=p["pt"], pl=p["pl"] * K, pb=p["pb"], pr=p["pr"] * K,
-        Ho=p["Ho"], Wo=p["Wo"], act=n.act, mode=0, wrow=Li.Wp, hq=0, gofs=gofs, ntaps=Cg * KH * KW, nblk=1,
-        has_bias=1 if p["b"] is not None else 0, phases=1, s2_direct=0).ip()
+        Ho=p["Ho"], Wo=p["Wo"], act=n.act, mode=0, wrow=Li.Wp, hq=0, gofs=gofs, ntaps=Cg * KH * KW,
+        nblk=-(-Og // ob), has_bias=1 if p["b"] is not None else 0, phases=1, s2_direct=0).ip()
     zero = np.zeros(1, np.float32)
-    fa = [val if val.size else zero, zero, p["b"] if p["b"] is not None else zero, zero]
-    ua = [rowptr, off.astype(np.uint32) if off.size else np.zeros(1, np.uint32), np.zeros(1, np.uint32)]
+    fa = [val if val.size else zero, _dense_blocks(wf, G, ob).reshape(-1), p["b"] if p["b"] is not None else zero,
+          zero]
+    ua = [rowptr, off.astype(np.uint32) if off.size else np.zeros(1, np.uint32), taps.astype(np.uint32)]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
                 macs_sparse=int(val.size * p["Ho"] * p["Wo"]), scratch_private=0, scratch_shared=0)
     return ip, [n.a0, n.a1], fa, ua, info

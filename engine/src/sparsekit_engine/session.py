@@ -140,8 +140,8 @@ class Session:
             env = os.environ.get("SPARSEKIT_ENGINE_INTERLEAVE", "auto")
             interleave = None if env == "auto" else env not in ("0", "false", "no", "off")
         trunk = P.interleaved_tensors(nodes, graph.input_name, out) if interleave is not False else None
-        if trunk and kernels in ("auto", "sparse"):
-            il = self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk)
+        if trunk and kernels != "dense-oc":
+            il = self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk, bool(cache))
             if interleave or self._interleave_faster(il, P, cache):
                 self._il, self.il_lanes = il, il.vector_width
         self.verification: dict[str, Any] = {"verified": False}
@@ -150,9 +150,11 @@ class Session:
 
     # ------------------------------------------------------------------ interleaved batch layout
     def _build_interleaved(self, P: Any, nodes: list, shapes: dict, planar_lay: dict, input_name: str, out: str,
-                           trunk: set[str]) -> Any:
-        """The plan for batches in the interleaved layout: the trunk's convs on native conv_il (CSR of every
-        non-zero, the engine's ISA), everything after the trunk as the planar plan chose (same kernels)."""
+                           trunk: set[str], use_cache: bool) -> Any:
+        """The plan for batches in the interleaved layout: the trunk's convs on native conv_il (sparse) or
+        conv_il_dense, the faster at a chunk of lanes (kernels="auto": timed per layer, cached like the planar
+        choices; "sparse" / "dense*": that one), the engine's ISA; everything after the trunk as the planar plan
+        chose (same kernels)."""
         eng = _lib().Engine(self.isa)
         K = eng.vector_width
         lay = P.interleaved_layouts(nodes, shapes, input_name, trunk, K)
@@ -164,12 +166,13 @@ class Session:
                 ti[t] = eng.add_tensor([L.C, L.H, L.W, L.pt, L.pb, L.pl, L.pr, L.off, L.istride, K if t in trunk else 0])
         shared, private = 1024, 1024
         self._il_trunk_ops = [n.kind == "conv" and n.inputs[0] in trunk for n in nodes]
+        trunk_convs = []
         for n, entry in zip(nodes, self._plan, strict=True):
             if n.kind == "conv" and n.inputs[0] in trunk:
                 code = P.native_codes()[0]["conv"]
-                ip, fp, fa, ua, info = P.build_conv_il(n, lay, ti, K)
+                ip, fp, fa, ua, info = P.build_conv_il(n, lay, ti, K, eng.dense_ob)
                 idx = eng.add_op(code, ip, fp, fa, ua)
-                eng.set_variant(idx, 0)
+                trunk_convs.append((n, idx, ip))
                 continue
             op = P.build_op(n, lay, ti, shapes, eng.dense_ob, 0)
             ip = op.ip
@@ -186,6 +189,30 @@ class Session:
                 eng.keep_variant(idx, v)
         eng.set_memory(ti[input_name], ti[out], K, arena + shared, arena, shared, private)
         eng.set_work(self.macs_per_sample, self._par_min)
+        cache = P.ChoiceCache(use_cache)
+        self.il_kernels: list[str | None] = [None] * len(nodes)  # per op: a trunk conv's kernel in the plan
+        pos = {id(n): i for i, n in enumerate(nodes)}
+        for n, idx, ip in trunk_convs:
+            if self.kernels == "sparse":
+                v = 0
+            elif self.kernels != "auto":
+                v = 1
+            else:
+                key = P.layer_key(n, ip, self.isa + ":il", self.threads, K)
+                hit = cache.get(key)
+                if hit is None:
+                    t = {0: float("inf"), 1: float("inf")}
+                    for v in (0, 1, 0, 1):  # alternated: robust to a busy machine
+                        once = eng.time_op(idx, v, K, 1, 1)
+                        reps = int(min(200, max(1, 1500.0 / max(once, 1e-3))))
+                        t[v] = min(t[v], float(eng.time_op(idx, v, K, reps, 2)))
+                    hit = {"variant": min(t, key=t.get), "us": {"sparse": t[0], "dense": t[1]}}
+                    cache.put(key, hit)
+                v = int(hit["variant"])
+            eng.set_variant(idx, v)
+            eng.keep_variant(idx, v)
+            self.il_kernels[pos[id(n)]] = "sparse" if v == 0 else "dense"
+        cache.save()
         return eng
 
     def _interleave_faster(self, il: Any, P: Any, use_cache: bool) -> bool:
@@ -193,7 +220,8 @@ class Session:
         per model, ISA and threads like the per-layer choices."""
         K = il.vector_width
         keys = "|".join(str(e.get("name")) + str(e.get("kernel")) + str(e.get("nnz")) for e in self._plan)
-        key = f"il:{hashlib.sha256((self.path + keys).encode()).hexdigest()[:24]}:{self.isa}:{self.threads}:{K}"
+        key = f"il:{hashlib.sha256((self.path + keys).encode()).hexdigest()[:24]}:{self.isa}:{self.threads}:{K}:" \
+              f"{P.KERNEL_VERSION}:{'|'.join(str(k) for k in self.il_kernels)}"
         cache = P.ChoiceCache(use_cache)
         hit = cache.get(key)
         if hit is not None:
@@ -499,10 +527,11 @@ class Session:
         ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "isa": e.get("isa"),
                 "macs": e["macs_sparse"],
                 "us": round(u, 3), "share": u / total} for e, u in zip(self._plan, us, strict=True)]
-        if interleaved:  # the trunk's convs ran conv_il (sparse, the engine's ISA)
-            for o, e, trunk in zip(ops, self._plan, self._il_trunk_ops, strict=True):
-                if trunk:
-                    o.update(kernel="sparse", isa=self.isa, macs=int(round(e["density"] * e["macs_dense"])))
+        if interleaved:  # the trunk's convs ran conv_il / conv_il_dense (the engine's ISA)
+            for o, e, k in zip(ops, self._plan, self.il_kernels, strict=True):
+                if k:
+                    o.update(kernel=k, isa=self.isa,
+                             macs=int(round(e["density"] * e["macs_dense"])) if k == "sparse" else e["macs_dense"])
         return {"batch": int(x.shape[0]), "threads": threads, "runs": runs, "wall_us": wall, "ops_us": sum(us),
                 "overhead_us": wall - sum(us), "layout": "interleaved" if interleaved else "planar", "ops": ops}
 
