@@ -805,9 +805,58 @@ struct Engine {
 
   // binary ip: out, a_t, b_t (-1 = constant fa[0]/fa[1]), opcode(0 add, 1 mul, 2 sub, 3 div), act,
   //            then per operand (a, b): sc, sh, sw strides (elements, in its own layout incl. padding) and base
+  // interleaved output: operands interleaved (same shape), planar per image (broadcast over H and W: one value
+  // per channel and image, e.g. a squeeze-excitation gate) or constant; per element the planar arithmetic
+  void binary_il(Op& op, float* A, int nb, bool par, int tid, int nth) {
+    auto& p = op.ip;
+    const Tensor& to = tensors[p[0]];
+    const int opc = (int)p[3], act = (int)p[4], K = to.il, W = to.W / K;
+    int64_t c0, c1; split(to.C, par ? tid : 0, par ? nth : 1, c0, c1);
+    float buf[2][64], hoist[2][64];
+    // operand j (0: a, 1: b): lane values of element (c, h, w) into v
+    auto fetch = [&](int j, int64_t c, int h, int w, float* v) {
+      const int64_t t = p[1 + j], sc = p[5 + 4 * j], sh = p[6 + 4 * j], sw = p[7 + 4 * j], off = p[8 + 4 * j];
+      if (t < 0) { const float x = op.fa[j].p[c * sc + h * sh + w * sw]; for (int k = 0; k < K; k++) v[k] = x; return; }
+      for (int k = 0; k < K; k++) v[k] = k < nb ? tp(A, (int)t, k)[off + c * sc + h * sh + w * sw] : 0.f;
+    };
+    bool il_op[2], per_c[2];
+    for (int j = 0; j < 2; j++) {
+      il_op[j] = p[1 + j] >= 0 && tensors[p[1 + j]].il;
+      per_c[j] = !il_op[j] && p[6 + 4 * j] == 0 && p[7 + 4 * j] == 0;  // one value per channel (and image)
+    }
+    float* yo = tp(A, (int)p[0], 0);
+    for (int64_t c = c0; c < c1; c++) {
+      for (int j = 0; j < 2; j++) if (per_c[j]) fetch(j, c, 0, 0, hoist[j]);
+      for (int h = 0; h < to.H; h++) {
+        float* yr = at(to, yo, (int)c, h, 0);
+        for (int w = 0; w < W; w++) {
+          const float* v[2];
+          for (int j = 0; j < 2; j++) {
+            if (per_c[j]) v[j] = hoist[j];
+            else if (il_op[j]) v[j] = tp(A, (int)p[1 + j], 0) + p[8 + 4 * j] + c * p[5 + 4 * j] + h * p[6 + 4 * j] + (int64_t)w * K;
+            else { fetch(j, c, h, w, buf[j]); v[j] = buf[j]; }
+          }
+          const float* x = v[0];
+          const float* z = v[1];
+          float* y = yr + (int64_t)w * K;
+          switch (opc) {
+            case 0: for (int k = 0; k < K; k++) y[k] = x[k] + z[k]; break;
+            case 1: for (int k = 0; k < K; k++) y[k] = x[k] * z[k]; break;
+            case 2: for (int k = 0; k < K; k++) y[k] = x[k] - z[k]; break;
+            default: for (int k = 0; k < K; k++) y[k] = x[k] / z[k];
+          }
+          if (act != ACT_NONE) for (int k = 0; k < K; k++) y[k] = act_scalar(y[k], act, op.fp[0], op.fp[1]);
+        }
+      }
+      zero_ring(to, yo + c * to.plane);
+    }
+    barrier(par);
+  }
+
   void exec_binary(Op& op, float* A, int nb, bool par, int tid, int nth) {
     auto& p = op.ip;
     const Tensor& to = tensors[p[0]];
+    if (to.il) { binary_il(op, A, nb, par, tid, nth); return; }
     const int opc = (int)p[3], act = (int)p[4];
     for (int img = 0; img < nb; img++) {
       float* yo = tp(A, (int)p[0], img);
@@ -869,6 +918,23 @@ struct Engine {
     const Tensor& ti = tensors[op.ip[0]];
     const Tensor& to = tensors[op.ip[1]];
     const int act = (int)op.ip[2];
+    if (ti.il) {  // interleaved in and out: the same per-element arithmetic over the lanes
+      const int K = ti.il, W = ti.W / K;
+      const float* xi = tp(A, (int)op.ip[0], 0);
+      float* yo = tp(A, (int)op.ip[1], 0);
+      int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
+      for (int64_t c = c0; c < c1; c++) {
+        const float s = op.fa[0].p[c], t = op.fa[1].p[c];
+        for (int h = 0; h < ti.H; h++) {
+          const float* r = at(ti, const_cast<float*>(xi), (int)c, h, 0);
+          float* d = at(to, yo, (int)c, h, 0);
+          for (int64_t i = 0; i < (int64_t)W * K; i++) d[i] = act_scalar(r[i] * s + t, act, op.fp[0], op.fp[1]);
+        }
+        zero_ring(to, yo + c * to.plane);
+      }
+      barrier(par);
+      return;
+    }
     for (int img = 0; img < nb; img++) {
       float* xi = tp(A, (int)op.ip[0], img);
       float* yo = tp(A, (int)op.ip[1], img);

@@ -30,9 +30,10 @@ def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-4) -> None:
 
 
 def trunk_model(path, rng, C=3, O=8, H=11, W=13, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, density=0.4,
-                act="Relu", pool=None, head="flatten", se=False) -> str:
-    """conv A (the configuration) -> conv B 3x3 + Add(A) -> Relu -> [pool] -> head: flatten, or GAP -> flatten
-    -> Gemm. ``se``: a squeeze-excitation Mul reads the trunk (the graph then does not qualify)."""
+                act="Relu", pool=None, head="flatten", se=False, concat=False) -> str:
+    """conv A (the configuration) -> conv B 3x3 + Add(A) -> Relu -> [SE] -> [pool] -> [concat] -> head: flatten,
+    or GAP -> flatten -> Gemm. ``se``: squeeze-excitation (GAP -> Sigmoid -> Mul(trunk, gate)); ``concat``: the
+    trunk concatenated with itself (the graph then does not qualify)."""
     inits = {"wa": rand_weight(rng, (O, C // g, k, k), density), "ba": rng.standard_normal(O).astype(np.float32),
              "wb": rand_weight(rng, (O, O, 3, 3), density), "bb": rng.standard_normal(O).astype(np.float32)}
     nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], strides=[s, s], dilations=[d, d], group=g,
@@ -53,6 +54,9 @@ def trunk_model(path, rng, C=3, O=8, H=11, W=13, k=3, s=1, pads=(1, 1, 1, 1), d=
         nodes.append(helper.make_node("AveragePool", [last], ["p"], kernel_shape=[3, 3], strides=[2, 2],
                                       pads=[1, 1, 1, 1], count_include_pad=0))
         last = "p"
+    if concat:
+        nodes.append(helper.make_node("Concat", [last, last], ["cc"], axis=1))
+        last = "cc"
     if head == "flatten":
         nodes.append(helper.make_node("Flatten", [last], ["y"]))
     elif head == "gap-fc":
@@ -80,6 +84,8 @@ GRID = [
     dict(pool="avg", W=9),
     dict(density=0.0),  # every conv without a non-zero: act(bias)
     dict(H=20, W=20, head="gap-fc"),  # GAP over 400 positions: the 8-sum order
+    dict(se=True),
+    dict(se=True, pool="max", head="gap-fc", act="Sigmoid"),
 ]
 
 
@@ -120,16 +126,16 @@ def test_interleaved_trunk_eligibility(tmp_path):
     rng = np.random.default_rng(0)
     ok = engine.load(trunk_model(tmp_path / "a.onnx", rng), cache=False, interleave=True, verify=False)
     assert ok.il_lanes > 0
-    # a trunk tensor read by a Mul (squeeze-excitation), or the trunk as the graph's output: planar only
-    for name, kw in (("se", dict(se=True)), ("out", dict(head="none"))):
+    # a trunk tensor read by a Concat, or the trunk as the graph's output: planar only
+    for name, kw in (("concat", dict(concat=True)), ("out", dict(head="none"))):
         s = engine.load(trunk_model(tmp_path / f"{name}.onnx", rng, **kw), cache=False, interleave=True)
         assert s.il_lanes == 0, name
     # the planner's rule on its own
     from sparsekit.engine.graph import load_graph
 
-    g = load_graph(tmp_path / "se.onnx")
+    g = load_graph(tmp_path / "concat.onnx")
     nodes, shapes, out = P.lower(g, g.input_shape[1:])
-    assert P.interleaved_tensors(P.fuse(nodes, out, shapes), g.input_name, out) is None
+    assert P.interleaved_tensors(P.fuse(nodes, out, shapes), g.input_name, out, shapes) is None
 
 
 def test_interleave_choice_is_timed_and_cached(tmp_path, monkeypatch):

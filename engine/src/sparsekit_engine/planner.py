@@ -732,11 +732,12 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
 # and strides are index arithmetic (no phase planes). The trunk of convs from the input runs this way, up to
 # the global average pools that end it; what follows (FC layers) runs in the planar layout with the same
 # chunk. Used by Session for batches of >= K images when it measures faster than the planar plan.
-def interleaved_tensors(nodes: list[ENode], input_name: str, output: str) -> set[str] | None:
-    """The trunk's tensors (the input and every conv / pool output fed from it), or None when the graph has no
-    such trunk: a trunk tensor read by anything but a conv (as its input or residual), a pool, a global
-    average pool or a flatten (those two end the trunk), a conv mixing trunk and planar tensors, or a trunk
-    tensor as the graph's output."""
+def interleaved_tensors(nodes: list[ENode], input_name: str, output: str, shapes: dict) -> set[str] | None:
+    """The trunk's tensors (the input and every conv / pool / affine / binary output fed from it), or None when
+    the graph has no such trunk: a trunk tensor read by anything but a conv (as its input or residual), a
+    pool, an affine, a binary op (whose other operand is a trunk tensor of the same shape, a constant, or one
+    value per channel and image: a squeeze-excitation gate), a global average pool or a flatten (those two
+    end the trunk); a conv mixing trunk and planar tensors; a trunk tensor as the graph's output."""
     il = {input_name}
     for n in nodes:
         reads = n.inputs + ([n.res] if n.res else [])
@@ -744,7 +745,15 @@ def interleaved_tensors(nodes: list[ENode], input_name: str, output: str) -> set
             if n.res and n.res not in il:
                 return None
             il.add(n.output)
-        elif n.kind in ("maxpool", "avgpool") and n.inputs[0] in il:
+        elif n.kind in ("maxpool", "avgpool", "affine") and n.inputs[0] in il:
+            il.add(n.output)
+        elif n.kind == "binary" and any(t in il for t in n.inputs):
+            # trunk operands of the output's shape; others one value per channel (or scalar) per image
+            out3 = native_shape(shapes[n.output])
+            for t in n.inputs:
+                s3 = native_shape((1,) * (len(shapes[n.output]) - len(shapes[t])) + tuple(shapes[t]))
+                if (t in il and s3 != out3) or (t not in il and s3[1:] != (1, 1)):
+                    return None
             il.add(n.output)
         elif n.kind in ("gap", "flatten") and n.inputs[0] in il:
             continue

@@ -139,7 +139,7 @@ class Session:
         if interleave is None:
             env = os.environ.get("SPARSEKIT_ENGINE_INTERLEAVE", "auto")
             interleave = None if env == "auto" else env not in ("0", "false", "no", "off")
-        trunk = P.interleaved_tensors(nodes, graph.input_name, out) if interleave is not False else None
+        trunk = P.interleaved_tensors(nodes, graph.input_name, out, shapes) if interleave is not False else None
         if trunk and kernels != "dense-oc":
             il = self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk, bool(cache))
             if interleave or self._interleave_faster(il, P, cache):
