@@ -57,7 +57,8 @@ def advise_cmd(
     typer.echo(res["summary"])
     prof = res.get("engine_profile")
     if prof:
-        typer.echo(f"sparse-cpu time per batch-{prof['batch']} run ({prof['threads']} thread(s), {prof['isa']}): "
+        typer.echo(f"sparse-cpu time per batch-{prof['batch']} run ({prof['threads']} thread(s), {prof['isa']}, "
+                   f"{prof.get('layout', 'planar')} layout): "
                    f"{prof['wall_us']:.0f} µs, of which ops {prof['ops_us']:.0f} µs; slowest ops:")
         for o in prof["ops"][:8]:
             typer.echo(f"  {o['name']:<40} {o['kind']:<8}{o['kernel']:<7}{o['us']:>9.1f} µs {o['share']:>6.1%}")

@@ -475,8 +475,13 @@ class Session:
 
         ``profile=True`` adds ``measured_us`` / ``measured_share``: the op's measured wall time per run of
         ``batch`` images at ``threads`` (default: the session's), from the native per-op profiler
-        (see ``profile``)."""
+        (see ``profile``). When batches of >= ``il_lanes`` images run in the interleaved layout, the trunk's
+        convs carry ``interleaved_kernel`` (sparse / dense): their kernel there."""
         entries = [dict(e, us=dict(e["us"]), fused=list(e["fused"])) for e in self._plan]
+        if self._il is not None:
+            for e, k in zip(entries, self.il_kernels, strict=True):
+                if k:
+                    e["interleaved_kernel"] = k
         if profile:
             prof = self.profile(batch=batch, threads=threads)
             for e, p in zip(entries, prof["ops"], strict=True):
