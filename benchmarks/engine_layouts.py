@@ -44,7 +44,8 @@ def main() -> None:
         picks = "interleaved" if default.il_lanes else "planar"
         for b in [int(v) for v in args.batch.split(",")]:
             x = np.random.default_rng(b).standard_normal((b, *planar.input_shape)).astype(np.float32)
-            res = B.interleaved({"planar": lambda: planar.run(x), "il": lambda: il.run(x)}, args.rounds, 0.2, seed=b)
+            fns = {"planar": lambda p=planar, x=x: p.run(x), "il": lambda s=il, x=x: s.run(x)}
+            res = B.interleaved(fns, args.rounds, 0.2, seed=b)
             print(f"| {spec} | {b} | {res['planar']:.0f} | {res['il']:.0f} | {res['planar'] / res['il']:.2f}x | "
                   f"{picks} |", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}")

@@ -29,7 +29,7 @@ def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-4) -> None:
     assert err <= tol * scale, f"max|diff| {err} > {tol * scale}"
 
 
-def trunk_model(path, rng, C=3, O=8, H=11, W=13, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, density=0.4,
+def trunk_model(path, rng, C=3, O=8, H=11, W=13, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, density=0.4,  # noqa: E741
                 act="Relu", pool=None, head="flatten", se=False, concat=False) -> str:
     """conv A (the configuration) -> conv B 3x3 + Add(A) -> Relu -> [SE] -> [pool] -> [concat] -> head: flatten,
     or GAP -> flatten -> Gemm. ``se``: squeeze-excitation (GAP -> Sigmoid -> Mul(trunk, gate)); ``concat``: the
