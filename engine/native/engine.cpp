@@ -208,9 +208,9 @@ struct Engine {
   int64_t arena_floats = 0, shared_off = 0, shared_floats = 0, private_floats = 0;
   std::vector<Buf<float>> arenas;   // one per thread
   std::unique_ptr<Pool> pool;
-  // batch < threads: split output channels across the team only when one image has at least this many
-  // executed MACs; below it the per-op barriers cost more than they save (and on an oversubscribed
-  // machine a barrier can wait a whole scheduler quantum), so the chunk runs on one thread
+  // one chunk and several threads: split output channels across the team only when the chunk (its images x
+  // work_macs) has at least this many executed MACs; below it the per-op barriers cost more than they save
+  // (and on an oversubscribed machine a barrier can wait a whole scheduler quantum), so it runs on one thread
   int64_t work_macs = 0, par_min_macs = 8000000;
   // per-op profiler: wall time per op, accumulated per worker slot (image-parallel runs time each op on
   // every slot, channel-parallel runs on thread 0 including the op's barrier)
@@ -1093,7 +1093,7 @@ struct Engine {
       return;
     }
 #ifdef _OPENMP
-    if (work_macs < par_min_macs) {
+    if (work_macs * std::min(n, bc) < par_min_macs) {  // the chunk's work (the interleaved plan: bc images)
       for (int k = 0; k < nchunks; k++)
         exec_chunk(x + k * bc * isz, y + k * bc * osz, chunk_n(k), arenas[0].p, arenas[0].p + arena_floats, false, 0, 1);
     } else {  // channel-parallel: the team shares arena 0, private scratch per thread

@@ -16,9 +16,10 @@ API (stable):
     >>> s.isa, s.threads, s.verification                 # doctest: +SKIP
 
 ``load(path, threads=1, verify=True, verify_input=None, cache=None, isa=None, input_shape=None)``:
-    * ``threads``: cores used by ``run``: batches of >= 2 images (>= 2 chunks) run images in parallel;
-      smaller batches run on one thread unless the plan executes >= PAR_MIN_MACS executed MACs per sample
-      (default 20 M), then each op's output channels are split. Results are identical for any thread count.
+    * ``threads``: cores used by ``run``: batches of >= 2 chunks run chunks of images in parallel; a single
+      chunk runs on one thread unless it executes >= PAR_MIN_MACS MACs (its images x the plan's MACs per
+      image; default 20 M), then each op's output channels are split. Results are identical for any thread
+      count.
     * ``verify``: run ``verify_input`` (default: seeded standard-normal batch of 8) through the engine and
       ONNX Runtime and raise ``EngineVerifyError`` if ``max|diff| > VERIFY_ATOL + VERIFY_RTOL * max|ref|``;
       the outcome is in ``session.verification`` (max_abs_err, atol, batch, vacuous: ORT's outputs were
@@ -84,8 +85,9 @@ VERIFY_RTOL = 1e-5
 #: default verification batch
 VERIFY_BATCH = 8
 ISAS = ("avx512", "avx2", "baseline")
-#: batch < threads (e.g. batch 1): split output channels across threads only for plans with at least this
-#: many executed MACs per sample (env SPARSEKIT_ENGINE_PAR_MIN_MACS; 10**15 = never). Channel splitting needs a
+#: one chunk of images (e.g. batch 1, or one chunk of lanes in the interleaved layout): split output channels
+#: across threads only when the chunk executes at least this many MACs (images x MACs per image; env
+#: SPARSEKIT_ENGINE_PAR_MIN_MACS; 10**15 = never). Channel splitting needs a
 #: barrier per op. Measured at batch 1 with 2 threads on the 2-vCPU dev VM (benchmarks/engine_par_b1.py in
 #: the sparsekit repository, 2026-12-03): idle, it ran 1.13-1.40x faster on plans of 41-148 M MACs
 #: (resnet20 0 %, mobilenet_v2 0 %, efficientnet_b0, resnet18) and 1.21x on resnet20 at 99 % (1.3 M); with the
