@@ -150,3 +150,14 @@ def test_interleave_choice_is_timed_and_cached(tmp_path, monkeypatch):
     assert b.interleave_us == a.interleave_us and b.il_lanes == a.il_lanes
     off = engine.load(path, cache=False, interleave=False)
     assert off.il_lanes == 0 and off.interleave_us == {}
+
+
+def test_interleaved_memory_counted(tmp_path):
+    rng = np.random.default_rng(2)
+    path = trunk_model(tmp_path / "t.onnx", rng, H=12, W=12, O=16)
+    x = rng.standard_normal((2 * 16, 3, 12, 12)).astype(np.float32)
+    planar = engine.load(path, cache=False, interleave=False, kernels="sparse")
+    il = engine.load(path, cache=False, interleave=True, kernels="sparse")
+    planar.run(x), il.run(x)  # arenas are allocated on first use
+    mp, mi = planar.memory(), il.memory()
+    assert mi["weight_bytes"] > mp["weight_bytes"] and mi["arena_bytes"] > mp["arena_bytes"]

@@ -541,8 +541,11 @@ class Session:
                 "overhead_us": wall - sum(us), "layout": "interleaved" if interleaved else "planar", "ops": ops}
 
     def memory(self) -> dict[str, int]:
-        """Bytes held natively: weights (chosen formats only) and activation arenas (one per thread)."""
-        return {"weight_bytes": int(self._engine.weight_bytes()), "arena_bytes": int(self._engine.arena_bytes())}
+        """Bytes held natively: weights (chosen formats only) and activation arenas (one per thread), the
+        interleaved plan's included when the session has one."""
+        engines = [self._engine] + ([self._il] if self._il is not None else [])
+        return {"weight_bytes": int(sum(e.weight_bytes() for e in engines)),
+                "arena_bytes": int(sum(e.arena_bytes() for e in engines))}
 
     def __repr__(self) -> str:
         return (f"<sparse-cpu Session {Path(self.path).name}: isa={self.isa} threads={self.threads} "
