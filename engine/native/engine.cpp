@@ -180,6 +180,7 @@ struct Op {
   // (docs/benchmarks.md, AVX-512 spot check) while avx512 wins the dense ones
   const KernelTable* skt = nullptr;
   bool batched = false;      // dense stride-1 conv at nb > 1: tiles across the chunk's images (conv_dense_multi)
+  bool il_blocks = true;     // interleaved sparse conv: run the input-channel blocks the plan packed (ua[3])
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
@@ -402,6 +403,10 @@ struct Engine {
         kt->conv_il_dense(c, (int)b, (int)e);
         barrier(par);
         return;
+      }
+      const int64_t O = p[C_O];
+      if (op.il_blocks && op.ua.size() > 3 && (int64_t)op.ua[3].n > 2 * O) {  // input-channel blocks (build_conv_il)
+        c.cbptr = op.ua[3].p; c.ncb = (int)(op.ua[3].n / O) - 1;
       }
       split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
       kt->conv_il(c, (int)b, (int)e);
@@ -1198,6 +1203,11 @@ PYBIND11_MODULE(_native, m) {
       .def("set_sparse_isa", &sk::Engine::set_sparse_isa)
       .def("sparse_isa", [](const sk::Engine& e, int i) { return std::string(e.sparse_table(e.ops.at(i))->name); })
       .def("set_batched", [](sk::Engine& e, int i, bool on) { e.ops.at(i).batched = on; })
+      .def("set_il_blocks", [](sk::Engine& e, int i, bool on) { e.ops.at(i).il_blocks = on; })
+      .def("has_il_blocks", [](const sk::Engine& e, int i) {
+        const sk::Op& op = e.ops.at(i);
+        return op.ua.size() > 3 && (int64_t)op.ua[3].n > 2 * op.ip[sk::C_O];
+      })
       .def("set_work", [](sk::Engine& e, int64_t macs, int64_t par_min) { e.work_macs = macs; e.par_min_macs = par_min; })
       .def("set_profiling", [](sk::Engine& e, bool on, int threads) {
         e.profiling = on;

@@ -29,8 +29,11 @@ struct ConvCall {
   // dense depthwise stride 2 from the padded input (conv_dw_s2 only): input plane stride, the conv's padded
   // input extent (rows, columns), phase-plane rows, and the kernel geometry
   int64_t x_plane; int xh, xw, Hq, kh, kw, dh, dwl;
-  // interleaved batch layout (conv_il only): the conv's strides; Wo, y_Wp, y_pl, r_Wp, r_pl, x_row in floats
+  // interleaved batch layout (conv_il only): the conv's strides; Wo, y_Wp, y_pl, r_Wp, r_pl, x_row in floats;
+  // ncb > 1: input-channel blocks, the non-zeros of output channel o in block b at
+  // [cbptr[o * (ncb + 1) + b], cbptr[o * (ncb + 1) + b + 1]) (absolute indices into off / val)
   int sh, sw;
+  const uint32_t* cbptr; int ncb;
 };
 
 // Fully connected y = W x (+ b, + r), per image. nb == 1: x is one vector; nb > 1: xT is [F][nbp].

@@ -367,6 +367,18 @@ bool check_conv_il(const KernelTable* t, Rng& g, int cs, bool dense) {
     doff[tp] = (uint32_t)(ch * PinK + kh * k.dh * WpK + kw * k.dw * K);
   }
   c.doff = doff.data(); c.dw = k.dwt.data(); c.ntaps = k.ntaps; c.Og = k.Og; c.nblk = k.nblk; c.gofs = k.Cg * PinK;
+  // sparse: sometimes in input-channel blocks of cb channels (partial sums through y; the same bits)
+  std::vector<uint32_t> cbptr;
+  if (!dense && k.Cg > 1 && g.chance(0.5)) {
+    const int cb = g.range(1, k.Cg - 1), ncb = (k.Cg + cb - 1) / cb;
+    for (int o = 0; o < k.O; o++)
+      for (int b = 0; b <= ncb; b++) {
+        uint32_t j = k.rowptr[o];
+        while (j < k.rowptr[o + 1] && (b == ncb || (int)((off[j] - (o / k.Og) * k.Cg * PinK) / PinK) < b * cb)) j++;
+        cbptr.push_back(j);
+      }
+    c.cbptr = cbptr.data(); c.ncb = ncb;
+  }
   if (dense) for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_il_dense(c, b, e);
   else for (auto [b, e] : split(g, k.O)) t->conv_il(c, b, e);
   for (int m = 0; m < K; m++)

@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 14
+KERNEL_VERSION = 15
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -49,6 +49,9 @@ CHUNK_MAX_BYTES = 2 << 20
 CONV_CHUNKS = (2, 4, 8)
 CONV_CHUNK_MAX_BYTES = 16 << 20
 DENSE_OB = 8  # upper bound of the per-ISA dense block (scratch sizing)
+#: interleaved sparse convs: input channels per block so that a tile's input strip fits in this many bytes
+#: (L1 is 32-48 KB; the tile's outputs and the weights share it)
+IL_STRIP_BYTES = int(os.environ.get("SPARSEKIT_ENGINE_IL_STRIP", 24 << 10))
 
 
 @dataclass
@@ -800,6 +803,15 @@ def build_conv_il(n: ENode, lay: dict, ti: dict, K: int, ob: int = DENSE_OB) -> 
     if reach >= 2**32 - 1024:
         raise unsupported("Conv", n.name, "too large for 32-bit offsets")
     val = wf[nzr, nzc].astype(np.float32)
+    # input-channel blocks whose tile strip (the rows and positions a tile of 8 outputs reads) fits L1
+    strip = ((KH - 1) * p["dh"] + 1) * (8 * p["sw"] + (KW - 1) * p["dw"]) * K * 4  # bytes per input channel
+    cb = max(1, IL_STRIP_BYTES // strip)
+    cbptr = np.zeros(1, np.uint32)
+    if Cg > cb:
+        ncb = -(-Cg // cb)
+        ch = nzc // (KH * KW)  # input channel of each non-zero (in order within its output channel)
+        cbptr = np.stack([rowptr[:-1].astype(np.int64) + np.bincount(nzr[ch < b * cb], minlength=O)
+                          for b in range(ncb)] + [rowptr[1:].astype(np.int64)], axis=1).astype(np.uint32).reshape(-1)
     ip = ConvParams(
         inp=ti[n.inputs[0]], out=ti[n.output], res=ti[n.res] if n.res else -1, O=O, Cg=Cg, groups=G, KH=KH, KW=KW,
         sh=p["sh"], sw=p["sw"], dh=p["dh"], dw=p["dw"], pt=p["pt"], pl=p["pl"] * K, pb=p["pb"], pr=p["pr"] * K,
@@ -808,7 +820,7 @@ def build_conv_il(n: ENode, lay: dict, ti: dict, K: int, ob: int = DENSE_OB) -> 
     zero = np.zeros(1, np.float32)
     fa = [val if val.size else zero, _dense_blocks(wf, G, ob).reshape(-1), p["b"] if p["b"] is not None else zero,
           zero]
-    ua = [rowptr, off.astype(np.uint32) if off.size else np.zeros(1, np.uint32), taps.astype(np.uint32)]
+    ua = [rowptr, off.astype(np.uint32) if off.size else np.zeros(1, np.uint32), taps.astype(np.uint32), cbptr]
     info = dict(nnz=int(val.size), numel=int(w.size), macs_dense=int(O * p["Ho"] * p["Wo"] * Cg * KH * KW),
                 macs_sparse=int(val.size * p["Ho"] * p["Wo"]), scratch_private=0, scratch_shared=0)
     return ip, [n.a0, n.a1], fa, ua, info

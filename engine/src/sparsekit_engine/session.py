@@ -201,14 +201,23 @@ class Session:
                 key = P.layer_key(n, ip, self.isa + ":il", self.threads, K)
                 hit = cache.get(key)
                 if hit is None:
-                    t = {0: float("inf"), 1: float("inf")}
-                    for v in (0, 1, 0, 1):  # alternated: robust to a busy machine
-                        once = eng.time_op(idx, v, K, 1, 1)
-                        reps = int(min(200, max(1, 1500.0 / max(once, 1e-3))))
-                        t[v] = min(t[v], float(eng.time_op(idx, v, K, reps, 2)))
-                    hit = {"variant": min(t, key=t.get), "us": {"sparse": t[0], "dense": t[1]}}
+                    # sparse in one pass, sparse by input-channel blocks (when packed), dense
+                    cands = ["sparse"] + (["sparse-blocks"] if eng.has_il_blocks(idx) else []) + ["dense"]
+                    t = {k: float("inf") for k in cands}
+                    for _ in range(2):  # alternated: robust to a busy machine
+                        for k in cands:
+                            eng.set_il_blocks(idx, k == "sparse-blocks")
+                            v = 1 if k == "dense" else 0
+                            once = eng.time_op(idx, v, K, 1, 1)
+                            reps = int(min(200, max(1, 1500.0 / max(once, 1e-3))))
+                            t[k] = min(t[k], float(eng.time_op(idx, v, K, reps, 2)))
+                    best = min(t, key=t.get)
+                    hit = {"variant": 1 if best == "dense" else 0, "blocks": best == "sparse-blocks", "us": t}
                     cache.put(key, hit)
                 v = int(hit["variant"])
+                eng.set_il_blocks(idx, bool(hit.get("blocks", False)))
+            if self.kernels != "auto":
+                eng.set_il_blocks(idx, True)
             eng.set_variant(idx, v)
             eng.keep_variant(idx, v)
             self.il_kernels[pos[id(n)]] = "sparse" if v == 0 else "dense"
