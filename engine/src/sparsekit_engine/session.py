@@ -39,7 +39,7 @@ def load(path: str | os.PathLike, threads: int = 1, verify: bool = True, verify_
 
     ``interleave``: batches of >= vector-width images in the interleaved layout (images in the vector lanes,
     planner.interleaved_tensors): None (default, or env SPARSEKIT_ENGINE_INTERLEAVE=auto) when it measures
-    faster at load, True whenever the graph allows it, False never."""
+    faster at load, True whenever the graph allows it, False never (kernels="dense-oc": never)."""
     return Session(path, threads=threads, verify=verify, verify_input=verify_input, cache=cache, isa=isa,
                    input_shape=input_shape, kernels=kernels, interleave=interleave)
 
@@ -165,7 +165,6 @@ class Session:
                 L = lay[t]
                 ti[t] = eng.add_tensor([L.C, L.H, L.W, L.pt, L.pb, L.pl, L.pr, L.off, L.istride, K if t in trunk else 0])
         shared, private = 1024, 1024
-        self._il_trunk_ops = [n.kind == "conv" and n.inputs[0] in trunk for n in nodes]
         trunk_convs = []
         for n, entry in zip(nodes, self._plan, strict=True):
             if n.kind == "conv" and n.inputs[0] in trunk:
