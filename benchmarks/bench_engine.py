@@ -602,6 +602,9 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
     L += ["", f"{h}# Notes", "",
           "* ORT runs the same masked-dense ONNX file (zeros cost full time); the engine picks sparse or dense "
           "per layer by timing both at load.",
+          "* Batches of at least one vector width of images (16 on AVX-512) run the engine's conv trunk in the "
+          "interleaved layout (images in the vector lanes) when the session measured it faster at load; "
+          "`Session.profile(batch)['layout']` says which ran.",
           "* On a shared 2-vCPU VM, absolute times vary several-fold with other jobs; only ratios from the same "
           "round are meaningful, and 2-thread rows show no scaling when no second core is free (check "
           "`uptime` next to a run).",
