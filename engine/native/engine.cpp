@@ -386,19 +386,11 @@ struct Engine {
     const int L = (int)((p[C_HO] - 1) * Wrow + p[C_WO]);
     const KernelTable* st = sparse_table(op);
     if (ti.il) {  // interleaved batch layout: the chunk's images are the lanes, one call for all of them
-      ConvCall c{};
-      c.x = tp(A, (int)p[C_IN], 0) + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
-      c.x_row = ti.Wp; c.sh = sh; c.sw = sw; c.Ho = (int)p[C_HO]; c.Wo = (int)p[C_WO] * ti.il;
-      c.rowptr = op.ua[0].p; c.off = op.ua[1].p; c.val = op.fa[0].p;
-      c.bias = p[C_HASB] ? op.fa[2].p : nullptr;
-      c.y = tp(A, (int)p[C_OUT], 0); c.y_plane = to.plane; c.y_Wp = to.Wp; c.y_Hp = to.Hp;
-      c.y_pt = to.pt; c.y_pb = to.pb; c.y_pl = to.pl; c.y_pr = to.pr;
-      if (tr) { c.r = tp(A, (int)p[C_RES], 0); c.r_plane = tr->plane; c.r_Wp = tr->Wp; c.r_pt = tr->pt; c.r_pl = tr->pl; }
-      c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
+      // conv_call's fields, then the interleaved ones: strides, and the output width in floats
+      ConvCall c = conv_call(op, A, priv, 0);
+      c.sh = sh; c.sw = sw; c.Wo = (int)p[C_WO] * ti.il;
       int64_t b, e;
       if (op.variant == 1) {  // dense: blocks of ob output channels (conv_dense's weights, interleaved offsets)
-        c.doff = op.ua[2].p; c.dw = op.fa[1].p; c.ntaps = (int)p[C_NTAPS];
-        c.Og = (int)(p[C_O] / p[C_G]); c.nblk = (int)p[C_NBLK]; c.gofs = p[C_GOFS];
         split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
         kt->conv_il_dense(c, (int)b, (int)e);
         barrier(par);

@@ -672,6 +672,13 @@ def _sparse_offsets(n: ENode, lay: dict, flat_off: np.ndarray, gofs: int) -> tup
     return (c * L.plane + r * L.Wp + t).reshape(-1).astype(np.int64), Cg * L.plane
 
 
+def _csr(wf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row-major non-zeros of a 2-D weight: (rowptr uint32 [rows + 1], row index, column index, values float32)."""
+    nzr, nzc = np.nonzero(wf)
+    rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=wf.shape[0]))]).astype(np.uint32)
+    return rowptr, nzr, nzc, wf[nzr, nzc].astype(np.float32)
+
+
 def _dense_blocks(wf: np.ndarray, G: int, ob: int) -> np.ndarray:
     """Dense conv weights (O, ntaps) in blocks of ``ob`` output channels per group: [G][nblk][ntaps][ob]."""
     O, ntaps = wf.shape  # noqa: E741
@@ -695,12 +702,9 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
     flat_off = offs.reshape(-1)
     sp_off, sp_gofs = _sparse_offsets(n, lay, flat_off, gofs)
     wf = w.reshape(O, -1)
-    nzr, nzc = np.nonzero(wf)
-    counts = np.bincount(nzr, minlength=O)
-    rowptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint32)
+    rowptr, nzr, nzc, val = _csr(wf)
     goff = (np.arange(O) // Og) * sp_gofs
     off = (sp_off[nzc] + goff[nzr]).astype(np.uint32)
-    val = wf[nzr, nzc].astype(np.float32)
     nblk = -(-Og // ob)
     ntaps = Cg * KH * KW
     dw = _dense_blocks(wf, G, ob)
@@ -796,13 +800,11 @@ def build_conv_il(n: ENode, lay: dict, ti: dict, K: int, ob: int = DENSE_OB) -> 
     taps = (c * Li.plane + r * Li.Wp + t * K).reshape(-1).astype(np.int64)
     gofs = Cg * Li.plane
     wf = w.reshape(O, -1)
-    nzr, nzc = np.nonzero(wf)
-    rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=O))]).astype(np.uint32)
+    rowptr, nzr, nzc, val = _csr(wf)
     off = taps[nzc] + (nzr // Og) * gofs
     reach = int(taps.max() + (G - 1) * gofs + (p["Ho"] - 1) * p["sh"] * Li.Wp + p["Wo"] * p["sw"] * K)
     if reach >= 2**32 - 1024:
         raise unsupported("Conv", n.name, "too large for 32-bit offsets")
-    val = wf[nzr, nzc].astype(np.float32)
     # input-channel blocks whose tile strip (the rows and positions a tile of 8 outputs reads) fits L1
     strip = ((KH - 1) * p["dh"] + 1) * (8 * p["sw"] + (KW - 1) * p["dw"]) * K * 4  # bytes per input channel
     cb = max(1, IL_STRIP_BYTES // strip)
@@ -829,10 +831,8 @@ def build_conv_il(n: ENode, lay: dict, ti: dict, K: int, ob: int = DENSE_OB) -> 
 def build_fc(n: ENode, lay: dict, ti: dict) -> tuple[list, list, list, list, dict]:
     w = n.p["w"]
     O, F = w.shape  # noqa: E741
-    nzr, nzc = np.nonzero(w)
-    rowptr = np.concatenate([[0], np.cumsum(np.bincount(nzr, minlength=O))]).astype(np.uint32)
+    rowptr, _, nzc, val = _csr(w)
     col = nzc.astype(np.uint32)
-    val = w[nzr, nzc].astype(np.float32)
     b = n.p["b"]
     ip = FcParams(inp=ti[n.inputs[0]], out=ti[n.output], res=ti[n.res] if n.res else -1, F=F, O=O, act=n.act,
                   has_bias=1 if b is not None else 0).ip()

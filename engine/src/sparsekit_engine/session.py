@@ -206,10 +206,7 @@ class Session:
                     for _ in range(2):  # alternated: robust to a busy machine
                         for k in cands:
                             eng.set_il_blocks(idx, k == "sparse-blocks")
-                            v = 1 if k == "dense" else 0
-                            once = eng.time_op(idx, v, K, 1, 1)
-                            reps = int(min(200, max(1, 1500.0 / max(once, 1e-3))))
-                            t[k] = min(t[k], float(eng.time_op(idx, v, K, reps, 2)))
+                            t[k] = min(t[k], self._time(idx, 1 if k == "dense" else 0, K, eng, rounds=2))
                     best = min(t, key=t.get)
                     hit = {"variant": 1 if best == "dense" else 0, "blocks": best == "sparse-blocks", "us": t}
                     cache.put(key, hit)
@@ -392,10 +389,12 @@ class Session:
         best = min(t, key=t.get)
         return t[best], best
 
-    def _time(self, idx: int, variant: int, nb: int) -> float:
-        t = self._engine.time_op(idx, variant, nb, 1, 1)
+    def _time(self, idx: int, variant: int, nb: int, eng: Any = None, rounds: int = 3) -> float:
+        """Best of ``rounds`` of ~1.5 ms of op ``idx`` of ``eng`` (default: the planar plan) in ``variant``."""
+        eng = self._engine if eng is None else eng
+        t = eng.time_op(idx, variant, nb, 1, 1)
         reps = int(min(200, max(1, 1500.0 / max(t, 1e-3))))
-        return float(self._engine.time_op(idx, variant, nb, reps, 3))
+        return float(eng.time_op(idx, variant, nb, reps, rounds))
 
     # ------------------------------------------------------------------ verification
     def _verify_batch(self, verify_input: np.ndarray | None) -> np.ndarray:
