@@ -42,6 +42,8 @@ _AccuracyLimit = Annotated[int | None, typer.Option(help="bench accuracy on the 
 _Repeats = Annotated[int, typer.Option(help="fresh bench processes per runtime (>= 3)")]
 _MinTime = Annotated[float, typer.Option(help="timed seconds per variant, batch and process")]
 _DataDir = Annotated[str | None, typer.Option(help="directory holding the dataset files")]
+_Jobs = Annotated[int, typer.Option(
+    help="cells trained at once, each a process with the training threads split between them")]
 _TrainThreads = Annotated[int | None, typer.Option(help="CPU threads for training [default: torch's choice]")]
 _ChannelMultiple = Annotated[int, typer.Option(
     help="channel cells: kept channels per coupling family a multiple of N (1 = free widths; dense CPU "
@@ -85,7 +87,7 @@ def _config(a: dict[str, Any]) -> Any:
 #: arguments passed to ``SweepConfig`` unchanged
 _PLAIN = ("threads", "max_accuracy_drop", "max_latency_ms", "seed", "pretrain_epochs", "finetune_epochs",
           "search_epochs", "search_steps", "batch_size", "lr", "eval_limit", "data_dir", "repeats",
-          "min_time", "accuracy_limit", "channel_multiple")
+          "min_time", "accuracy_limit", "channel_multiple", "jobs")
 
 
 def _summary(doc: dict, out: str) -> None:
@@ -124,6 +126,7 @@ def sweep_cmd(
     min_time: _MinTime = 0.3,
     data_dir: _DataDir = None,
     train_threads: _TrainThreads = None,
+    jobs: _Jobs = 1,
     channel_multiple: _ChannelMultiple = 8,
     opt: _Opt = None,
     json_out: _JsonOut = None,

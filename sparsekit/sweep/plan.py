@@ -76,6 +76,10 @@ class SweepConfig:
     runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
     batches: tuple[int, ...] = (1,)
     threads: int = 1
+    #: cells trained at once, each in a process of its own with torch threads // jobs. 1 by default (a
+    #: GPU, or a big model whose one training already uses every core); on a small CPU model jobs = cores
+    #: cut resnet20's sweep training wall time (README, sweep section)
+    jobs: int = 1
     max_accuracy_drop: float | None = field(
         default=None, metadata={"help": "percentage points vs dense"}
     )
@@ -131,6 +135,8 @@ class SweepConfig:
             raise UsageError(f"--batch sizes must be >= 1, got {list(self.batches)}")
         if self.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {self.threads}")
+        if self.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1, got {self.jobs}")
         if self.channel_multiple < 1:
             raise UsageError(f"--channel-multiple must be >= 1, got {self.channel_multiple}")
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:

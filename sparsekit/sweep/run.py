@@ -17,6 +17,7 @@ it stopped. The bench is redone on resume (measurements belong to one session).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import shutil
 import subprocess
@@ -116,6 +117,99 @@ def _fmt_s(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
+def _train_cell(cfg: SweepConfig, cell: Cell, data: Any) -> dict[str, Any]:
+    """Train (or read back) one cell; its timings entry, with ``accuracy`` for the progress line."""
+    from sparsekit.pipeline import prune
+
+    pcfg = cell_config(cfg, cell)
+    resumed = _complete(cfg.cell_dir(cell))
+    seed_from_reference(cfg.reference_dir(), pcfg)
+    t0 = time.perf_counter()
+    try:
+        res = prune(pcfg, data=data)
+    except SparsekitError as exc:  # e.g. a layer collapse at this sparsity: the rest still runs
+        log.warning("warning: sweep cell %s failed and is left out: %s", cell.id, exc)
+        return {"failed": str(exc), "search_s": 0.0, "finetune_s": 0.0}
+    ct = res["timings"]
+    return {
+        "search_s": ct.get("search_s", 0.0),
+        "finetune_s": ct.get("finetune_s", 0.0),
+        "wall_s": None if resumed else time.perf_counter() - t0,
+        "redone": not resumed,
+        "accuracy": res["accuracy"],
+    }
+
+
+#: a worker process's dataset (loaded once per process, reused by every cell it trains)
+_WORKER_DATA: dict[tuple, Any] = {}
+
+
+def _worker_init(torch_threads: int, level: int) -> None:
+    """A spawned cell process: its share of the cores, and log lines on stderr like the parent's."""
+    import sys
+
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    logger = logging.getLogger("sparsekit")
+    logger.setLevel(level)
+    logger.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+
+
+def _worker_cell(cfg: SweepConfig, cell: Cell) -> dict[str, Any]:
+    from sparsekit.data.bundle import load_dataset
+
+    key = (cfg.data, cfg.data_dir)
+    if key not in _WORKER_DATA:
+        _WORKER_DATA[key] = load_dataset(cfg.data, cfg.data_dir)
+    # every line this cell logs names it: two cells' progress lines interleave on one terminal
+    fmt = logging.Formatter(f"[{cell.id}] %(message)s")
+    for h in logging.getLogger("sparsekit").handlers:
+        h.setFormatter(fmt)
+    return _train_cell(cfg, cell, _WORKER_DATA[key])
+
+
+def _cells_in_parallel(cfg: SweepConfig, cells: list[Cell]):
+    """Yield (cell, timings entry) as ``cfg.jobs`` spawned processes finish them (any order).
+
+    Each process gets torch threads = this process's threads // jobs (at least 1), so jobs x threads
+    never oversubscribes the cores the user gave training. A cell's ticket does not depend on the
+    schedule: it is seeded by the sweep's seed alone; only torch's thread count can move its float sums
+    (the same ticket bit for bit as ``jobs=1`` run with that many threads, tested).
+    """
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // cfg.jobs)
+    level = logging.getLogger("sparsekit").getEffectiveLevel()
+    pool = ProcessPoolExecutor(
+        max_workers=min(cfg.jobs, len(cells)),
+        mp_context=mp.get_context("spawn"),  # no fork of a process holding torch's thread pools
+        initializer=_worker_init,
+        initargs=(threads, level),
+    )
+    finished = False
+    try:
+        pending = {pool.submit(_worker_cell, cfg, c): c for c in cells}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield pending.pop(fut), fut.result()
+        finished = True
+    finally:
+        if not finished:
+            # Ctrl-C, SIGTERM or an error: stop the running cells now rather than train them to the end;
+            # their run directories hold only atomically written files, and the next run resumes them
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+
 def train_all(cfg: SweepConfig) -> dict[str, Any]:
     """The reference run, then every cell (resumed; finished ones skipped). Returns the timings."""
     from sparsekit.data.bundle import load_dataset
@@ -132,48 +226,42 @@ def train_all(cfg: SweepConfig) -> dict[str, Any]:
         "pretrain_s": rt.get("pretrain_s", 0.0),
         "dense_reference_s": rt.get("finetune_s", 0.0),
         "reference_wall_s": time.perf_counter() - t_start,
+        "jobs": cfg.jobs,
         "cells": {},
     }
     done_before = [c for c in cells if _complete(cfg.cell_dir(c))]
     if done_before:
         log.info("sweep: %d of %d cells already finished (kept)", len(done_before), len(cells))
+    todo = [c for c in cells if c not in done_before]
+    results = ((c, _train_cell(cfg, c, data)) for c in done_before)  # read back, not redone
+    if cfg.jobs > 1 and len(todo) > 1:
+        log.info("sweep: training %d cells in %d processes", len(todo), min(cfg.jobs, len(todo)))
+        results = itertools.chain(results, _cells_in_parallel(cfg, todo))
+    else:
+        results = itertools.chain(results, ((c, _train_cell(cfg, c, data)) for c in todo))
     todo_secs: list[float] = []
-    for i, cell in enumerate(cells, 1):
-        pcfg = cell_config(cfg, cell)
-        resumed = _complete(cfg.cell_dir(cell))
-        seed_from_reference(cfg.reference_dir(), pcfg)
-        t0 = time.perf_counter()
-        try:
-            res = prune(pcfg, data=data)
-        except SparsekitError as exc:  # e.g. a layer collapse at this sparsity: the rest still runs
-            log.warning("warning: sweep cell %s failed and is left out: %s", cell.id, exc)
-            timings["cells"][cell.id] = {"failed": str(exc), "search_s": 0.0, "finetune_s": 0.0}
+    for i, (cell, entry) in enumerate(results, 1):
+        accuracy = entry.pop("accuracy", None)
+        timings["cells"][cell.id] = entry
+        if "failed" in entry:
             continue
-        wall = time.perf_counter() - t0
-        ct = res["timings"]
-        timings["cells"][cell.id] = {
-            "search_s": ct.get("search_s", 0.0),
-            "finetune_s": ct.get("finetune_s", 0.0),
-            "wall_s": None if resumed else wall,
-            "redone": not resumed,
-        }
+        if entry["redone"]:
+            todo_secs.append(entry["wall_s"])
         left = len(cells) - i
-        if not resumed:
-            todo_secs.append(wall)
         eta = ""
         if todo_secs and left:
-            eta = (
-                f"; about {_fmt_s(sum(todo_secs) / len(todo_secs) * left)} left for {left} cell(s)"
-            )
+            per = sum(todo_secs) / len(todo_secs) / min(cfg.jobs, max(left, 1))
+            eta = f"; about {_fmt_s(per * left)} left for {left} cell(s)"
         log.info(
             "sweep cell %d/%d %s: accuracy %.4f, %s%s",
             i,
             len(cells),
             cell.describe(),
-            res["accuracy"],
-            "finished before" if resumed else f"{wall:.1f} s",
+            accuracy,
+            f"{entry['wall_s']:.1f} s" if entry["redone"] else "finished before",
             eta,
         )
+    timings["cells"] = {c.id: timings["cells"][c.id] for c in cells}  # the grid's order, not finish order
     if all("failed" in c for c in timings["cells"].values()):
         raise SparsekitError(
             f"every cell of the sweep failed (first: {next(iter(timings['cells'].values()))['failed']})"

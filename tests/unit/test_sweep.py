@@ -377,3 +377,35 @@ def test_channel_multiple_reaches_the_channel_cells_only(tmp_path):
         {"weight": 1, "channel": 8}  # the default: widths dense runtimes run fast
     with pytest.raises(UsageError, match="--channel-multiple must be >= 1"):
         _tiny(tmp_path / "b", channel_multiple=0)
+
+
+def test_parallel_cells_train_the_same_tickets_as_serial(tmp_path):
+    """--jobs 2: the cells run in two spawned processes (torch threads split between them) and give the
+    serial sweep's tickets bit for bit when the serial one runs with the same thread count."""
+    from sparsekit.sweep.run import train_all
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = _tiny(tmp_path / "serial", methods=("magnitude",), sparsities=(0.9, 0.95))
+        t1 = train_all(serial)
+        torch.set_num_threads(2)  # two jobs -> one thread each
+        par = _tiny(tmp_path / "par", methods=("magnitude",), sparsities=(0.9, 0.95), jobs=2)
+        t2 = train_all(par)
+    finally:
+        torch.set_num_threads(before)
+    assert t2["jobs"] == 2 and list(t2["cells"]) == [c.id for c in par.cells()]  # grid order
+    for cell in par.cells():
+        assert t2["cells"][cell.id]["redone"] and t2["cells"][cell.id]["wall_s"] > 0
+        a = load_tensors(serial.cell_dir(cell) / "final.safetensors")
+        b = load_tensors(par.cell_dir(cell) / "final.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert t1["cells"].keys() == t2["cells"].keys()
+    # a rerun reads every cell back: no process pool, nothing retrained
+    t3 = train_all(par)
+    assert t3["cells_trained_before"] == 2
+
+
+def test_jobs_below_one_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--jobs"):
+        _tiny(tmp_path / "sw", jobs=0)
