@@ -185,6 +185,7 @@ struct Op {
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
   std::vector<uint32_t> ucols;        // sparse fc: input columns with any non-zero (only those are packed)
+  Buf<float> fcp;                     // dense fc: the weights in panels of FC_PANEL rows (FcCall::wp); fa[1] freed
   // pools (see exec_pool): per output row kh0, kh1 (valid kernel rows) and the interior columns' divisor,
   // per output column kw0, kw1; the columns [pow0, pow1) and rows [poh0, poh1) of wholly inside windows
   std::vector<int> prow, pcol; std::vector<float> pdiv; int pow0 = 0, pow1 = 0, poh0 = 0, poh1 = 0;
@@ -278,6 +279,15 @@ struct Engine {
         std::vector<char> used(F, 0);
         for (uint32_t j = 0; j < rp[O]; j++) used[op.ua[1].p[j]] = 1;
         for (int f = 0; f < F; f++) if (used[f]) op.ucols.push_back((uint32_t)f);
+        if ((int64_t)op.fa[1].n == (int64_t)O * F) {  // dense [O][F] -> panels [ceil(O / P)][F][P], then
+          const int64_t np = (O + FC_PANEL - 1) / FC_PANEL;   // only the panels are kept (fc_dense reads them)
+          op.fcp.alloc((size_t)(np * F * FC_PANEL));          // zeroed: the last panel's rows past O
+          const float* w = op.fa[1].p;
+          for (int64_t o = 0; o < O; o++)
+            for (int64_t f = 0; f < F; f++)
+              op.fcp.p[(o / FC_PANEL) * F * FC_PANEL + f * FC_PANEL + o % FC_PANEL] = w[o * F + f];
+          op.fa[1].release();
+        }
       }
     }
     if (kind == OP_MAXPOOL || kind == OP_AVGPOOL) pool_geometry(op);
@@ -300,7 +310,7 @@ struct Engine {
     Op& op = ops.at(i);
     auto drop = [](auto& b) { b.alloc(1); b.n = 0; };
     if (v != 0) { drop(op.fa[0]); drop(op.ua[1]); }
-    if (v != 1) drop(op.fa[1]);
+    if (v != 1) { drop(op.fa[1]); drop(op.fcp); }
     if (v != 2 && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; }
   }
 
@@ -500,21 +510,27 @@ struct Engine {
     const Tensor& to = tensors[p[F_OUT]];
     const int F = (int)p[F_F], O = (int)p[F_O];
     FcCall c{};
-    c.F = F; c.nb = nb; c.rowptr = op.ua[0].p; c.col = op.ua[1].p; c.val = op.fa[0].p; c.w = op.fa[1].p;
+    c.F = F; c.nb = nb; c.rowptr = op.ua[0].p; c.col = op.ua[1].p; c.val = op.fa[0].p;
+    c.wp = op.fcp.p; c.O = O;
     c.bias = p[F_HASB] ? op.fa[2].p : nullptr;
     c.y = tp(A, (int)p[F_OUT], 0); c.ldy = to.istride;
     if (p[F_RES] >= 0) { c.r = tp(A, (int)p[F_RES], 0); c.ldr = tensors[p[F_RES]].istride; }
     c.act = (int)p[F_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
     const float* x0 = tp(A, (int)p[F_IN], 0);
+    c.x = x0; c.ldx = ti.istride;
     int64_t b, e;
-    if (nb == 1) {
-      c.x = x0;
-    } else {
+    if (op.variant != 0) {  // dense: the panels, every image straight from its own row; whole panels per thread
+      split((O + FC_PANEL - 1) / FC_PANEL, par ? tid : 0, par ? nth : 1, b, e);
+      kt->fc_dense(c, (int)std::min<int64_t>(b * FC_PANEL, O), (int)std::min<int64_t>(e * FC_PANEL, O));
+      barrier(par);
+      return;
+    }
+    if (nb > 1) {  // sparse, batched: the batch in the vector lanes
       const int vw = kt->vw;  // >= the sparse table's (set_sparse_isa), both powers of two
       c.nbp = (nb + vw - 1) / vw * vw;
       float* xT = A + shared_off;
       // the sparse kernel reads only the columns that hold non-zeros: pack just those
-      const bool sub = op.variant == 0 && (int64_t)op.ucols.size() < F;
+      const bool sub = (int64_t)op.ucols.size() < F;
       const int64_t nf = sub ? (int64_t)op.ucols.size() : F;
       split(nf, par ? tid : 0, par ? nth : 1, b, e);
       for (int64_t i = b; i < e; i++) {
@@ -526,13 +542,8 @@ struct Engine {
       barrier(par);
       c.xT = xT;
     }
-    if (op.variant == 0) {
-      split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
-      sparse_table(op)->fc_sparse(c, (int)b, (int)e);
-    } else {
-      split(O, par ? tid : 0, par ? nth : 1, b, e);
-      kt->fc_dense(c, (int)b, (int)e);
-    }
+    split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
+    sparse_table(op)->fc_sparse(c, (int)b, (int)e);
     barrier(par);
   }
 
@@ -1145,7 +1156,11 @@ struct Engine {
 
   size_t weight_bytes() const {
     size_t s = 0;
-    for (auto& op : ops) { for (auto& b : op.fa) s += b.n * 4; for (auto& b : op.ua) s += b.n * 4; }
+    for (auto& op : ops) {
+      for (auto& b : op.fa) s += b.n * 4;
+      for (auto& b : op.ua) s += b.n * 4;
+      s += op.fcp.n * 4;
+    }
     return s;
   }
   size_t arena_bytes() const { return arenas.size() * (size_t)(arena_floats + private_floats + 1024) * 4; }

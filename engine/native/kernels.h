@@ -36,11 +36,14 @@ struct ConvCall {
   const uint32_t* cbptr; int ncb;
 };
 
-// Fully connected y = W x (+ b, + r), per image. nb == 1: x is one vector; nb > 1: xT is [F][nbp].
+// Fully connected y = W x (+ b, + r), per image.
+// sparse: nb == 1: x is one vector; nb > 1: xT is [F][nbp] (the batch in the vector lanes).
+// dense: wp holds the weights in panels of FC_PANEL rows, [ceil(O / FC_PANEL)][F][FC_PANEL] (rows past O zero);
+// image n's input at x + n * ldx, any nb; rows [o0, o1) with o0 a multiple of FC_PANEL and o1 one too or O.
 struct FcCall {
   const float* x; const float* xT; int F; int nb; int nbp;
   const uint32_t* rowptr; const uint32_t* col; const float* val;  // sparse
-  const float* w;                                                  // dense [O][F]
+  const float* wp; int O; int64_t ldx;                             // dense
   const float* bias;
   float* y; int64_t ldy;
   const float* r; int64_t ldr;
@@ -96,6 +99,7 @@ struct KernelTable {
 };
 
 constexpr int DW_S2_MAX_TAPS = 64;
+constexpr int FC_PANEL = 16;  // rows per packed dense FC panel (FcCall::wp): a multiple of every ISA's vector width
 
 // apply an activation to a scalar (shared by the generic ops)
 float act_scalar(float v, int act, float a0, float a1);

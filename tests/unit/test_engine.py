@@ -526,3 +526,26 @@ def test_dense_form_choice(tmp_path, monkeypatch):
     first = [p for p in engine.load(path).plan() if p["kind"] == "conv"][0]
     again = [p for p in engine.load(path).plan() if p["kind"] == "conv"][0]
     assert again["cached"] and not first["cached"] and again.get("dense_form") == first.get("dense_form")
+
+
+@pytest.mark.parametrize("O", [5, 16, 150])  # under one panel, exactly one, several with a partial last one
+def test_dense_fc_output_per_image_does_not_depend_on_batch_or_threads(tmp_path, monkeypatch, O):  # noqa: E741
+    """Dense FC (weights in panels, outputs in the vector lanes): an image's outputs are the same bits at
+    batch 1, inside a batch of 23 (register tiles of several images plus a remainder) and with 1-3 threads
+    (threads split whole panels), on every ISA; and they match the float64 reference."""
+    monkeypatch.setenv("SPARSEKIT_ENGINE_PAR_MIN_MACS", "0")  # split even this small a layer between threads
+    rng = np.random.default_rng(O)
+    path = fc_model(tmp_path / "f.onnx", rng, F=61, O=O, density=1.0)
+    x = rng.standard_normal((23, 61)).astype(np.float32)
+    ref = run_reference(path, x)
+    for isa in ISAS:
+        s = engine.load(path, threads=1, isa=isa, cache=False, kernels="dense")
+        assert [e["kernel"] for e in s.plan() if e["kind"] == "fc"] == ["dense"]
+        y = s.run(x)
+        close(y, ref)
+        one_by_one = np.concatenate([s.run(x[i:i + 1]) for i in range(len(x))])
+        np.testing.assert_array_equal(y, one_by_one)
+        for threads in (2, 3):
+            st = engine.load(path, threads=threads, isa=isa, cache=False, kernels="dense")
+            np.testing.assert_array_equal(st.run(x), y)  # two chunks: one per thread
+            np.testing.assert_array_equal(st.run(x[:5]), y[:5])  # one chunk: the threads split its panels

@@ -469,16 +469,16 @@ bool check_pool_rows(const KernelTable* t, Rng& g, int cs) {
 }
 
 // ---- fully connected cases ------------------------------------------------------------------------
-// y[n][o] = act(sum_f W[o][f] x[n][f] + b[o] + r[n][o]); nb == 1 reads x, nb > 1 reads xT [F][nbp]
-// (nbp = nb rounded up to the vector width, zero lanes past nb, as the engine packs it)
+// y[n][o] = act(sum_f W[o][f] x[n][f] + b[o] + r[n][o]); sparse: nb == 1 reads x, nb > 1 reads xT [F][nbp]
+// (nbp = nb rounded up to the vector width, zero lanes past nb, as the engine packs it); dense: panels, x
 struct FcCase {
   int F, O, nb, nbp, ldy, ldr, act; float a0, a1; bool has_bias, has_res;
-  std::vector<float> w, bias, x, xT, r, y, val;
+  std::vector<float> w, wp, bias, x, xT, r, y, val;
   std::vector<uint32_t> rowptr, col;
   std::string desc;
 
   void generate(Rng& g, int vw) {
-    F = g.range(1, 300); O = g.range(1, 40);
+    F = g.range(1, 300); O = g.chance(0.3) ? g.range(41, 200) : g.range(1, 40);  // (dense: 1..13 panels)
     nb = g.chance(0.4) ? 1 : g.range(2, 4 * vw);
     nbp = (nb + vw - 1) / vw * vw;
     ldy = O + g.range(0, 3); ldr = O + g.range(0, 3);
@@ -512,7 +512,13 @@ struct FcCase {
     FcCall c{};
     c.x = x.data(); c.xT = nb > 1 ? xT.data() : nullptr; c.F = F; c.nb = nb; c.nbp = nb > 1 ? nbp : 0;
     if (sparse) { c.rowptr = rowptr.data(); c.col = col.empty() ? nullptr : col.data(); c.val = val.empty() ? nullptr : val.data(); }
-    else c.w = w.data();
+    else {  // the engine's panels (add_op): [ceil(O / P)][F][P], rows past O zero; every image from its row of x
+      const int P = sk::FC_PANEL, np = (O + P - 1) / P;
+      wp.assign((size_t)np * F * P, 0.f);
+      for (int o = 0; o < O; o++)
+        for (int f = 0; f < F; f++) wp[((size_t)(o / P) * F + f) * P + o % P] = w[(size_t)o * F + f];
+      c.wp = wp.data(); c.O = O; c.ldx = F; c.xT = nullptr; c.nbp = 0;
+    }
     c.bias = has_bias ? bias.data() : nullptr;
     c.y = y.data(); c.ldy = ldy;
     if (has_res) { c.r = r.data(); c.ldr = ldr; }
@@ -556,7 +562,9 @@ bool check_fc_dense(const KernelTable* t, Rng& g, int cs) {
   FcCase k;
   k.generate(g, t->vw);
   FcCall c = k.call(false);
-  for (auto [b, e] : split(g, k.O)) t->fc_dense(c, b, e);
+  // threads take whole panels (exec_fc): split the panels, the last range ending at O
+  const int P = sk::FC_PANEL, np = (k.O + P - 1) / P;
+  for (auto [b, e] : split(g, np)) t->fc_dense(c, b * P, std::min(e * P, k.O));
   return k.verify(t, "fc_dense", cs);
 }
 
