@@ -5,10 +5,17 @@
 
 Engine only, 1 thread, interleaved layout pinned, per-layer kernels timed at load (uncached); best of 15 runs.
 """
-import sys, time, numpy as np, warnings
+import sys
+import time
+import warnings
+
+import numpy as np
+
 warnings.filterwarnings("ignore")
 sys.path.insert(0, "benchmarks")
-import engine_threads as T, sparsekit_engine as E
+import engine_threads as T
+import sparsekit_engine as E
+
 for spec in sys.argv[1:]:
     s = E.load(T.model_path(spec), threads=1, cache=False, interleave=True, verify=False)
     x = np.random.default_rng(0).standard_normal((16, *s.input_shape)).astype(np.float32)
