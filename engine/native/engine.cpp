@@ -288,6 +288,7 @@ struct Engine {
               op.fcp.p[(o / FC_PANEL) * F * FC_PANEL + f * FC_PANEL + o % FC_PANEL] = w[o * F + f];
           op.fa[1].release();
         }
+        if (op.variant == 1 && !op.fcp.n) op.variant = 0;  // (no dense weights of the right size: sparse only)
       }
     }
     if (kind == OP_MAXPOOL || kind == OP_AVGPOOL) pool_geometry(op);
@@ -302,7 +303,8 @@ struct Engine {
 
   void set_variant(int i, int v) {
     Op& op = ops.at(i);
-    if (v < 0 || v > 2 || (v == 2 && !op.oc_nblk)) throw std::invalid_argument("op has no kernel variant " + std::to_string(v));
+    if (v < 0 || v > 2 || (v == 2 && !op.oc_nblk) || (op.kind == OP_FC && v == 1 && !op.fcp.n))
+      throw std::invalid_argument("op has no kernel variant " + std::to_string(v));
     op.variant = v;
   }
   bool has_oc(int i) const { return ops.at(i).oc_nblk > 0; }
