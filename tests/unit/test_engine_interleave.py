@@ -1,6 +1,6 @@
 """sparse-cpu interleaved batch layout (images in the vector lanes, native conv_il / gap_il / pool_il): which
 graphs qualify, parity with the numpy reference, bitwise identity with the planar layout per image (no FC:
-FC layers sum in a batch-dependent order in both layouts), batches that are not whole chunks of lanes,
+sparse FC layers sum in a batch-dependent order in both layouts), batches that are not whole chunks of lanes,
 threads 1/2/3 identical, every ISA."""
 
 from __future__ import annotations
