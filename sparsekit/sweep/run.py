@@ -496,7 +496,9 @@ def claim_out(cfg: SweepConfig) -> None:
     """Refuse an --out that holds something else; record the training settings of a new sweep."""
     out = Path(cfg.out)
     plan = {k: getattr(cfg, k) for k in TRAINING_KEYS}
-    if (out / PLAN_FILE).is_file():
+    # a plan with nothing trained beside it (the first run stopped at bad data, say) binds nothing: replace it
+    untrained = (out / PLAN_FILE).is_file() and all(p.name == PLAN_FILE for p in out.iterdir())
+    if (out / PLAN_FILE).is_file() and not untrained:
         # a key the plan predates had its default then
         defaults = {f.name: f.default for f in dataclasses.fields(SweepConfig)} | {
             "method_options": {}
@@ -509,7 +511,7 @@ def claim_out(cfg: SweepConfig) -> None:
                 "give another --out (tickets are only comparable with one recipe)"
             )
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not untrained and any(out.iterdir()):
         raise UsageError(
             f"--out {out} exists and is not a sparsekit sweep; choose an empty directory"
         )

@@ -315,6 +315,25 @@ def test_cli_without_constraint_is_a_usage_error(tmp_path):
     assert res.exit_code == 2 and "constraint" in res.stderr and "Traceback" not in res.output
 
 
+def test_a_sweep_that_stopped_before_training_does_not_bind_its_out(tmp_path):
+    """A first run that fails at its data (a typo) leaves only plan.json: the corrected command runs there."""
+    from sparsekit.cli.main import app
+
+    out = tmp_path / "sw"
+    base = ["sweep", "--model", "lenet300", "--out", str(out), "--max-accuracy-drop", "1"]
+    res = CliRunner().invoke(app, [*base, "--data", f"imagefolder:{tmp_path / 'typo'}"])
+    assert res.exit_code == 1 and "typo" in res.stderr
+    assert [p.name for p in out.iterdir()] == ["plan.json"]
+    from sparsekit.sweep.run import claim_out
+
+    cfg = SweepConfig(model="lenet300", data="synthetic", out=str(out), max_accuracy_drop=1.0)
+    claim_out(cfg)  # the untrained plan is replaced, not held against the new settings
+    assert read_json(out / "plan.json")["data"] == "synthetic"
+    (out / "reference").mkdir()  # something trained beside the plan: now it binds
+    with pytest.raises(UsageError, match="other settings"):
+        claim_out(SweepConfig(model="lenet300", data="mnist", out=str(out), max_accuracy_drop=1.0))
+
+
 @pytest.mark.slow
 def test_real_bench_pairs_every_artifact_with_the_dense(tmp_path):
     """One real bench session: tickets of different cells are timed with the ONE dense reference."""
