@@ -65,9 +65,11 @@ HEAVY_MAX_BATCH = 16
 #: sparsities also measured with a per-layer (layerwise) magnitude mask: every Conv/Linear pruned to the
 #: same fraction by its own threshold (torch.nn.utils.prune-style), next to the global mask
 LAYERWISE_SPARSITIES = [0.9]
-#: 2-thread rows are measured only when the 1-min load average (this process included) is below this,
-#: i.e. the second core is idle; otherwise the row is recorded as "not measured: machine busy"
-IDLE_LOAD = 1.5
+#: 2-thread rows are measured only when other processes used less than this many cores over a 1-s look
+#: (sparsekit.bench.env.others_busy_cores: machine busy time minus this process's own), i.e. the second core
+#: is idle; otherwise the row is recorded as "not measured: machine busy". Not the 1-min load average: it
+#: counts this process's own 2-thread rows for a minute after them (the 9e89f00 record skipped 14 rows so)
+IDLE_OTHERS = 0.3
 #: (SGD steps, batch) of pre-training per model, scaled to its cost on a 2-vCPU machine
 TRAIN = {"resnet20": (300, 64), "vgg16": (60, 16), "lenet5": (300, 64), "lenet300": (300, 64),
          "tv:mobilenet_v2": (60, 16), "tv:efficientnet_b0": (30, 16), "tv:regnet_y_400mf": (30, 16),
@@ -350,7 +352,7 @@ def main() -> None:
     batches = [int(v) for v in args.batches.split(",")]
     threads_list = [int(v) for v in args.threads.split(",")]
     models = [m for m in args.models.split(",") if m]
-    from sparsekit.bench.env import cpu_flags, cpu_model, git_commit
+    from sparsekit.bench.env import cpu_flags, cpu_model, git_commit, others_busy_cores
 
     commit = git_commit() or "unknown"
     meta = {
@@ -388,15 +390,19 @@ def main() -> None:
             path = tmp / f"{name.replace(':', '_')}_{sp}{tag}.onnx"
             zeros = prune_export(model, shape, sp, path, mask=mask)
             for T in threads_list:
-                if T > 1 and os.getloadavg()[0] >= IDLE_LOAD:
-                    load = round(os.getloadavg()[0], 2)
+                others_cores = others_busy_cores(1.0) if T > 1 else None
+                if others_cores is not None and others_cores >= IDLE_OTHERS:
+                    load = f"{round(os.getloadavg()[0], 2)}, others {others_cores:.2f} cores"
                     for B in mb:
                         rows.append(dict(model=name, in_shape=list(shape), sparsity=sp, mask=mask, zeros=zeros,
                                          batch=B, threads=T, load1=load, skipped="not measured: machine busy"))
                     print(f"{name:16s} {sp * 100:7.1f}% {mask[:2]} T={T}: not measured, machine busy (load {load})",
                           flush=True)
                     continue
-                rows += measure(name, shape, path, sp, mask, zeros, T, mb, rounds, block_s)
+                measured = measure(name, shape, path, sp, mask, zeros, T, mb, rounds, block_s)
+                for r in measured:
+                    r["others_cores_before"] = others_cores  # what the idle check read (None at 1 thread)
+                rows += measured
                 if T == 1 and sp == max(msp) and mask == "global":
                     prof = E.load(path, threads=1, cache=True, verify=False).profile(batch=1, seconds=0.5)
                     profiles[name] = {"sparsity": sp, "batch": 1, "wall_us": prof["wall_us"],
@@ -533,6 +539,12 @@ def readme_summary(meta: dict, rows: list, summary: list) -> str:
     return "\n".join(L)
 
 
+def _load_cell(r: dict) -> str:
+    """1-min load average at the row; 2-thread rows also what other processes used just before them."""
+    oc = r.get("others_cores_before")
+    return f"{r.get('load1', '-')}" + (f" (others {oc:.2f})" if oc is not None else "")
+
+
 def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level: int = 1,
              fits: list | None = None, profiles: dict | None = None) -> str:
     h = "#" * level
@@ -543,8 +555,9 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
          f"* command: `{meta['command']}`", f"* commit: `{meta['commit']}`", f"* date: {meta['date']}",
          f"* machine: {meta['machine']}; SIMD {' '.join(meta.get('simd', []))}; engine ISA {meta['isa']}; "
          f"onnxruntime {meta['onnxruntime']}",
-         f"* load average (1/5/15 min) at start {la[0]}, at end {la[1]} (shared machine: other jobs ran "
-         "alongside; compare only ratios from this run)",
+         f"* load average (1/5/15 min) at start {la[0]}, at end {la[1]} (this run's own threads included; "
+         "2-thread rows ran only when other processes used < "
+         f"{IDLE_OTHERS} cores in the second before them, shown as 'others' in the load column)",
          f"* {meta['rounds']} interleaved rounds, ~{meta['block_ms']:.0f} ms blocks, median of per-round block means",
          "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
          "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
@@ -561,7 +574,7 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
               if r.get("best_dense") else "- | -")
         ms = f"{r['mnn_sparse_us']:.1f}" if r.get("mnn_sparse_us") else "-"
         L.append(f"{head} {r['ort_us']:.1f} | {r['engine_us']:.1f} | {r['speedup']:.2f}x | {r['mac_ratio']:.1f}x | "
-                 f"{r['efficiency']:.2f} | {r.get('load1', '-')} | {bd} | {ms} |")
+                 f"{r['efficiency']:.2f} | {_load_cell(r)} | {bd} | {ms} |")
     L += ["", f"{h}# Crossover (lowest sparsity with engine >= 1.1x ORT at it and every higher one)", "",
           "| model | batch | threads | crossover | speed-up at 99 % |", "|---|---|---|---|---|"]
     for c in summary:

@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import platform
 import subprocess
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,34 @@ def fingerprint(threads: int | None = None) -> dict[str, Any]:
     }
     env["cuda_device"] = _cuda_device()
     return env
+
+
+def others_busy_cores(window_s: float = 1.0) -> float | None:
+    """Cores' worth of CPU time that other processes used over the next ``window_s`` seconds.
+
+    The 1-min load average counts this process too and lags by a minute: a benchmark that just ran 2 threads
+    reads as "busy" for a minute after. This counts the machine's busy time minus this process's own (all its
+    threads) over a short sleep, so it says whether the *other* cores are free now. None where the counters
+    are not available.
+    """
+    import psutil
+
+    try:
+        me = psutil.Process()
+
+        def busy() -> tuple[float, float]:
+            t = psutil.cpu_times()
+            idle = t.idle + getattr(t, "iowait", 0.0)
+            own = me.cpu_times()
+            return sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0), own.user + own.system
+
+        m0, o0 = busy()
+        t0 = time.perf_counter()
+        time.sleep(window_s)
+        m1, o1 = busy()
+        return max(0.0, ((m1 - m0) - (o1 - o0)) / (time.perf_counter() - t0))
+    except (psutil.Error, OSError, AttributeError):
+        return None
 
 
 def _cuda_device() -> str | None:

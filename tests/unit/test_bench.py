@@ -6,6 +6,7 @@ Performance numbers are never asserted; only structure, pairing and exit codes.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -227,3 +228,30 @@ def test_static_batch_onnx_is_benched_only_at_its_batch(l300, tmp_path):
     assert {x["batch"] for x in json.loads(out.read_text())["rows"]} == {2}
     r = CliRunner().invoke(app, ["bench", str(tmp_path / "t.onnx"), "--runtime", "ort-cpu", "--batch", "1", *FAST])
     assert r.exit_code == 1 and "--static-batch" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_others_busy_cores_counts_other_processes_not_this_one():
+    """A child spinning one core reads as ~1 busy core; a thread of this process spinning reads as its own."""
+    import subprocess
+    import sys
+    import threading
+
+    from sparsekit.bench.env import others_busy_cores
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the child is running, not starting
+        assert others_busy_cores(1.0) >= 0.5
+    finally:
+        child.kill()
+        child.wait()
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        # the lower of two readings: a stray process of the machine's own may take a slice of one window
+        own_spinning = min(others_busy_cores(0.5) or 0.0, others_busy_cores(0.5) or 0.0)
+    finally:
+        stop.set()
+        spinner.join()
+    assert own_spinning < 0.5
