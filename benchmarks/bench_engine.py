@@ -154,7 +154,13 @@ def _calibrate(f, block_s: float) -> int:
         n *= 2
 
 
-def interleaved(fns: dict, rounds: int, block_s: float, seed: int) -> dict[str, float]:
+#: pause before each timed block of a multi-thread row: ORT's intra-op pool spins ~25 ms after a call at 2
+#: threads (benchmarks/idle_spin.py: 1.18 cores busy over the 10 ms after a call, 0.48 over 50 ms), so without
+#: it the runtime timed next shares the second core with a spinning thread it does not own
+SETTLE_S = 0.1
+
+
+def interleaved(fns: dict, rounds: int, block_s: float, seed: int, settle_s: float = 0.0) -> dict[str, float]:
     for f in fns.values():
         for _ in range(3):
             f()
@@ -166,6 +172,7 @@ def interleaved(fns: dict, rounds: int, block_s: float, seed: int) -> dict[str, 
         rng.shuffle(order)
         for k in order:
             f, n = fns[k], reps[k]
+            time.sleep(settle_s)  # the previous block's pool stops spinning (0 at 1 thread: no pools)
             t = time.perf_counter()
             for _ in range(n):
                 f()
@@ -264,7 +271,8 @@ def measure(name: str, shape: tuple, path: Path, sp: float, mask: str, zeros: fl
         err = float(np.max(np.abs(sess.run(x) - ref)))
         fns = {"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)}  # noqa: B023
         fns.update({n: (lambda f=f: f(x)) for n, f in others.items()})  # noqa: B023
-        t = interleaved(fns, rounds, block_s, seed=hash((name, sp, mask, T, B)) % 2**31)
+        t = interleaved(fns, rounds, block_s, seed=hash((name, sp, mask, T, B)) % 2**31,
+                        settle_s=SETTLE_S if T > 1 else 0.0)
         speed = t["ort"] / t["engine"]
         dense_us = {"ort-cpu": t["ort"], **{n: t[n] for n in others if n != "mnn-sparse"}}
         best = min(dense_us, key=dense_us.get)

@@ -64,7 +64,8 @@ def main() -> None:
         sessions = {t: E.load(path, threads=t) for t in threads}
         for b in batches:
             x = np.random.default_rng(0).standard_normal((b, *sessions[threads[0]].input_shape)).astype(np.float32)
-            res = B.interleaved({t: (lambda s=s: s.run(x)) for t, s in sessions.items()}, args.rounds, 0.2, seed=b)
+            res = B.interleaved({t: (lambda s=s: s.run(x)) for t, s in sessions.items()}, args.rounds, 0.2, seed=b,
+                                 settle_s=B.SETTLE_S)  # one session's spinning pool must not slow the other's
             base = res[threads[0]]
             cells = "  ".join(f"T={t} {us:10.1f} us ({base / us:.2f}x)" for t, us in res.items())
             print(f"{path.name:40s} batch {b:3d}  {cells}", flush=True)

@@ -1,7 +1,10 @@
 """Do the runtimes' thread pools keep a core busy while idle? (a check for the bench's 2-thread rows)
 
-For each runtime: load an ONNX file at --threads, run it 50 times, then sleep 1 s and report the process CPU
-seconds used during the sleep (a pool left spinning shows ~1 s per spinning thread).
+For each runtime: load an ONNX file at --threads, run it, then sleep for a window and report the cores'
+worth of process CPU time used during the sleep (a pool left spinning shows ~1 per spinning thread). Windows
+of 2 ms to 1 s right after a call: in the interleaved bench the next runtime's ~10 ms block starts right
+after the previous one's last call, so a pool that spins for a few ms after its work takes the second core
+from the runtime timed next.
 
     .venv/bin/python benchmarks/idle_spin.py FILE.onnx [--threads 2] [--batch 64]
 """
@@ -9,15 +12,13 @@ seconds used during the sleep (a pool left spinning shows ~1 s per spinning thre
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
 
 
 def cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+    return time.process_time()  # every thread of the process, ns resolution (os.times ticks at 10 ms)
 
 
 def main() -> None:
@@ -38,12 +39,21 @@ def main() -> None:
         if rt.unavailable_reason() is None:
             f = rt.load(args.onnx, threads=args.threads)
             runners[name] = lambda f=f: f(x)
+    windows = (0.002, 0.01, 0.05, 1.0)
     for name, run in runners.items():
-        for _ in range(50):
+        for _ in range(20):
             run()
-        c0 = cpu_s()
-        time.sleep(1.0)
-        print(f"{name}: {cpu_s() - c0:.2f} CPU s used during 1 s idle after 50 runs ({args.threads} threads)")
+        busy = []
+        for w in windows:
+            used = []
+            for _ in range(5 if w < 1 else 1):
+                run()
+                c0, t0 = cpu_s(), time.perf_counter()
+                time.sleep(w)
+                used.append((cpu_s() - c0) / (time.perf_counter() - t0))
+            busy.append(sorted(used)[len(used) // 2])
+        print(f"{name} ({args.threads} threads): cores busy while idle after a call, "
+              + ", ".join(f"{w * 1e3:g} ms: {b:.2f}" for w, b in zip(windows, busy, strict=True)), flush=True)
 
 
 if __name__ == "__main__":
