@@ -154,10 +154,44 @@ def _calibrate(f, block_s: float) -> int:
         n *= 2
 
 
-#: pause before each timed block of a multi-thread row: ORT's intra-op pool spins ~25 ms after a call at 2
-#: threads (benchmarks/idle_spin.py: 1.18 cores busy over the 10 ms after a call, 0.48 over 50 ms), so without
-#: it the runtime timed next shares the second core with a spinning thread it does not own
+#: pause between blocks of sessions that share a process at several threads (engine_threads.py): a pool
+#: spins a few ms after a call (benchmarks/idle_spin.py) and would take the second core from the next block
 SETTLE_S = 0.1
+
+TIME_CODE = r"""
+import sys, numpy as np
+bench_dir, kind, path, B, shape, T, rounds, block_s = sys.argv[1:9]
+sys.path.insert(0, bench_dir)
+from bench_engine import interleaved, ort_session
+B, T, rounds, block_s = int(B), int(T), int(rounds), float(block_s)
+x = np.random.default_rng(B).standard_normal((B, *(int(v) for v in shape.split('x')))).astype(np.float32)
+if kind == 'engine':
+    import sparsekit.engine as E
+    s = E.load(path, threads=T, cache=True)
+    f = lambda: s.run(x)
+elif kind == 'ort':
+    s = ort_session(path, T)
+    feed = {s.get_inputs()[0].name: x}
+    f = lambda: s.run(None, feed)
+else:
+    from sparsekit.bench.runtimes import RUNTIMES
+    g = RUNTIMES.get(kind).load(path, threads=T)
+    f = lambda: g(x)
+print(interleaved({kind: f}, rounds, block_s, seed=0)[kind])
+"""
+
+
+def time_alone(kind: str, path: Path, batch: int, shape: tuple, threads: int, rounds: int, block_s: float) -> float:
+    """µs per call of one runtime timed in a process of its own. Multi-thread rows are timed so: in one process
+    each runtime's pool spins for ms after its calls (ORT's ~25 ms at 2 threads, benchmarks/idle_spin.py) and
+    took the second core from whichever runtime was timed next (resnet20 0 % batch 1, engine 2 threads: 488 µs
+    alone, 1,416 µs right after ORT's calls; a 0.1-s pause between blocks did not settle it reliably)."""
+    r = subprocess.run([sys.executable, "-c", TIME_CODE, str(Path(__file__).resolve().parent), kind, str(path),
+                        str(batch), "x".join(map(str, shape)), str(threads), str(rounds), str(block_s)],
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr.strip().splitlines() or ["failed"])[-1][:200])
+    return float(r.stdout.split()[-1])
 
 
 def interleaved(fns: dict, rounds: int, block_s: float, seed: int, settle_s: float = 0.0) -> dict[str, float]:
@@ -271,10 +305,22 @@ def measure(name: str, shape: tuple, path: Path, sp: float, mask: str, zeros: fl
         err = float(np.max(np.abs(sess.run(x) - ref)))
         fns = {"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)}  # noqa: B023
         fns.update({n: (lambda f=f: f(x)) for n, f in others.items()})  # noqa: B023
-        t = interleaved(fns, rounds, block_s, seed=hash((name, sp, mask, T, B)) % 2**31,
-                        settle_s=SETTLE_S if T > 1 else 0.0)
+        seed = hash((name, sp, mask, T, B)) % 2**31
+        if T == 1:  # no pools: every runtime in the same interleaved rounds
+            t = interleaved(fns, rounds, block_s, seed=seed)
+        else:  # each runtime in a process of its own, in a shuffled order (time_alone says why)
+            order = list(fns)
+            random.Random(seed).shuffle(order)
+            t = {}
+            for k in order:
+                try:
+                    t[k] = time_alone(k, path, B, shape, T, rounds, block_s)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    if k in ("ort", "engine"):
+                        raise
+                    print(f"  {k}: not measured alone ({exc})", flush=True)
         speed = t["ort"] / t["engine"]
-        dense_us = {"ort-cpu": t["ort"], **{n: t[n] for n in others if n != "mnn-sparse"}}
+        dense_us = {"ort-cpu": t["ort"], **{n: t[n] for n in others if n != "mnn-sparse" and n in t}}
         best = min(dense_us, key=dense_us.get)
         ratio = md / max(ms, 1)
         rows.append(dict(model=name, in_shape=list(shape), sparsity=sp, mask=mask, zeros=zeros, batch=B, threads=T,
@@ -282,7 +328,7 @@ def measure(name: str, shape: tuple, path: Path, sp: float, mask: str, zeros: fl
                          mac_ratio=ratio, efficiency=speed / ratio, max_abs_err=err, isa=sess.isa,
                          load1=round(os.getloadavg()[0], 2), dense_us=dense_us, best_dense=best,
                          best_dense_us=dense_us[best], speedup_vs_best_dense=dense_us[best] / t["engine"],
-                         mnn_sparse_us=t.get("mnn-sparse"),
+                         mnn_sparse_us=t.get("mnn-sparse"), timing="interleaved" if T == 1 else "alone",
                          kernels={k: sum(1 for p in plan if p["kernel"] == k) for k in ("sparse", "dense")}))
         print(f"{name:16s} {sp * 100:7.1f}% {mask[:2]} {B:3d} {T:2d} {t['ort']:10.1f} {t['engine']:10.1f} "
               f"{speed:7.2f}x {ratio:8.1f}x {speed / ratio:6.2f}  best dense {best} {dense_us[best]:.1f} "
@@ -566,7 +612,10 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
          f"* load average (1/5/15 min) at start {la[0]}, at end {la[1]} (this run's own threads included; "
          "2-thread rows ran only when other processes used < "
          f"{IDLE_OTHERS} cores in the second before them, shown as 'others' in the load column)",
-         f"* {meta['rounds']} interleaved rounds, ~{meta['block_ms']:.0f} ms blocks, median of per-round block means",
+         f"* 1 thread: {meta['rounds']} interleaved rounds of every runtime, ~{meta['block_ms']:.0f} ms blocks, median "
+         "of per-round block means; 2 threads: each runtime in a process of its own (same rounds and blocks), one "
+         "after another in a shuffled order: in one process a runtime's pool spins for ms after its calls and took "
+         "the second core from the runtime timed next (`time_alone` in the script)",
          "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
          "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
          "| model | sparsity | mask | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency | load "

@@ -4,9 +4,10 @@ For each runtime: load an ONNX file at --threads, run it, then sleep for a windo
 worth of process CPU time used during the sleep (a pool left spinning shows ~1 per spinning thread). Windows
 of 2 ms to 1 s right after a call: in the interleaved bench the next runtime's ~10 ms block starts right
 after the previous one's last call, so a pool that spins for a few ms after its work takes the second core
-from the runtime timed next.
+from the runtime timed next. CPU time of other threads is accounted at scheduler ticks (~4 ms), so the 2 ms
+window reads low; the 10 and 50 ms windows are the ones to read.
 
-    .venv/bin/python benchmarks/idle_spin.py FILE.onnx [--threads 2] [--batch 64]
+    .venv/bin/python benchmarks/idle_spin.py FILE.onnx|NAME@SPARSITY [--threads 2] [--batch 64]
 """
 
 from __future__ import annotations
@@ -23,21 +24,27 @@ def cpu_s() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("onnx")
+    ap.add_argument("onnx", help="an ONNX file, or NAME@SPARSITY built as engine_threads.py builds it")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
+    import sys
+
     import sparsekit_engine as se
+
+    sys.path.insert(0, "benchmarks")
+    from engine_threads import model_path
 
     from sparsekit.bench.runtimes import RUNTIMES
 
-    s = se.load(args.onnx, threads=args.threads)
+    path = str(model_path(args.onnx))
+    s = se.load(path, threads=args.threads)
     x = np.random.default_rng(0).standard_normal((args.batch, *s.input_shape)).astype(np.float32)
     runners = {"sparse-cpu": lambda: s.run(x)}
     for name in ("ort-cpu", "openvino-cpu", "mnn-cpu"):
         rt = RUNTIMES.get(name)
         if rt.unavailable_reason() is None:
-            f = rt.load(args.onnx, threads=args.threads)
+            f = rt.load(path, threads=args.threads)
             runners[name] = lambda f=f: f(x)
     windows = (0.002, 0.01, 0.05, 1.0)
     for name, run in runners.items():
