@@ -5,7 +5,8 @@ worth of process CPU time used during the sleep (a pool left spinning shows ~1 p
 of 2 ms to 1 s right after a call: in the interleaved bench the next runtime's ~10 ms block starts right
 after the previous one's last call, so a pool that spins for a few ms after its work takes the second core
 from the runtime timed next. CPU time of other threads is accounted at scheduler ticks (~4 ms), so the 2 ms
-window reads low; the 10 and 50 ms windows are the ones to read.
+window reads low; the 10 and 50 ms windows are the ones to read. Then: sparse-cpu's time per call right
+after each runtime's calls vs after a pause (what an in-process interleaved bench would record).
 
     .venv/bin/python benchmarks/idle_spin.py FILE.onnx|NAME@SPARSITY [--threads 2] [--batch 64]
 """
@@ -61,6 +62,27 @@ def main() -> None:
             busy.append(sorted(used)[len(used) // 2])
         print(f"{name} ({args.threads} threads): cores busy while idle after a call, "
               + ", ".join(f"{w * 1e3:g} ms: {b:.2f}" for w, b in zip(windows, busy, strict=True)), flush=True)
+
+    # what that does to the runtime timed next: sparse-cpu's µs per call (median of 5 blocks of 20 calls) right
+    # after 30 calls of another runtime, and after the same calls plus a 0.2-s pause
+    def engine_us() -> float:
+        t0 = time.perf_counter()
+        for _ in range(20):
+            runners["sparse-cpu"]()
+        return (time.perf_counter() - t0) / 20 * 1e6
+
+    for name, run in runners.items():
+        right_after, paused = [], []
+        for _ in range(5):
+            for _ in range(30):
+                run()
+            right_after.append(engine_us())
+            for _ in range(30):
+                run()
+            time.sleep(0.2)
+            paused.append(engine_us())
+        print(f"sparse-cpu µs/call right after {name}'s calls: {sorted(right_after)[2]:.1f}; after a 0.2-s pause: "
+              f"{sorted(paused)[2]:.1f}", flush=True)
 
 
 if __name__ == "__main__":
