@@ -184,8 +184,9 @@ print(interleaved({kind: f}, rounds, block_s, seed=0)[kind])
 def time_alone(kind: str, path: Path, batch: int, shape: tuple, threads: int, rounds: int, block_s: float) -> float:
     """µs per call of one runtime timed in a process of its own. Multi-thread rows are timed so: in one process
     each runtime's pool spins for ms after its calls (ORT's ~25 ms at 2 threads, benchmarks/idle_spin.py) and
-    took the second core from whichever runtime was timed next (resnet20 0 % batch 1, engine 2 threads: 488 µs
-    alone, 1,416 µs right after ORT's calls; a 0.1-s pause between blocks did not settle it reliably)."""
+    took the second core from whichever runtime was timed next (resnet20 0 % batch 1, engine 2 threads: 503 µs
+    after a pause, 1,146 µs right after ORT's calls, docs/benchmarks.md; a 0.1-s pause between blocks did not
+    settle it reliably)."""
     r = subprocess.run([sys.executable, "-c", TIME_CODE, str(Path(__file__).resolve().parent), kind, str(path),
                         str(batch), "x".join(map(str, shape)), str(threads), str(rounds), str(block_s)],
                        capture_output=True, text=True, timeout=1800)
@@ -215,16 +216,21 @@ def interleaved(fns: dict, rounds: int, block_s: float, seed: int, settle_s: flo
     return {k: statistics.median(v) * 1e6 for k, v in res.items()}
 
 
-def other_runtimes(path: Path, threads: int) -> dict:
-    """Loaded callables of the other dense runtimes installed (OpenVINO, MNN dense) and of MNN's sparse path,
-    timed in the same interleaved rounds as ORT and the engine; a runtime that cannot load the file is left
-    out with one line."""
+def _other_runtime_objects() -> dict:
+    """The other dense runtimes installed (OpenVINO, MNN dense) and MNN's sparse path, by name."""
     from sparsekit.bench.runtimes import RUNTIMES, dense_runtimes
 
     rts = {n: rt for n, rt in dense_runtimes().items() if n not in ("ort-cpu", "torch-cpu")}
     sparse = RUNTIMES.get("mnn-sparse")
     if sparse.unavailable_reason() is None:
         rts["mnn-sparse"] = sparse
+    return rts
+
+
+def other_runtimes(path: Path, threads: int) -> dict:
+    """Loaded callables of the other runtimes (``_other_runtime_objects``), timed in the same interleaved rounds
+    as ORT and the engine; a runtime that cannot load the file is left out with one line."""
+    rts = _other_runtime_objects()
     out = {}
     for n, rt in rts.items():
         try:
@@ -296,20 +302,22 @@ def measure(name: str, shape: tuple, path: Path, sp: float, mask: str, zeros: fl
     ms = sum(p["macs_sparse"] or 0 for p in plan)
     ort_s = ort_session(str(path), T)
     iname = ort_s.get_inputs()[0].name
-    others = other_runtimes(path, T)  # OpenVINO / MNN dense and MNN sparse, when installed
+    # OpenVINO / MNN dense and MNN sparse, when installed: loaded here at 1 thread; at more threads each is
+    # loaded and timed only in its own process (time_alone), a runtime that cannot load the file reported there
+    others = other_runtimes(path, T) if T == 1 else dict.fromkeys(_other_runtime_objects())
     rows = []
     for B in batches:
         x = np.random.default_rng(B).standard_normal((B, *shape)).astype(np.float32)
         feed = {iname: x}
         ref = ort_s.run(None, feed)[0]
         err = float(np.max(np.abs(sess.run(x) - ref)))
-        fns = {"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)}  # noqa: B023
-        fns.update({n: (lambda f=f: f(x)) for n, f in others.items()})  # noqa: B023
         seed = hash((name, sp, mask, T, B)) % 2**31
         if T == 1:  # no pools: every runtime in the same interleaved rounds
+            fns = {"ort": lambda: ort_s.run(None, feed), "engine": lambda: sess.run(x)}  # noqa: B023
+            fns.update({n: (lambda f=f: f(x)) for n, f in others.items()})  # noqa: B023
             t = interleaved(fns, rounds, block_s, seed=seed)
         else:  # each runtime in a process of its own, in a shuffled order (time_alone says why)
-            order = list(fns)
+            order = ["ort", "engine", *others]
             random.Random(seed).shuffle(order)
             t = {}
             for k in order:
