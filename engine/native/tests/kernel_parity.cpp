@@ -107,7 +107,7 @@ bool report(const KernelTable* t, const char* entry, int cs, const std::string& 
 // ---- convolution cases ----------------------------------------------------------------------------
 // One conv problem over ni images, in the engine's memory layout: the input planes are zero-padded by the
 // conv's padding (row length Wp); stride 1 reads the work view x[off + q], q = oh * Wrow + ow (Wrow = Wp);
-// stride 2 (conv_sparse_s2) reads x[off + 2 oh Wp + 2 ow] with Wrow = ceil(Wp / 2). Output and residual
+// stride 2 (conv_sparse_s2) reads x[off + 2 oh Wp + 2 ow] with Wrow >= ceil(Wp / 2). Output and residual
 // planes have their own padding; flat layouts (row length Wrow) get the engine's column mask.
 struct ConvCase {
   int C, H, W, O, G, Cg, Og, KH, KW, dh, dw, pt, pb, pl, pr, s, ni, ob;
@@ -144,7 +144,9 @@ struct ConvCase {
     const int eh = dh * (KH - 1) + 1, ew = dw * (KW - 1) + 1;
     if (Hp < eh || Wp < ew) return false;
     Ho = (Hp - eh) / s + 1; Wo = (Wp - ew) / s + 1;
-    Wrow = s == 1 ? Wp : (Wp + 1) / 2;
+    // stride 2: the phase-plane width, sometimes widened (the planner widens it to the output's padded width
+    // so the conv stores in place; conv_sparse_s2 / conv_dw_s2 must not assume Wrow == ceil(Wp / 2))
+    Wrow = s == 1 ? Wp : (Wp + 1) / 2 + (g.chance(0.3) ? g.range(1, 3) : 0);
     L = (Ho - 1) * Wrow + Wo;
     ntaps = Cg * KH * KW;
     nblk = (Og + ob - 1) / ob;

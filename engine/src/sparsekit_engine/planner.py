@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 16
+KERNEL_VERSION = 17
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -519,10 +519,15 @@ def plan_layouts(nodes: list[ENode], shapes: dict, input_name: str) -> dict[str,
 
 
 def conv_wrow(n: ENode, lay: dict) -> int:
+    """Row length of a conv's flat output rows (and, stride > 1, of its phase planes). Stride 1: the input's
+    padded width. Stride > 1: the phase-plane width, widened to the output tensor's padded width when that is
+    wider, so the conv stores its rows in place (flat epilogue; pad columns masked) instead of through a
+    scratch plane and a second pass (resnet20's stride-2 convs at batch 1: 32x32 -> 16x16 with the output
+    padded to 18 wide had 17-wide phase rows). The extra phase columns are zero-filled by their builders."""
     L = lay[n.inputs[0]]
     if conv_mode(n) == 0:
         return L.Wp
-    return -(-(L.W + n.p["pl"] + n.p["pr"]) // n.p["sw"])
+    return max(-(-(L.W + n.p["pl"] + n.p["pr"]) // n.p["sw"]), lay[n.output].Wp)
 
 
 def plan_memory(nodes: list[ENode], lay: dict, input_name: str, output: str, bc: int,
@@ -577,7 +582,7 @@ def _offsets(n: ENode, lay: dict) -> tuple[np.ndarray, int, int, int, int]:
         return offs.astype(np.int64), wrow, L.Hp, Cg * L.plane, 0
     sh, sw = p["sh"], p["sw"]
     hq = -(-(L.H + p["pt"] + p["pb"]) // sh)
-    wq = -(-(L.W + p["pl"] + p["pr"]) // sw)
+    wq = conv_wrow(n, lay)
     qplane = hq * wq
     pstride = L.C * qplane + 64
     phase = (r % sh) * sw + (t % sw)

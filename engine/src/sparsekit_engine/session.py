@@ -135,27 +135,38 @@ class Session:
         # and measures faster (interleave=None; True: whenever it qualifies, False: never)
         self._il = None
         self.il_lanes = 0
+        self.il_isa: str | None = None
+        self.il_kernels: list[str | None] = [None] * len(nodes)
         self.interleave_us: dict[str, float] = {}
         if interleave is None:
             env = os.environ.get("SPARSEKIT_ENGINE_INTERLEAVE", "auto")
             interleave = None if env == "auto" else env not in ("0", "false", "no", "off")
         trunk = P.interleaved_tensors(nodes, graph.input_name, out, shapes) if interleave is not False else None
         if trunk and kernels != "dense-oc":
-            il = self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk, bool(cache))
-            if interleave or self._interleave_faster(il, P, cache):
-                self._il, self.il_lanes = il, il.vector_width
+            # candidates: the session's ISA and, when the ISA is not pinned, the next narrower vector ISA
+            # (AVX-512 -> AVX2: chunks of 8 images instead of 16, so a chunk's tensors are half the size;
+            # resnet20 at 99 %, batch 64: its 32x32 residual convs stream three 1.2 MB chunk tensors at 16
+            # lanes, more than the 2 MB L2, and ran ~10 % faster as a whole at 8 lanes)
+            isas = [self.isa] + ([self.sparse_isas[1]] if interleave is None and len(self.sparse_isas) > 1 else [])
+            cands = {i: self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk, bool(cache), i)
+                     for i in isas}
+            pick = self.isa if interleave else self._pick_interleaved(cands, P, cache)
+            if pick is not None:
+                self._il, self.il_kernels = cands[pick]
+                self.il_lanes, self.il_isa = self._il.vector_width, pick
         self.verification: dict[str, Any] = {"verified": False}
         if verify:
             self.verification = self._verify(verify_input)
 
     # ------------------------------------------------------------------ interleaved batch layout
     def _build_interleaved(self, P: Any, nodes: list, shapes: dict, planar_lay: dict, input_name: str, out: str,
-                           trunk: set[str], use_cache: bool) -> Any:
-        """The plan for batches in the interleaved layout: the trunk's convs on native conv_il (sparse) or
-        conv_il_dense, the faster at a chunk of lanes (kernels="auto": timed per layer, cached like the planar
-        choices; "sparse" / "dense*": that one), the engine's ISA; everything after the trunk as the planar plan
-        chose (same kernels)."""
-        eng = _lib().Engine(self.isa)
+                           trunk: set[str], use_cache: bool, isa: str) -> tuple[Any, list[str | None]]:
+        """The plan for batches in the interleaved layout on ``isa`` (its vector width = images per chunk): the
+        trunk's convs on native conv_il (sparse) or conv_il_dense, the faster at a chunk of lanes
+        (kernels="auto": timed per layer, cached like the planar choices; "sparse" / "dense*": that one);
+        everything after the trunk as the planar plan chose (same kernels; sparse ones at most ``isa`` wide).
+        Returns (native plan, per op: a trunk conv's kernel)."""
+        eng = _lib().Engine(isa)
         K = eng.vector_width
         lay = P.interleaved_layouts(nodes, shapes, input_name, trunk, K)
         arena = P.plan_memory(nodes, lay, input_name, out, K, group=trunk)
@@ -183,13 +194,14 @@ class Session:
             idx = eng.add_op(op.code, ip, op.fp, op.fa, op.ua)
             if n.kind in ("conv", "fc"):  # the planar plan's choice (the oc form is not packed here)
                 v = 0 if entry["kernel"] == "sparse" else 1
-                eng.set_sparse_isa(idx, entry.get("isa", self.isa) if v == 0 else self.isa)
+                sp = entry.get("isa", self.isa)
+                eng.set_sparse_isa(idx, sp if v == 0 and sp in self.sparse_isas[self.sparse_isas.index(isa):] else isa)
                 eng.set_variant(idx, v)
                 eng.keep_variant(idx, v)
         eng.set_memory(ti[input_name], ti[out], K, arena + shared, arena, shared, private)
         eng.set_work(self.macs_per_sample, self._par_min)
         cache = P.ChoiceCache(use_cache)
-        self.il_kernels: list[str | None] = [None] * len(nodes)  # per op: a trunk conv's kernel in the plan
+        il_kernels: list[str | None] = [None] * len(nodes)  # per op: a trunk conv's kernel in the plan
         pos = {id(n): i for i, n in enumerate(nodes)}
         for n, idx, ip in trunk_convs:
             if self.kernels == "sparse":
@@ -197,7 +209,7 @@ class Session:
             elif self.kernels != "auto":
                 v = 1
             else:
-                key = P.layer_key(n, ip, self.isa + ":il", self.threads, K)
+                key = P.layer_key(n, ip, isa + ":il", self.threads, K)
                 hit = cache.get(key)
                 if hit is None:
                     # sparse in one pass, sparse by input-channel blocks (when packed), dense
@@ -216,24 +228,29 @@ class Session:
                 eng.set_il_blocks(idx, True)
             eng.set_variant(idx, v)
             eng.keep_variant(idx, v)
-            self.il_kernels[pos[id(n)]] = "sparse" if v == 0 else "dense"
+            il_kernels[pos[id(n)]] = "sparse" if v == 0 else "dense"
         cache.save()
-        return eng
+        return eng, il_kernels
 
-    def _interleave_faster(self, il: Any, P: Any, use_cache: bool) -> bool:
-        """Time the planar and the interleaved plan on 2 chunks of lanes (alternated, best of 5 each); cached
-        per model, ISA and threads like the per-layer choices."""
-        K = il.vector_width
+    def _pick_interleaved(self, cands: dict[str, tuple[Any, list]], P: Any, use_cache: bool) -> str | None:
+        """Time the planar plan and each interleaved candidate (by ISA) on the same images (2 chunks of the
+        widest lanes; alternated, best of 5 each); returns the ISA of the interleaved plan to use, or None for
+        planar. An interleaved plan must beat planar by 5 %; between interleaved ones the faster wins. Cached
+        per model, ISAs and threads like the per-layer choices. ``interleave_us``: "planar", "interleaved"
+        (the session's ISA) and "interleaved-<isa>" for a narrower one."""
+        K = max(e.vector_width for e, _ in cands.values())
         keys = "|".join(str(e.get("name")) + str(e.get("kernel")) + str(e.get("nnz")) for e in self._plan)
+        ils = ";".join(f"{i}:{'|'.join(str(k) for k in ks)}" for i, (_, ks) in cands.items())
         key = f"il:{hashlib.sha256((self.path + keys).encode()).hexdigest()[:24]}:{self.isa}:{self.threads}:{K}:" \
-              f"{P.KERNEL_VERSION}:{'|'.join(str(k) for k in self.il_kernels)}"
+              f"{P.KERNEL_VERSION}:{ils}"
         cache = P.ChoiceCache(use_cache)
         hit = cache.get(key)
-        if hit is not None:
+        if hit is not None and ("pick" in hit or "interleave" in hit):
             self.interleave_us = dict(hit.get("us", {}))
-            return bool(hit["interleave"])
+            return hit.get("pick", self.isa if hit.get("interleave") else None)
+        name = {i: "interleaved" if i == self.isa else f"interleaved-{i}" for i in cands}
         x = np.random.default_rng(0).standard_normal((2 * K, *self.input_shape)).astype(np.float32)
-        runs = {"planar": self._engine, "interleaved": il}
+        runs = {"planar": self._engine} | {name[i]: e for i, (e, _) in cands.items()}
         best = {k: float("inf") for k in runs}
         for r in range(6):
             for k, e in runs.items():
@@ -242,10 +259,11 @@ class Session:
                 if r:  # the first round warms up
                     best[k] = min(best[k], (time.perf_counter() - t) * 1e6)
         self.interleave_us = {k: round(v, 1) for k, v in best.items()}
-        faster = best["interleaved"] < 0.95 * best["planar"]
-        cache.put(key, {"interleave": faster, "us": self.interleave_us})
+        fastest = min(cands, key=lambda i: best[name[i]])
+        pick = fastest if best[name[fastest]] < 0.95 * best["planar"] else None
+        cache.put(key, {"pick": pick, "us": self.interleave_us})
         cache.save()
-        return faster
+        return pick
 
     def _engine_for(self, n: int) -> tuple[Any, int]:
         """(native plan, images it runs) for a batch of n: the interleaved plan takes whole chunks of lanes."""
@@ -539,10 +557,10 @@ class Session:
         ops = [{"name": e["name"], "op": e["op"], "kind": e["kind"], "kernel": e["kernel"], "isa": e.get("isa"),
                 "macs": e["macs_sparse"],
                 "us": round(u, 3), "share": u / total} for e, u in zip(self._plan, us, strict=True)]
-        if interleaved:  # the trunk's convs ran conv_il / conv_il_dense (the engine's ISA)
+        if interleaved:  # the trunk's convs ran conv_il / conv_il_dense (the interleaved plan's ISA)
             for o, e, k in zip(ops, self._plan, self.il_kernels, strict=True):
                 if k:
-                    o.update(kernel=k, isa=self.isa,
+                    o.update(kernel=k, isa=self.il_isa,
                              macs=int(round(e["density"] * e["macs_dense"])) if k == "sparse" else e["macs_dense"])
         return {"batch": int(x.shape[0]), "threads": threads, "runs": runs, "wall_us": wall, "ops_us": sum(us),
                 "overhead_us": wall - sum(us), "layout": "interleaved" if interleaved else "planar", "ops": ops}
