@@ -169,7 +169,7 @@ class Session:
         eng = _lib().Engine(isa)
         K = eng.vector_width
         lay = P.interleaved_layouts(nodes, shapes, input_name, trunk, K)
-        arena = P.plan_memory(nodes, lay, input_name, out, K, group=trunk)
+        arena = P.plan_memory(nodes, lay, input_name, out, K, group=trunk, il_lanes=K)
         ti: dict[str, int] = {}
         for t in [input_name] + [t for n in nodes for t in n.inputs + [n.output] + ([n.res] if n.res else [])]:
             if t not in ti:
