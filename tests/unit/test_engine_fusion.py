@@ -77,7 +77,7 @@ def test_silu_not_fused_when_x_is_used_elsewhere(tmp_path):
 
 
 def _residual_chain(tmp_path, rng, C=6, H=10, W=12, reuse_later=False) -> str:
-    """t = relu(conv0 x); a = relu(conv1 t); b = relu(conv2 a + t); y = conv3 b + (t if reuse_later else a)."""
+    """t = relu(conv0 x); a = relu(conv1 t); b = relu(conv2 a + t); y = gap(conv3 b + (t if reuse_later else a))."""
     pads = [1, 1, 1, 1]
     w = {f"w{i}": rand_weight(rng, (C, C, 3, 3), 0.4) for i in range(4)}
     nodes = [
@@ -86,14 +86,20 @@ def _residual_chain(tmp_path, rng, C=6, H=10, W=12, reuse_later=False) -> str:
         helper.make_node("Conv", ["a", "w2"], ["b0"], pads=pads), helper.make_node("Add", ["b0", "t"], ["b1"]),
         helper.make_node("Relu", ["b1"], ["b"]),
         helper.make_node("Conv", ["b", "w3"], ["c"], pads=pads),
-        helper.make_node("Add", ["c", "t" if reuse_later else "a"], ["y"]),
+        helper.make_node("Add", ["c", "t" if reuse_later else "a"], ["d"]),
+        helper.make_node("GlobalAveragePool", ["d"], ["y"]),  # a head: the trunk may run interleaved
     ]
     return model(nodes, w, (C, H, W), tmp_path / f"res{int(reuse_later)}.onnx")
 
 
 @pytest.mark.parametrize("reuse_later", [False, True])
-def test_residual_conv_stores_over_its_residual_only_when_it_dies_there(tmp_path, reuse_later):
+@pytest.mark.parametrize("strip", [None, 6000])
+def test_residual_conv_stores_over_its_residual_only_when_it_dies_there(tmp_path, monkeypatch, reuse_later, strip):
     from sparsekit.engine import planner as P
+
+    if strip:  # 6 input channels over 3 x 10 x 16 lanes x 4 B strips: input-channel blocks of 3 at AVX-512, so
+        # the interleaved conv2 runs in one pass over its residual instead of in blocks
+        monkeypatch.setattr(P, "IL_STRIP_BYTES", strip)
     from sparsekit.engine.graph import load_graph
 
     rng = np.random.default_rng(7)
@@ -111,8 +117,13 @@ def test_residual_conv_stores_over_its_residual_only_when_it_dies_there(tmp_path
     assert lay[convs[3].output].off != lay[convs[3].res].off
     x = rng.standard_normal((5, 6, 10, 12)).astype(np.float32)
     check_all(path, x)
-    # interleaved batches (their trunk convs store over residuals too): the same bits as planar
-    il = engine.load(path, cache=False, interleave=True, verify=False)
-    planar = engine.load(path, cache=False, interleave=False, verify=False)
-    xb = rng.standard_normal((2 * il.il_lanes + 1, 6, 10, 12)).astype(np.float32)
-    np.testing.assert_array_equal(il.run(xb), planar.run(xb))
+    # interleaved batches (their trunk convs store over residuals too; kernels="sparse" takes the input-channel
+    # blocks wherever they are packed): the same bits as planar
+    for isa in engine.available_isas():
+        if isa == "baseline":
+            continue
+        il = engine.load(path, cache=False, interleave=True, verify=False, kernels="sparse", isa=isa)
+        planar = engine.load(path, cache=False, interleave=False, verify=False, kernels="sparse", isa=isa)
+        assert il.il_lanes == il._engine.vector_width
+        xb = rng.standard_normal((2 * il.il_lanes + 1, 6, 10, 12)).astype(np.float32)
+        np.testing.assert_array_equal(il.run(xb), planar.run(xb))
