@@ -882,17 +882,26 @@ struct Engine {
       const bool bcb = asw == 1 && bsw == 0 && bsh == 0 && ash == to.Wp;
       const bool bca = asw == 0 && ash == 0 && bsw == 1 && bsh == to.Wp;
       const bool flat_bc = act == ACT_NONE && (opc == 0 || opc == 1) && (bcb || bca) && to.H > 1;
-      for (int64_t c = c0; c < c1; c++) {
-        if (flat_bc) {
-          float* yr = at(to, yo, (int)c, 0, 0);
-          const float* row = bcb ? ab + aoff + c * asc : bb + boff + c * bsc;
-          const float y = bcb ? (bb + boff + c * bsc)[0] : (ab + aoff + c * asc)[0];
-          const int64_t n = (int64_t)(to.H - 1) * to.Wp + to.W;
-          if (opc == 1) for (int64_t i = 0; i < n; i++) yr[i] = row[i] * y;
-          else for (int64_t i = 0; i < n; i++) yr[i] = row[i] + y;
-          zero_ring(to, yo + c * to.plane);
-          continue;
-        }
+      // channel-broadcast scale / shift with unit column strides (either operand order: torchvision's SE
+      // block is Mul(scale, x); add and mul commute exactly): every channel of the range in one ISA kernel
+      // call, as one flat run per channel when the rows line up (flat_bc) or row by row, then the rings
+      const bool rows_bc = act == ACT_NONE && (opc == 0 || opc == 1) &&
+                           ((asw == 1 && bsw == 0 && bsh == 0) || (asw == 0 && ash == 0 && bsw == 1));
+      if (rows_bc && c1 > c0) {
+        const bool xa = asw == 1;  // operand a is the full tensor
+        const float* x0 = xa ? ab + aoff + c0 * asc : bb + boff + c0 * bsc;
+        const float* g0 = xa ? bb + boff + c0 * bsc : ab + aoff + c0 * asc;
+        const int64_t xc = xa ? asc : bsc, gc = xa ? bsc : asc, xr = xa ? ash : bsh;
+        if (flat_bc)
+          kt->chan_bcast(x0, xc, 0, g0, gc, at(to, yo, (int)c0, 0, 0), to.plane, 0,
+                         (int64_t)(to.H - 1) * to.Wp + to.W, 1, c1 - c0, opc == 1);
+        else
+          kt->chan_bcast(x0, xc, xr, g0, gc, at(to, yo, (int)c0, 0, 0), to.plane, to.Wp, to.W, to.H, c1 - c0,
+                         opc == 1);
+        if (to.pt || to.pb || to.pl || to.pr)
+          for (int64_t c = c0; c < c1; c++) zero_ring(to, yo + c * to.plane);
+      }
+      for (int64_t c = c0; c < c1 && !rows_bc; c++) {
         for (int h = 0; h < to.H; h++) {
           float* yr = at(to, yo, (int)c, h, 0);
           const float* ar = ab + aoff + c * asc + h * ash;

@@ -96,6 +96,11 @@ struct KernelTable {
   // c.gofs) as conv_dense's, the offsets in the interleaved layout; the same results per lane as conv_dense;
   // [u0, u1) over G * nblk units of ob output channels
   void (*conv_il_dense)(const ConvCall& c, int u0, int u1);
+  // channel-broadcast multiply (is_mul) or add: for c < nch, h < rows, i < n:
+  // y[c * yc + h * yr + i] = x[c * xc + h * xr + i] op g[c * gc] (squeeze-excitation gates, per-channel
+  // shifts); exact per element, so every ISA gives the same bits
+  void (*chan_bcast)(const float* x, int64_t xc, int64_t xr, const float* g, int64_t gc, float* y, int64_t yc,
+                     int64_t yr, int64_t n, int64_t rows, int64_t nch, int is_mul);
 };
 
 constexpr int DW_S2_MAX_TAPS = 64;

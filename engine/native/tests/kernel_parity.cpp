@@ -425,6 +425,27 @@ bool check_gather2(const KernelTable* t, Rng& g, int cs) {
   return true;
 }
 
+// chan_bcast: y[c * yc + h * yr + i] = x[c * xc + h * xr + i] * (or +) g[c * gc], exactly (one rounding, as
+// the scalar op); strides with gaps between rows and channels, which must stay untouched (sentinels), n 0-40
+bool check_chan_bcast(const KernelTable* t, Rng& g, int cs) {
+  const int n = g.range(0, 40), rows = g.range(1, 4), nch = g.range(1, 5), is_mul = g.chance(0.5);
+  const int64_t xr = n + g.range(0, 3), yr = n + g.range(1, 3), gc = g.range(1, 3);
+  const int64_t xc = rows * xr + g.range(0, 5), yc = rows * yr + g.range(0, 5);
+  std::vector<float> x(nch * xc + 1), gate(nch * gc + 1), y(nch * yc + 8, kNaN);
+  for (auto& v : x) v = g.uni(-4.f, 4.f);
+  for (auto& v : gate) v = g.uni(-2.f, 2.f);
+  t->chan_bcast(x.data(), xc, xr, gate.data(), gc, y.data(), yc, yr, n, rows, nch, is_mul);
+  for (int64_t j = 0; j < (int64_t)y.size(); j++) {
+    const int64_t c = j / yc, h = (j % yc) / yr, i = (j % yc) % yr;
+    const bool in = c < nch && h < rows && i < n;
+    const float xv = in ? x[c * xc + h * xr + i] : 0.f;
+    const float ref = in ? (is_mul ? xv * gate[c * gc] : xv + gate[c * gc]) : kNaN;
+    if (in ? !(y[j] == ref) : !std::isnan(y[j])) return report(t, "chan_bcast", cs, "n=" + std::to_string(n) +
+        " rows=" + std::to_string(rows) + " nch=" + std::to_string(nch), "y[" + std::to_string(j) + "]", y[j], ref);
+  }
+  return true;
+}
+
 // pool_rows: nch channels x nrows rows of pooling windows (max / avg, kernel 1-5, stride 1-3, dilation 1-2,
 // n 0-40 columns) on inputs with +-0 ties, NaN and +-inf; must equal the scalar definition bit for bit (any
 // NaN equals any NaN: payloads are not specified), leave every other output element (sentinels) untouched,
@@ -581,6 +602,7 @@ const Entry kEntries[] = {
     {"conv_il_dense", check_conv_il_dense},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
     {"gather2", check_gather2},               {"pool_rows", check_pool_rows},
+    {"chan_bcast", check_chan_bcast},
 };
 
 // the variants compiled into this binary that this CPU can run (others are listed as skipped)
