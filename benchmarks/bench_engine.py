@@ -446,7 +446,8 @@ def main() -> None:
         with contextlib.redirect_stderr(open(os.devnull, "w")):
             model, loss = train(name, shape, steps, bs, cache_dir=Path(args.out).parent)
         print(f"\n## {name} {shape}: trained {steps} SGD steps (batch {bs}) on synthetic:{'x'.join(map(str, shape))} "
-              f"(final loss {loss:.3f}, {time.time() - t0:.0f} s)", flush=True)
+              f"({'weights from the cache' if loss != loss else f'final loss {loss:.3f}'}, {time.time() - t0:.0f} s)",
+              flush=True)
         print(hdr, flush=True)
         msp = [sp for sp in sparsities if name not in HEAVY or sp in HEAVY_SPARSITIES] or sparsities
         mb = sorted({min(B, HEAVY_MAX_BATCH) if name in HEAVY else B for B in batches})

@@ -144,9 +144,10 @@ class Session:
         trunk = P.interleaved_tensors(nodes, graph.input_name, out, shapes) if interleave is not False else None
         if trunk and kernels != "dense-oc":
             # candidates: the session's ISA and, when the ISA is not pinned, the next narrower vector ISA
-            # (AVX-512 -> AVX2: chunks of 8 images instead of 16, so a chunk's tensors are half the size;
-            # resnet20 at 99 %, batch 64: its 32x32 residual convs stream three 1.2 MB chunk tensors at 16
-            # lanes, more than the 2 MB L2, and ran ~10 % faster as a whole at 8 lanes)
+            # (AVX-512 -> AVX2: chunks of 8 images instead of 16, so a chunk's tensors are half the size and
+            # stay in L2 where 16 do not; twice the FMAs per image, though). Which wins depends on the model:
+            # resnet20 at 99 % took AVX2's until its residual convs stored over their residuals, AVX-512's
+            # since (docs/benchmarks.md, 2026-12-06)
             isas = [self.isa] + ([self.sparse_isas[1]] if interleave is None and len(self.sparse_isas) > 1 else [])
             cands = {i: self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk, bool(cache), i)
                      for i in isas}
@@ -245,9 +246,9 @@ class Session:
               f"{P.KERNEL_VERSION}:{ils}"
         cache = P.ChoiceCache(use_cache)
         hit = cache.get(key)
-        if hit is not None and ("pick" in hit or "interleave" in hit):
+        if hit is not None and "pick" in hit:
             self.interleave_us = dict(hit.get("us", {}))
-            return hit.get("pick", self.isa if hit.get("interleave") else None)
+            return hit["pick"]
         name = {i: "interleaved" if i == self.isa else f"interleaved-{i}" for i in cands}
         x = np.random.default_rng(0).standard_normal((2 * K, *self.input_shape)).astype(np.float32)
         runs = {"planar": self._engine} | {name[i]: e for i, (e, _) in cands.items()}
