@@ -197,6 +197,7 @@ struct Op {
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense (conv: blocks of ob), 2 conv dense "oc" form
   int oc_nblk = 0;           // conv with the oc form (fa[3]: [G][oc_nblk][ntaps][2 vw]): units per group, else 0
+  bool dw_cl = false;        // depthwise conv whose oc form is conv_dw_cl (fa[3]: [oc_nblk][ntaps][vw], all channels)
   // conv/fc: the ISA table of the sparse kernels (null: the engine's). The sparse format (CSR offsets) is
   // the same for every ISA, the dense one is not (blocks of the table's ob), so only the sparse kernels can
   // take another ISA's code: on AVX-512 CPUs the avx2 sparse kernels measured faster on some layers
@@ -284,9 +285,19 @@ struct Engine {
         throw std::invalid_argument("conv op needs " + std::to_string((int)C_N) + " integer parameters");
       if (kind == OP_CONV && op.fa.size() > 3 && op.fa[3].n > 1) {  // the oc form, packed for this ISA's vw
         const int64_t ocb = 2 * kt->vw, Og = op.ip[C_O] / op.ip[C_G], nb2 = (Og + ocb - 1) / ocb;
-        if ((int64_t)op.fa[3].n != op.ip[C_G] * nb2 * op.ip[C_NTAPS] * ocb)
-          throw std::invalid_argument("conv oc-form weights do not match this ISA's vector width");
-        op.oc_nblk = (int)nb2;
+        const int64_t G = op.ip[C_G], nu = (G + kt->vw - 1) / kt->vw;
+        if (Og == 1 && op.ip[C_CG] == 1 && (int64_t)op.fa[3].n == nu * op.ip[C_NTAPS] * kt->vw) {
+          // depthwise: conv_dw_cl (planner.build_conv packs it only without a residual, stride 1 or 2 direct)
+          if (op.ip[C_RES] >= 0 || op.ip[C_NTAPS] > DW_S2_MAX_TAPS || (op.ip[C_MODE] != 0 && !op.ip[C_S2D]) ||
+              op.ip[C_HO] * op.ip[C_WO] > DW_CL_MAX_POSITIONS)
+            throw std::invalid_argument("conv channels-in-lanes depthwise weights on a conv it cannot run");
+          op.dw_cl = true;
+          op.oc_nblk = (int)nu;
+        } else {
+          if ((int64_t)op.fa[3].n != op.ip[C_G] * nb2 * op.ip[C_NTAPS] * ocb)
+            throw std::invalid_argument("conv oc-form weights do not match this ISA's vector width");
+          op.oc_nblk = (int)nb2;
+        }
       }
       if (kind == OP_CONV && op.ip[C_MODE] != 0 && !op.ip[C_S2D]) {
         const int64_t C = tensors.at(op.ip[C_IN]).C, qplane = op.ip[C_HQ] * op.ip[C_WROW];
@@ -336,7 +347,7 @@ struct Engine {
     auto drop = [](auto& b) { b.alloc(1); b.n = 0; };
     if (v != 0) { drop(op.fa[0]); drop(op.ua[1]); }
     if (v != 1) { drop(op.fa[1]); drop(op.fcp); }
-    if (v != 2 && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; }
+    if (v != 2 && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; op.dw_cl = false; }
   }
 
   void ensure_arenas(int nt) {
@@ -407,6 +418,8 @@ struct Engine {
     c.act = (int)p[C_ACT]; c.a0 = op.fp[0]; c.a1 = op.fp[1];
     c.x_plane = ti.plane; c.xh = ti.H + (int)(p[C_PT] + p[C_PB]); c.xw = ti.W + (int)(p[C_PL] + p[C_PR]);
     c.Hq = (int)p[C_HQ]; c.kh = (int)p[C_KH]; c.kw = (int)p[C_KW]; c.dh = (int)p[C_DH]; c.dwl = (int)p[C_DW];
+    c.sh = (int)p[C_SH]; c.sw = (int)p[C_SW]; c.groups = (int)p[C_G];
+    c.ih = ti.H; c.iw = ti.W; c.ipt = (int)p[C_PT]; c.ipl = (int)p[C_PL];
     return c;
   }
 
@@ -468,8 +481,8 @@ struct Engine {
     }
     const bool s2_direct = p[C_MODE] != 0 && p[C_S2D] && op.variant == 0;
     // dense depthwise stride 2: phase planes per channel inside the kernel (conv_dw_s2), not shared ones here
-    const bool dw_s2 = p[C_MODE] != 0 && p[C_S2D] && op.variant == 1 && p[C_CG] == 1 && p[C_O] == p[C_G] &&
-                       p[C_KH] * p[C_KW] <= DW_S2_MAX_TAPS;
+    const bool dw_s2 = p[C_MODE] != 0 && p[C_S2D] && ((op.variant == 1 && p[C_CG] == 1 && p[C_O] == p[C_G] &&
+                       p[C_KH] * p[C_KW] <= DW_S2_MAX_TAPS) || (op.variant == 2 && op.dw_cl));
     for (int img = 0; img < nb; img++) {
       const float* xin = tp(A, (int)p[C_IN], img);
       const float* xwork;
@@ -510,7 +523,11 @@ struct Engine {
       }
       ConvCall c = conv_call(op, A, priv, img, xwork);
       int64_t b, e;
-      if (dw_s2) {
+      if (op.variant == 2 && op.dw_cl) {  // units of vw channels from the padded input (any stride)
+        c.dw = op.fa[3].p;
+        split(op.oc_nblk, par ? tid : 0, par ? nth : 1, b, e);
+        kt->conv_dw_cl(c, (int)b, (int)e);
+      } else if (dw_s2) {
         split(p[C_G], par ? tid : 0, par ? nth : 1, b, e);
         kt->conv_dw_s2(c, (int)b, (int)e);
       } else if (op.variant == 0) {

@@ -34,6 +34,8 @@ struct ConvCall {
   // [cbptr[o * (ncb + 1) + b], cbptr[o * (ncb + 1) + b + 1]) (absolute indices into off / val)
   int sh, sw;
   const uint32_t* cbptr; int ncb;
+  int groups;  // conv_dw_cl: channels (= groups)
+  int ih, iw, ipt, ipl;  // conv_dw_cl: the input's rows and columns at (ipt, ipl) of the conv's padded input
 };
 
 // Fully connected y = W x (+ b, + r), per image.
@@ -101,9 +103,18 @@ struct KernelTable {
   // shifts); exact per element, so every ISA gives the same bits
   void (*chan_bcast)(const float* x, int64_t xc, int64_t xr, const float* g, int64_t gc, float* y, int64_t yc,
                      int64_t yr, int64_t n, int64_t rows, int64_t nch, int is_mul);
+  // dense depthwise conv (Og == Cg == 1) with the channels in the vector lanes, for small maps: dw is
+  // [unit][kh * kw][vw] (unit u = channels u vw .., zero past c.groups); reads the input (c.ih x c.iw at row
+  // c.ipt, column c.ipl of the conv's padded input c.x, row c.x_row, plane c.x_plane; the padding is taken as
+  // zero, not read) at (oh sh + i dh, ow sw + j dwl) for any stride and dilation; the private scratch holds
+  // (Rin Cw + Ho Wo) vw floats (Rin, Cw: the padded input rows and columns the taps reach); Ho Wo <=
+  // DW_CL_MAX_POSITIONS; no residual. Per lane the same arithmetic as conv_dense's depthwise path (the same
+  // bits); [u0, u1) over units; c.kh * c.kw <= DW_S2_MAX_TAPS
+  void (*conv_dw_cl)(const ConvCall& c, int u0, int u1);
 };
 
 constexpr int DW_S2_MAX_TAPS = 64;
+constexpr int DW_CL_MAX_POSITIONS = 2048;  // conv_dw_cl: most output positions (planner.DW_CL_MAX_POSITIONS bounds its input)
 constexpr int FC_PANEL = 16;  // rows per packed dense FC panel (FcCall::wp): a multiple of every ISA's vector width
 
 // apply an activation to a scalar (shared by the generic ops)

@@ -125,3 +125,57 @@ def test_dense_conv_large_inputs(tmp_path, cfg):
         close(run_dense(path, x[:1], isa), ref[:1])
         np.testing.assert_array_equal(run_dense(path, x, isa, threads=2), y1)
         np.testing.assert_array_equal(run_dense(path, x[:1], isa, threads=3), y1[:1])
+
+
+# the channels-in-lanes form of a depthwise conv on a small map (native conv_dw_cl, the dense "oc" form of a
+# depthwise conv): its padded input transposed so vw channels share a vector; per lane the blocked form's
+# arithmetic, so both give the same bits (any kernel size, stride 1 / 2, dilation, channel tails, activations)
+CL_GRID = list(itertools.product((3, 5, 7), (1, 2), (1, 2)))
+CL_SHAPES = [(5, 3, 3, "Relu"), (16, 6, 6, "Sigmoid"), (37, 7, 5, "Clip"), (20, 1, 4, None), (19, 4, 9, "Silu")]
+
+
+def dw_model(path, rng, C, H, W, k, s, d, act):
+    from onnx import helper
+
+    from tests.unit.test_engine_graphs import model
+
+    p = d * (k - 1) // 2
+    inits = {"w": rng.standard_normal((C, 1, k, k)).astype(np.float32), "b": rng.standard_normal(C).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["z"], name="conv0", strides=[s, s], dilations=[d, d],
+                              group=C, kernel_shape=[k, k], pads=[p, p, p + 1, p])]
+    if act == "Silu":
+        nodes += [helper.make_node("Sigmoid", ["z"], ["g"], name="sig0"), helper.make_node("Mul", ["z", "g"], ["y"], name="mul0")]
+    else:
+        nodes.append(helper.make_node(act or "Identity", ["z"], ["y"], name="act0"))
+    return model(nodes, inits, (C, H, W), path)
+
+
+@pytest.mark.parametrize("k,s,d", CL_GRID, ids=[f"k{k}s{s}d{d}" for k, s, d in CL_GRID])
+def test_channels_in_lanes_depthwise_matches_the_blocked_form(tmp_path, k, s, d):
+    rng = np.random.default_rng(1000 + 100 * k + 10 * s + d)
+    for C, H, W, act in CL_SHAPES:
+        path = dw_model(tmp_path / f"dw{C}.onnx", rng, C, H, W, k, s, d, act)
+        x = rng.standard_normal((3, C, H, W)).astype(np.float32)
+        ref = run_reference(path, x)
+        for isa in ISAS:
+            cl = engine.load(path, isa=isa, cache=False, verify=False, kernels="dense-oc")
+            assert [e.get("dense_form") for e in cl.plan() if e["kind"] == "conv"] == ["oc"], (isa, C, act)
+            blocked = engine.load(path, isa=isa, cache=False, verify=False, kernels="dense-blocked")
+            y = cl.run(x)
+            np.testing.assert_array_equal(y, blocked.run(x), err_msg=f"{isa} C={C} {act}")
+            close(y, ref)
+            np.testing.assert_array_equal(cl.run(x[:1]), y[:1])
+            two = engine.load(path, threads=2, isa=isa, cache=False, verify=False, kernels="dense-oc")
+            np.testing.assert_array_equal(two.run(x[:1]), y[:1])
+
+
+def test_channels_in_lanes_form_only_where_it_applies(tmp_path):
+    """A depthwise conv with a fused residual (conv_model's second conv), or a map past
+    planner.DW_CL_MAX_POSITIONS, keeps the blocked form."""
+    rng = np.random.default_rng(3)
+    res = conv_model(tmp_path / "r.onnx", rng, C=8, O=8, g=8, H=5, W=5, density=1.0, residual=True)
+    big = conv_model(tmp_path / "b.onnx", rng, C=8, O=8, g=8, H=60, W=60, density=1.0)
+    small = conv_model(tmp_path / "s.onnx", rng, C=8, O=8, g=8, H=30, W=30, density=1.0)
+    forms = {name: [e.get("dense_form") for e in engine.load(p, cache=False, verify=False, kernels="dense-oc").plan()
+                    if e["kind"] == "conv"] for name, p in (("res", res), ("big", big), ("small", small))}
+    assert forms == {"res": ["oc", "blocked"], "big": ["blocked"], "small": ["oc"]}

@@ -334,6 +334,26 @@ bool check_conv_dw_s2(const KernelTable* t, Rng& g, int cs) {
   return k.verify(t, "conv_dw_s2", cs);
 }
 
+// dense depthwise with the channels in the vector lanes (conv_dw_cl): stride 1 or 2, no residual, small maps;
+// weights repacked [unit][tap][vw], the padding of the input taken as zero (not read)
+bool check_conv_dw_cl(const KernelTable* t, Rng& g, int cs) {
+  ConvCase k;
+  const int s = g.chance(0.5) ? 1 : 2;
+  while (!k.generate(g, s, 1, g.chance(0.3), t->ob) || k.G != k.C || k.Og != 1 || k.has_res ||
+         k.KH * k.KW > sk::DW_S2_MAX_TAPS || k.Ho * k.Wo > sk::DW_CL_MAX_POSITIONS) {}
+  const int vw = t->vw, nu = (k.G + vw - 1) / vw, nt = k.KH * k.KW;
+  std::vector<float> wcl((size_t)nu * nt * vw, 0.f);
+  for (int o = 0; o < k.O; o++)
+    for (int tp = 0; tp < nt; tp++) wcl[((size_t)(o / vw) * nt + tp) * vw + o % vw] = k.w[(size_t)o * nt + tp];
+  const int rin = (k.Ho - 1) * s + (k.KH - 1) * k.dh + 1, cw = (k.Wo - 1) * s + (k.KW - 1) * k.dw + 1;
+  k.scratch.assign((size_t)(rin * cw + k.Ho * k.Wo) * vw + 64, kNaN);
+  ConvCall c = k.call(0);
+  c.dw = wcl.data(); c.x_plane = k.Pin; c.sh = c.sw = s; c.kh = k.KH; c.kw = k.KW; c.dh = k.dh; c.dwl = k.dw;
+  c.groups = k.G; c.ih = k.H; c.iw = k.W; c.ipt = k.pt; c.ipl = k.pl;
+  for (auto [b, e] : split(g, nu)) t->conv_dw_cl(c, b, e);
+  return k.verify(t, "conv_dw_cl", cs);
+}
+
 // the interleaved batch layout: the case's vw images interleaved (lane m = image m, widths x vw), conv_il
 // over all of them, the output de-interleaved into the case's planar buffers and checked there (every
 // element: values, zero rings, untouched gaps)
@@ -597,6 +617,7 @@ const Entry kEntries[] = {
     {"conv_sparse", check_conv_sparse},       {"conv_sparse_s2", check_conv_sparse_s2},
     {"conv_dense", check_conv_dense},         {"conv_dense_big", check_conv_dense_big},
     {"conv_dense_oc", check_conv_dense_oc},   {"conv_dw_s2", check_conv_dw_s2},
+    {"conv_dw_cl", check_conv_dw_cl},
     {"conv_sparse_multi", check_conv_sparse_multi},
     {"conv_dense_multi", check_conv_dense_multi}, {"conv_il", check_conv_il_sparse},
     {"conv_il_dense", check_conv_il_dense},

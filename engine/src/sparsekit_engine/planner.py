@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 22
+KERNEL_VERSION = 23
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
@@ -738,6 +738,27 @@ def _dense_blocks(wf: np.ndarray, G: int, ob: int) -> np.ndarray:
     return dw.reshape(G, nblk, ob, ntaps).transpose(0, 1, 3, 2).copy()
 
 
+#: largest padded input (rows x columns the taps reach) of a depthwise conv given the channels-in-lanes form:
+#: its transposed unit (x 16 lanes at AVX-512, 128 KB) stays in L2; on larger maps conv_dense's depthwise
+#: path fills its vectors anyway. Which form runs is timed at load (Session), like the other dense forms.
+DW_CL_MAX_POSITIONS = 2048
+
+
+def dw_cl_scratch(n: ENode, vw: int) -> int:
+    """Scratch floats of the channels-in-lanes depthwise form (native conv_dw_cl) at ``vw`` lanes, or 0 when
+    conv ``n`` cannot take it: not depthwise, a fused residual, stride other than 1 (in place) or 2 (direct),
+    more taps than the kernel holds, or a padded input over DW_CL_MAX_POSITIONS."""
+    p = n.p
+    O, Cg, KH, KW = p["w"].shape  # noqa: E741
+    if Cg != 1 or O != p["groups"] or n.res or KH * KW > 64 or not (conv_mode(n) == 0 or s2_direct(n)):
+        return 0
+    rows = (p["Ho"] - 1) * p["sh"] + (KH - 1) * p["dh"] + 1
+    cols = (p["Wo"] - 1) * p["sw"] + (KW - 1) * p["dw"] + 1
+    if rows * cols > DW_CL_MAX_POSITIONS:
+        return 0
+    return (rows * cols + p["Ho"] * p["Wo"]) * vw + 64
+
+
 def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -> tuple[list, list, list, list, dict]:
     """The native conv op. ``ob``: the engine's dense block; ``oc`` (> 0): also pack the "oc" dense form
     (blocks of ``oc`` output channels in the vector lanes, native conv_dense_oc) when a group has >= oc / 2
@@ -758,6 +779,12 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
     ntaps = Cg * KH * KW
     dw = _dense_blocks(wf, G, ob)
     dw_oc = _dense_blocks(wf, G, oc).reshape(-1) if oc and 2 * Og >= oc else np.zeros(1, np.float32)
+    cl_floats = dw_cl_scratch(n, oc // 2) if oc else 0
+    if cl_floats:  # depthwise on a small map: the channels-in-lanes form (native conv_dw_cl) instead
+        vw = oc // 2
+        dw_oc = np.zeros((-(-G // vw) * vw, KH * KW), np.float32)
+        dw_oc[:G] = wf
+        dw_oc = dw_oc.reshape(-1, vw, KH * KW).transpose(0, 2, 1).reshape(-1).copy()  # [unit][tap][vw]
     Lo = lay[n.output]
     max_reach = int(max(flat_off.max() + (G - 1) * gofs + (p["Ho"] - 1) * wrow + p["Wo"],
                         sp_off.max() + (G - 1) * sp_gofs + 2 * (p["Ho"] * lay[n.inputs[0]].Wp + p["Wo"])))
@@ -776,6 +803,7 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
                 # the oc form: channel rows + the tiles' partial sums, oc planes each
                 scratch_private=max(DENSE_OB, 2 * oc if dw_oc.size > 1 else 0) * (p["Ho"] * wrow + 512),
                 scratch_shared=(p["sh"] * p["sw"] * pstride + 4 * wrow + 1024) if conv_mode(n) else 0)
+    info["scratch_private"] = max(info["scratch_private"], cl_floats)
     if conv_mode(n) and s2_direct(n) and Cg == 1 and Og == 1:  # dense depthwise stride 2 (native conv_dw_s2):
         # the epilogue's plane, then 4 phase planes of hq x wrow (+ 32 floats of slack each) per channel
         info["scratch_private"] = max(info["scratch_private"], p["Ho"] * wrow + 512 + 4 * (hq * wrow + 32) + 64)
