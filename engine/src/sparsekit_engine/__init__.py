@@ -34,8 +34,13 @@ API (stable):
     * ``kernels``: "auto" (time sparse and dense per layer), or force "sparse" / "dense" everywhere (tests,
       debugging). Dense convs come in two forms with the same results: "blocked" (output channels x vectors of
       positions, weights broadcast) and "oc" (output channels in the vector lanes, inputs broadcast; pays on
-      short maps); "auto"/"dense" settle each conv's form by running the whole plan both ways,
-      "dense-blocked" / "dense-oc" force one.
+      short maps; for a depthwise conv on a small map, native conv_dw_cl: vector-width channels per vector,
+      their input transposed once); "auto"/"dense" settle each conv's form by running the whole plan both
+      ways, "dense-blocked" / "dense-oc" force one.
+
+The engine computes with denormals flushed to zero (x86 FTZ/DAZ, aarch64 FPCR.FZ), as TensorFlow and
+OpenVINO do for inference: a value below 1.18e-38 becomes 0, and an x86 FMA that meets a denormal no longer
+takes a ~100-cycle microcode assist. The caller's floating-point mode is restored after every run.
 
 Batches run in chunks of ``Session.chunk`` images (one arena per chunk): graphs with small activations and FC
 layers use 16 (the FC kernels vectorize over the chunk's images), conv graphs with small-map stride-1 convs
