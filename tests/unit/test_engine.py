@@ -507,8 +507,9 @@ def test_dense_forms_agree_bitwise(tmp_path, cfg):
 
 
 def test_dense_form_choice(tmp_path, monkeypatch):
-    """kernels='dense' times both forms per conv and keeps the faster; a conv whose groups are narrower than
-    half an oc unit (depthwise) has only the blocked form; unknown modes are refused."""
+    """kernels='dense' times both forms per conv and keeps the faster; a grouped conv whose groups are narrower
+    than half an oc unit has only the blocked form (a depthwise one on a small map has the channels-in-lanes
+    form instead, tests/unit/test_engine_dense_dw.py); unknown modes are refused."""
     rng = np.random.default_rng(61)
     path = conv_model(tmp_path / "c.onnx", rng, C=16, O=32, H=8, W=8, density=1.0)
     e = next(p for p in engine.load(path, cache=False, kernels="dense").plan() if p["kind"] == "conv")
@@ -516,8 +517,8 @@ def test_dense_form_choice(tmp_path, monkeypatch):
     # settled in the whole plan's run: both forms timed there, the faster kept
     t = e["us_in_plan"]
     assert set(t) == {"blocked", "oc"} and e["dense_form"] == min(t, key=t.get)
-    dw = conv_model(tmp_path / "dw.onnx", rng, C=8, O=8, g=8, density=1.0)
-    s = engine.load(dw, cache=False, kernels="dense-oc")
+    grouped = conv_model(tmp_path / "g.onnx", rng, C=8, O=8, g=4, density=1.0)
+    s = engine.load(grouped, cache=False, kernels="dense-oc")
     assert [p["dense_form"] for p in s.plan() if p["kind"] == "conv"] == ["blocked"]
     with pytest.raises(SparsekitError, match="kernels must be one of"):
         engine.load(path, cache=False, kernels="dense-fast")
