@@ -481,12 +481,14 @@ struct Engine {
     }
     const bool s2_direct = p[C_MODE] != 0 && p[C_S2D] && op.variant == 0;
     // dense depthwise stride 2: phase planes per channel inside the kernel (conv_dw_s2), not shared ones here
-    const bool dw_s2 = p[C_MODE] != 0 && p[C_S2D] && ((op.variant == 1 && p[C_CG] == 1 && p[C_O] == p[C_G] &&
-                       p[C_KH] * p[C_KW] <= DW_S2_MAX_TAPS) || (op.variant == 2 && op.dw_cl));
+    const bool dw_s2 = p[C_MODE] != 0 && p[C_S2D] && op.variant == 1 && p[C_CG] == 1 && p[C_O] == p[C_G] &&
+                       p[C_KH] * p[C_KW] <= DW_S2_MAX_TAPS;
+    // channels-in-lanes depthwise (conv_dw_cl): reads the padded input itself at any stride
+    const bool dw_cl = op.variant == 2 && op.dw_cl;
     for (int img = 0; img < nb; img++) {
       const float* xin = tp(A, (int)p[C_IN], img);
       const float* xwork;
-      if (p[C_MODE] == 0 || s2_direct || dw_s2) {
+      if (p[C_MODE] == 0 || s2_direct || dw_s2 || dw_cl) {
         xwork = xin + (int64_t)(ti.pt - p[C_PT]) * ti.Wp + (ti.pl - p[C_PL]);
       } else {  // de-interleave the (virtually) padded input into sh*sw phase planes
         float* ph = A + shared_off;
@@ -523,7 +525,7 @@ struct Engine {
       }
       ConvCall c = conv_call(op, A, priv, img, xwork);
       int64_t b, e;
-      if (op.variant == 2 && op.dw_cl) {  // units of vw channels from the padded input (any stride)
+      if (dw_cl) {  // units of vw channels
         c.dw = op.fa[3].p;
         split(op.oc_nblk, par ? tid : 0, par ? nth : 1, b, e);
         kt->conv_dw_cl(c, (int)b, (int)e);

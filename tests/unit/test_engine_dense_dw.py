@@ -7,8 +7,9 @@ import itertools
 
 import numpy as np
 import pytest
+from onnx import helper
 
-from tests.unit.test_engine_graphs import conv_model
+from tests.unit.test_engine_graphs import conv_model, model
 
 engine = pytest.importorskip("sparsekit.engine")
 from sparsekit.engine.reference import run_reference  # noqa: E402
@@ -135,10 +136,6 @@ CL_SHAPES = [(5, 3, 3, "Relu"), (16, 6, 6, "Sigmoid"), (37, 7, 5, "Clip"), (20, 
 
 
 def dw_model(path, rng, C, H, W, k, s, d, act):
-    from onnx import helper
-
-    from tests.unit.test_engine_graphs import model
-
     p = d * (k - 1) // 2
     inits = {"w": rng.standard_normal((C, 1, k, k)).astype(np.float32), "b": rng.standard_normal(C).astype(np.float32)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["z"], name="conv0", strides=[s, s], dilations=[d, d],
