@@ -393,6 +393,8 @@ def main() -> None:
     ap.add_argument("--md", default=None, help="also write the tables as a standalone markdown file")
     ap.add_argument("--render-json", default=None, metavar="JSON",
                     help="measure nothing: re-render --md / --record from a saved --out JSON of an earlier run")
+    ap.add_argument("--reuse-choices", action="store_true",
+                    help="read kernel choices from the user's engine cache (default: this run times its own)")
     ap.add_argument("--record", action="store_true",
                     help="write the results into docs/benchmarks.md (bench-engine section) and README.md (engine-summary)")
     args = ap.parse_args()
@@ -437,6 +439,13 @@ def main() -> None:
     mem_rows: dict = {}
     profiles: dict = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    if not args.reuse_choices:
+        # per-layer kernel choices are timed in this run, at its load, and shared by its subprocesses: a
+        # choice cached by an earlier build or on a busy machine (same weights, same key) would otherwise
+        # be measured (2026-12-06: three efficientnet_b0 depthwise convs kept the sparse kernel at ~50 us
+        # from a cache entry written mid-development; timed afresh the dense form takes ~33 us)
+        os.environ["SPARSEKIT_ENGINE_CACHE_DIR"] = str(tmp / "choices")
+    meta["kernel_choices"] = "user cache" if args.reuse_choices else "timed in this run"
     hdr = f"{'model':16s} {'sparsity':>8s} {'mask':>4s} {'B':>3s} {'T':>2s} {'ORT us':>10s} {'engine us':>10s} {'speedup':>8s} {'MAC ratio':>9s} {'effic.':>6s}"
     for name in models:
         shape = MODELS[name]
@@ -630,6 +639,8 @@ def markdown(meta: dict, rows: list, summary: list, scal: list, mem: dict, level
          "of per-round block means; 2 threads: each runtime in a process of its own (same rounds and blocks), one "
          "after another in a shuffled order: in one process a runtime's pool spins for ms after its calls and took "
          "the second core from the runtime timed next (`time_alone` in the script)",
+         f"* engine kernel choices: {meta.get('kernel_choices', 'user cache')} (per-layer sparse / dense timing at "
+         "load; `--reuse-choices` reads the user's cache instead)",
          "", "Latency per call (µs) of ONNX Runtime (dense kernels) and sparse-cpu on the same ONNX file; speed-up = "
          "ORT / engine; MAC ratio = dense MACs / executed MACs; efficiency = speed-up / MAC ratio.", "",
          "| model | sparsity | mask | batch | threads | ORT µs | engine µs | speed-up | MAC ratio | efficiency | load "

@@ -282,6 +282,21 @@ def test_cache(tmp_path, monkeypatch):
     assert not any(p["cached"] for p in engine.load(path).plan())
 
 
+def test_cache_dir_env_keeps_choices_apart(tmp_path, monkeypatch):
+    """SPARSEKIT_ENGINE_CACHE_DIR (bench-engine's own choices): a fresh directory times afresh and keeps
+    the user's cache untouched."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = conv_model(tmp_path / "c.onnx", np.random.default_rng(14))
+    engine.load(path).plan()
+    user = tmp_path / "cache" / "sparsekit" / "engine" / "choices.json"
+    before = user.read_text()
+    monkeypatch.setenv("SPARSEKIT_ENGINE_CACHE_DIR", str(tmp_path / "own"))
+    assert not any(p["cached"] for p in engine.load(path).plan())
+    assert json.loads((tmp_path / "own" / "choices.json").read_text())
+    assert all(p["cached"] for p in engine.load(path).plan() if p["kind"] == "conv")
+    assert user.read_text() == before
+
+
 def test_isa_env(tmp_path, monkeypatch):
     rng = np.random.default_rng(15)
     path = conv_model(tmp_path / "c.onnx", rng)

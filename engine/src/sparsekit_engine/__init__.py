@@ -25,7 +25,8 @@ API (stable):
       the outcome is in ``session.verification`` (max_abs_err, atol, batch, vacuous: ORT's outputs were
       all equal, so the check proves little).
     * ``cache``: reuse per-layer kernel decisions from ``$XDG_CACHE_HOME/sparsekit/engine/choices.json``
-      (default on; ``SPARSEKIT_ENGINE_CACHE=0`` or ``cache=False`` disables).
+      (default on; ``SPARSEKIT_ENGINE_CACHE=0`` or ``cache=False`` disables; ``SPARSEKIT_ENGINE_CACHE_DIR``
+      puts the file elsewhere).
     * ``isa``: "avx512" | "avx2" | "baseline" (default: best the CPU supports, or ``SPARSEKIT_ENGINE_ISA``).
       Unpinned, each sparse layer also times the narrower vector ISAs and keeps the fastest (the sparse
       format is ISA-independent; on AVX-512 CPUs the avx2 sparse kernels can win); a pinned ISA is used for

@@ -1016,6 +1016,11 @@ def build_op(n: ENode, lay: dict, ti: dict, shapes: dict, ob: int = DENSE_OB, oc
 
 
 def cache_dir() -> Path:
+    """Where kernel choices are kept: ``$SPARSEKIT_ENGINE_CACHE_DIR`` if set (a benchmark times its own
+    choices there), else ``$XDG_CACHE_HOME/sparsekit/engine``."""
+    own = os.environ.get("SPARSEKIT_ENGINE_CACHE_DIR")
+    if own:
+        return Path(own)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "sparsekit" / "engine"
 
