@@ -196,6 +196,7 @@ struct Op {
   std::vector<Buf<float>> fa;
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense (conv: blocks of ob), 2 conv dense "oc" form
+  int kept = -1;             // the variant keep_variant left storage for (-1: every variant still packed)
   int oc_nblk = 0;           // conv with the oc form (fa[3]: [G][oc_nblk][ntaps][2 vw]): units per group, else 0
   bool dw_cl = false;        // depthwise conv whose oc form is conv_dw_cl (fa[3]: [oc_nblk][ntaps][vw], all channels)
   // conv/fc: the ISA table of the sparse kernels (null: the engine's). The sparse format (CSR offsets) is
@@ -335,10 +336,18 @@ struct Engine {
     shared_floats = shfl; private_floats = priv;
   }
 
-  void set_variant(int i, int v) {
-    Op& op = ops.at(i);
+  // a variant op i can run: packed at build and not freed by keep_variant (running a freed one would read
+  // the 1-element stand-ins keep_variant leaves: out of bounds)
+  static void check_variant(const Op& op, int v) {
     if (v < 0 || v > 2 || (v == 2 && !op.oc_nblk) || (op.kind == OP_FC && v == 1 && !op.fcp.n))
       throw std::invalid_argument("op has no kernel variant " + std::to_string(v));
+    if (op.kept >= 0 && v != op.kept)
+      throw std::invalid_argument("kernel variant " + std::to_string(v) + " of this op was freed (keep_variant(" +
+                                  std::to_string(op.kept) + "))");
+  }
+  void set_variant(int i, int v) {
+    Op& op = ops.at(i);
+    check_variant(op, v);
     op.variant = v;
   }
   bool has_oc(int i) const { return ops.at(i).oc_nblk > 0; }
@@ -348,6 +357,7 @@ struct Engine {
     if (v != 0) { drop(op.fa[0]); drop(op.ua[1]); }
     if (v != 1) { drop(op.fa[1]); drop(op.fcp); }
     if (v != 2 && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; op.dw_cl = false; }
+    if (op.kind == OP_CONV || op.kind == OP_FC) op.kept = v;
   }
 
   void ensure_arenas(int nt) {
@@ -1192,8 +1202,7 @@ struct Engine {
   double time_op(int i, int variant, int nb, int reps, int rounds) {
     ensure_arenas(1);
     Op& op = ops.at(i);
-    if (variant < 0 || variant > 2 || (variant == 2 && !op.oc_nblk))
-      throw std::invalid_argument("op has no kernel variant " + std::to_string(variant));
+    check_variant(op, variant);
     int saved = op.variant; op.variant = variant;
     float* A = arenas[0].p; float* priv = A + arena_floats;
     // a conv that stores its output over its residual (planner._writes_over_residual) computes y += conv(x)

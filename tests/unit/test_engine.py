@@ -297,6 +297,29 @@ def test_cache_dir_env_keeps_choices_apart(tmp_path, monkeypatch):
     assert user.read_text() == before
 
 
+def test_freed_kernel_variant_is_refused_not_read(tmp_path):
+    """After load each conv / fc keeps only its chosen format's storage; asking the native engine to run or
+    time another variant raises (it used to read the freed stand-in arrays and could crash)."""
+    from sparsekit_engine.session import DENSE_FORMS
+
+    for path in (conv_model(tmp_path / "c.onnx", np.random.default_rng(3)),
+                 fc_model(tmp_path / "f.onnx", np.random.default_rng(4))):
+        s = engine.load(path, cache=False, verify=False)
+        eng = s._engine
+        for idx, p in enumerate(s.plan()):
+            if p["kind"] not in ("conv", "fc"):
+                continue
+            kept = 0 if p["kernel"] == "sparse" else DENSE_FORMS.get(p.get("dense_form", "blocked"), 1)
+            other = 1 if kept == 0 else 0
+            assert eng.time_op(idx, kept, 1, 1, 1) > 0
+            with pytest.raises(ValueError, match="freed"):
+                eng.time_op(idx, other, 1, 1, 1)
+            with pytest.raises(ValueError, match="freed"):
+                eng.set_variant(idx, other)
+        x = np.random.default_rng(0).standard_normal((2, *s.input_shape)).astype(np.float32)
+        assert np.isfinite(s.run(x)).all()  # the session still runs its kept variants
+
+
 def test_isa_env(tmp_path, monkeypatch):
     rng = np.random.default_rng(15)
     path = conv_model(tmp_path / "c.onnx", rng)
