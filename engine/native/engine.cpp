@@ -196,7 +196,7 @@ struct Op {
   std::vector<Buf<float>> fa;
   std::vector<Buf<uint32_t>> ua;
   int variant = 0;           // conv/fc: 0 sparse, 1 dense (conv: blocks of ob), 2 conv dense "oc" form
-  int kept = -1;             // the variant keep_variant left storage for (-1: every variant still packed)
+  int kept = 0;              // bit v: keep_variant left variant v's storage (0: every variant still packed)
   int oc_nblk = 0;           // conv with the oc form (fa[3]: [G][oc_nblk][ntaps][2 vw]): units per group, else 0
   bool dw_cl = false;        // depthwise conv whose oc form is conv_dw_cl (fa[3]: [oc_nblk][ntaps][vw], all channels)
   // conv/fc: the ISA table of the sparse kernels (null: the engine's). The sparse format (CSR offsets) is
@@ -341,9 +341,8 @@ struct Engine {
   static void check_variant(const Op& op, int v) {
     if (v < 0 || v > 2 || (v == 2 && !op.oc_nblk) || (op.kind == OP_FC && v == 1 && !op.fcp.n))
       throw std::invalid_argument("op has no kernel variant " + std::to_string(v));
-    if (op.kept >= 0 && v != op.kept)
-      throw std::invalid_argument("kernel variant " + std::to_string(v) + " of this op was freed (keep_variant(" +
-                                  std::to_string(op.kept) + "))");
+    if (op.kept && !(op.kept >> v & 1))
+      throw std::invalid_argument("kernel variant " + std::to_string(v) + " of this op was freed by keep_variant");
   }
   void set_variant(int i, int v) {
     Op& op = ops.at(i);
@@ -351,13 +350,24 @@ struct Engine {
     op.variant = v;
   }
   bool has_oc(int i) const { return ops.at(i).oc_nblk > 0; }
-  void keep_variant(int i, int v) {  // free the storage of the formats that were not chosen
+  // free the storage of the formats that were not chosen: v, and `also` (>= 0) when a batched dense conv
+  // runs per image in the oc form and its image-batched tiles (conv_dense_multi) in the blocked one
+  void keep_variant(int i, int v, int also) {
     Op& op = ops.at(i);
+    check_variant(op, v);
+    if (also >= 0) check_variant(op, also);
+    const int keep = 1 << v | (also >= 0 ? 1 << also : 0);
     auto drop = [](auto& b) { b.alloc(1); b.n = 0; };
-    if (v != 0) { drop(op.fa[0]); drop(op.ua[1]); }
-    if (v != 1) { drop(op.fa[1]); drop(op.fcp); }
-    if (v != 2 && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; op.dw_cl = false; }
-    if (op.kind == OP_CONV || op.kind == OP_FC) op.kept = v;
+    if (!(keep & 1)) { drop(op.fa[0]); drop(op.ua[1]); }
+    if (!(keep & 2)) { drop(op.fa[1]); drop(op.fcp); if (op.kind == OP_CONV) op.batched = false; }
+    if (!(keep & 4) && op.fa.size() > 3) { drop(op.fa[3]); op.oc_nblk = 0; op.dw_cl = false; }
+    if (op.kind == OP_CONV || op.kind == OP_FC) op.kept = keep;
+  }
+  // dense conv at nb > 1 through conv_dense_multi: reads the blocked weights, whatever the per-image variant
+  void set_batched(int i, bool on) {
+    Op& op = ops.at(i);
+    if (on) check_variant(op, 1);
+    op.batched = on;
   }
 
   void ensure_arenas(int nt) {
@@ -476,8 +486,9 @@ struct Engine {
       barrier(par);
       return;
     }
-    if (p[C_MODE] == 0 && nb > 1 && op.variant == 1 && op.batched) {
+    if (p[C_MODE] == 0 && nb > 1 && op.variant != 0 && op.batched) {
       // dense, chosen by timing (small maps): register tiles across the chunk's images, weights read once
+      // (the blocked weights, also when a single image runs the oc form)
       ConvCall cs[64];
       int64_t b, e;
       split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
@@ -1273,14 +1284,14 @@ PYBIND11_MODULE(_native, m) {
       .def("add_op", &sk::Engine::add_op)
       .def("set_memory", &sk::Engine::set_memory)
       .def("set_variant", &sk::Engine::set_variant)
-      .def("keep_variant", &sk::Engine::keep_variant)
+      .def("keep_variant", &sk::Engine::keep_variant, py::arg("i"), py::arg("v"), py::arg("also") = -1)
       .def("has_oc", &sk::Engine::has_oc)
       .def_property_readonly("oc_channels", [](const sk::Engine& e) { return 2 * e.kt->vw; })
       .def("run", &sk::Engine::run, py::arg("x"), py::arg("threads") = 1)
       .def("time_op", &sk::Engine::time_op)
       .def("set_sparse_isa", &sk::Engine::set_sparse_isa)
       .def("sparse_isa", [](const sk::Engine& e, int i) { return std::string(e.sparse_table(e.ops.at(i))->name); })
-      .def("set_batched", [](sk::Engine& e, int i, bool on) { e.ops.at(i).batched = on; })
+      .def("set_batched", &sk::Engine::set_batched)
       .def("set_il_blocks", [](sk::Engine& e, int i, bool on) { e.ops.at(i).il_blocks = on; })
       .def("has_il_blocks", [](const sk::Engine& e, int i) {
         const sk::Op& op = e.ops.at(i);

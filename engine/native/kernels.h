@@ -107,9 +107,10 @@ struct KernelTable {
   // [unit][kh * kw][vw] (unit u = channels u vw .., zero past c.groups); reads the input (c.ih x c.iw at row
   // c.ipt, column c.ipl of the conv's padded input c.x, row c.x_row, plane c.x_plane; the padding is taken as
   // zero, not read) at (oh sh + i dh, ow sw + j dwl) for any stride and dilation; the private scratch holds
-  // (Rin Cw + Ho Wo) vw floats (Rin, Cw: the padded input rows and columns the taps reach); Ho Wo <=
-  // DW_CL_MAX_POSITIONS; no residual. Per lane the same arithmetic as conv_dense's depthwise path (the same
-  // bits); [u0, u1) over units; c.kh * c.kw <= DW_S2_MAX_TAPS
+  // (Rin Cw + Pz + vw) vw floats (Rin, Cw: the padded input rows and columns the taps reach; Pz: the output
+  // plane's (y_pt + Ho + y_pb) y_Wp floats, each written whole, ring zeroed); Ho Wo <= DW_CL_MAX_POSITIONS;
+  // no residual. Per lane the same arithmetic as conv_dense's depthwise path (the same bits); [u0, u1) over
+  // units; c.kh * c.kw <= DW_S2_MAX_TAPS
   void (*conv_dw_cl)(const ConvCall& c, int u0, int u1);
 };
 

@@ -346,7 +346,7 @@ bool check_conv_dw_cl(const KernelTable* t, Rng& g, int cs) {
   for (int o = 0; o < k.O; o++)
     for (int tp = 0; tp < nt; tp++) wcl[((size_t)(o / vw) * nt + tp) * vw + o % vw] = k.w[(size_t)o * nt + tp];
   const int rin = (k.Ho - 1) * s + (k.KH - 1) * k.dh + 1, cw = (k.Wo - 1) * s + (k.KW - 1) * k.dw + 1;
-  k.scratch.assign((size_t)(rin * cw + k.Ho * k.Wo) * vw + 64, kNaN);
+  k.scratch.assign((size_t)(rin * cw + k.yplane + vw) * vw + 64, kNaN);  // planner.dw_cl_scratch's extent
   ConvCall c = k.call(0);
   c.dw = wcl.data(); c.x_plane = k.Pin; c.sh = c.sw = s; c.kh = k.KH; c.kw = k.KW; c.dh = k.dh; c.dwl = k.dw;
   c.groups = k.G; c.ih = k.H; c.iw = k.W; c.ipt = k.pt; c.ipl = k.pl;

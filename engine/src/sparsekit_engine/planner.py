@@ -744,10 +744,11 @@ def _dense_blocks(wf: np.ndarray, G: int, ob: int) -> np.ndarray:
 DW_CL_MAX_POSITIONS = 2048
 
 
-def dw_cl_scratch(n: ENode, vw: int) -> int:
-    """Scratch floats of the channels-in-lanes depthwise form (native conv_dw_cl) at ``vw`` lanes, or 0 when
-    conv ``n`` cannot take it: not depthwise, a fused residual, stride other than 1 (in place) or 2 (direct),
-    more taps than the kernel holds, or a padded input over DW_CL_MAX_POSITIONS."""
+def dw_cl_scratch(n: ENode, vw: int, out_plane: int) -> int:
+    """Scratch floats of the channels-in-lanes depthwise form (native conv_dw_cl) at ``vw`` lanes, its output
+    tensor's padded plane ``out_plane`` floats, or 0 when conv ``n`` cannot take it: not depthwise, a fused
+    residual, stride other than 1 (in place) or 2 (direct), more taps than the kernel holds, or a padded
+    input over DW_CL_MAX_POSITIONS."""
     p = n.p
     O, Cg, KH, KW = p["w"].shape  # noqa: E741
     if Cg != 1 or O != p["groups"] or n.res or KH * KW > 64 or not (conv_mode(n) == 0 or s2_direct(n)):
@@ -756,7 +757,8 @@ def dw_cl_scratch(n: ENode, vw: int) -> int:
     cols = (p["Wo"] - 1) * p["sw"] + (KW - 1) * p["dw"] + 1
     if rows * cols > DW_CL_MAX_POSITIONS:
         return 0
-    return (rows * cols + p["Ho"] * p["Wo"]) * vw + 64
+    # the padded input and output planes in lanes, + vw positions read past the output's by its transpose
+    return (rows * cols + out_plane + vw) * vw + 64
 
 
 def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -> tuple[list, list, list, list, dict]:
@@ -779,7 +781,7 @@ def build_conv(n: ENode, lay: dict, ti: dict, ob: int = DENSE_OB, oc: int = 0) -
     ntaps = Cg * KH * KW
     dw = _dense_blocks(wf, G, ob)
     dw_oc = _dense_blocks(wf, G, oc).reshape(-1) if oc and 2 * Og >= oc else np.zeros(1, np.float32)
-    cl_floats = dw_cl_scratch(n, oc // 2) if oc else 0
+    cl_floats = dw_cl_scratch(n, oc // 2, lay[n.output].plane) if oc else 0
     if cl_floats:  # depthwise on a small map: the channels-in-lanes form (native conv_dw_cl) instead
         vw = oc // 2
         dw_oc = np.zeros((-(-G // vw) * vw, KH * KW), np.float32)

@@ -46,7 +46,9 @@ def load(path: str | os.PathLike, threads: int = 1, verify: bool = True, verify_
 
 #: ``kernels=``: auto (the fastest of sparse / dense per layer, timed at load), sparse, dense (the faster
 #: dense form per layer), or one dense form for every conv that has it: dense-blocked (blocks of output
-#: channels x vectors of positions) or dense-oc (output channels in the vector lanes)
+#: channels x vectors of positions) or dense-oc (output channels in the vector lanes). The form is what one
+#: image runs; a small-map dense conv may also tile a chunk's images together (native conv_dense_multi, on
+#: the blocked weights, kept next to the oc ones then) where that measures faster: plan()'s "batched"
 KERNEL_MODES = ("auto", "sparse", "dense", "dense-blocked", "dense-oc")
 DENSE_FORMS = {"blocked": 1, "oc": 2}  # native variant of each dense conv form
 
@@ -276,7 +278,8 @@ class Session:
     def _choose_kernels(self, built: list, use_cache: bool, P: Any) -> list[dict]:
         cache = P.ChoiceCache(use_cache)
         plan = []
-        settle: list[tuple[int, int, str | None]] = []  # dense convs whose form is settled in the whole plan
+        # dense convs whose per-image form is settled in the whole plan: (plan position, op, cache key, batched)
+        settle: list[tuple[int, int, str | None, bool]] = []
         for n, idx, ip, info in built:
             entry: dict[str, Any] = {"name": n.name, "op": n.onnx_op, "fused": list(n.fused), "kind": n.kind,
                                      "kernel": "direct", "density": None, "macs_dense": None, "macs_sparse": None,
@@ -296,9 +299,8 @@ class Session:
                         form = "oc"
                     elif self.kernels == "dense" and self._engine.has_oc(idx):
                         us["dense"], form = self._time_dense(idx, nb)
-                    if choice == "dense" and n.kind == "conv" and self.kernels != "dense-oc":
+                    if choice == "dense" and n.kind == "conv":  # image-batched tiles for chunks (blocked)
                         batched = self._batched_faster(idx, ip, P, DENSE_FORMS[form])
-                        form = "blocked" if batched else form
                 elif hit is None:
                     us = {}
                     us["sparse"], sparse_isa = self._time_sparse(idx, nb)
@@ -306,7 +308,6 @@ class Session:
                     choice = min(us, key=us.get)
                     batched = choice == "dense" and n.kind == "conv" and \
                         self._batched_faster(idx, ip, P, DENSE_FORMS[form])
-                    form = "blocked" if batched else form
                     cache.put(key, {"kernel": choice, "us": us, "batched": batched, "sparse_isa": sparse_isa,
                                     "dense_form": form})
                 else:
@@ -330,8 +331,10 @@ class Session:
                 v = 0 if choice == "sparse" else DENSE_FORMS[form]
                 self._engine.set_variant(idx, v)
                 fresh = self.kernels == "dense" or (self.kernels == "auto" and hit is None)
-                if fresh and choice == "dense" and n.kind == "conv" and not batched and self._engine.has_oc(idx):
-                    settle.append((len(plan), idx, key if self.kernels == "auto" else None))
+                if fresh and choice == "dense" and n.kind == "conv" and self._engine.has_oc(idx):
+                    settle.append((len(plan), idx, key if self.kernels == "auto" else None, bool(batched)))
+                elif batched and v != DENSE_FORMS["blocked"]:  # one image: oc; image-batched tiles: blocked
+                    self._engine.keep_variant(idx, v, DENSE_FORMS["blocked"])
                 else:
                     self._engine.keep_variant(idx, v)
                 self._engine.set_batched(idx, bool(batched))
@@ -345,35 +348,45 @@ class Session:
         cache.save()
         return plan
 
-    def _settle_dense_forms(self, settle: list[tuple[int, int, str | None]], plan: list[dict], cache: Any) -> None:
-        """Pick each dense conv's form (blocked / oc) from the whole plan's run, not from the op alone.
+    def _settle_dense_forms(self, settle: list[tuple[int, int, str | None, bool]], plan: list[dict],
+                            cache: Any) -> None:
+        """Pick each dense conv's per-image form (blocked / oc) from the whole plan's run, not from the op alone.
 
         Timed alone, an op's weights stay in cache between repetitions; in the model they come from memory
         after the other layers ran, and the forms differ most there (vgg16 at 0 %: the 4x4 / 2x2 layers'
         9.4 MB of weights: the blocked form re-reads a unit's weights for every position tile, the oc form
         reads each tap chunk once and reuses it from L1). So the plan runs with every candidate in one form, then the other (per-op times from
-        the native profiler, median of a few runs, alternated), and each op keeps its faster form."""
+        the native profiler, median of a few runs, alternated), and each op keeps its faster form. An op whose
+        chunks run image-batched tiles (``batched``: the blocked weights, conv_dense_multi) uses its per-image
+        form only for a single image, so its form is timed on a plan run of one image, and it keeps both
+        forms' weights when that is oc (mobilenet_v2's 6x6 / 3x3 project convs: oc 13-30 us, blocked 15-37)."""
         eng = self._engine
         x = np.random.default_rng(0).standard_normal((self.chunk, *self.input_shape)).astype(np.float32)
-        times: dict[str, list[np.ndarray]] = {"blocked": [], "oc": []}
+        batches = [x] + ([x[:1]] if self.chunk > 1 and any(b for *_, b in settle) else [])
+        times: dict[tuple[str, int], list[np.ndarray]] = {}
         eng.run(x, 1)  # warm-up
         for _ in range(3):
             for form in ("blocked", "oc"):
-                for _, idx, _ in settle:
+                for _, idx, _, _ in settle:
                     eng.set_variant(idx, DENSE_FORMS[form])
-                eng.set_profiling(True, 1)
-                try:
-                    eng.run(x, 1)
-                    times[form].append(np.asarray(eng.profile()))
-                finally:
-                    eng.set_profiling(False, 1)
-        med = {f: np.median(np.stack(v), axis=0) for f, v in times.items()}
-        for pos, idx, key in settle:
-            form = min(("blocked", "oc"), key=lambda f: med[f][idx])
+                for xb in batches:
+                    eng.set_profiling(True, 1)
+                    try:
+                        eng.run(xb, 1)
+                        times.setdefault((form, len(xb)), []).append(np.asarray(eng.profile()))
+                    finally:
+                        eng.set_profiling(False, 1)
+        med = {k: np.median(np.stack(v), axis=0) for k, v in times.items()}
+        for pos, idx, key, batched in settle:
+            nb = 1 if batched else len(x)
+            form = min(("blocked", "oc"), key=lambda f: med[(f, nb)][idx])
             eng.set_variant(idx, DENSE_FORMS[form])
-            eng.keep_variant(idx, DENSE_FORMS[form])
+            if batched and form != "blocked":
+                eng.keep_variant(idx, DENSE_FORMS[form], DENSE_FORMS["blocked"])
+            else:
+                eng.keep_variant(idx, DENSE_FORMS[form])
             plan[pos]["dense_form"] = form
-            plan[pos]["us_in_plan"] = {f: round(float(med[f][idx]), 3) for f in med}
+            plan[pos]["us_in_plan"] = {f: round(float(med[(f, nb)][idx]), 3) for f in ("blocked", "oc")}
             if key is not None and cache.get(key) is not None:
                 cache.put(key, {**cache.get(key), "dense_form": form})
 
