@@ -88,3 +88,37 @@ def test_batched_candidate_by_map_size():
     wide = P.ConvParams(**base, Ho=12, Wo=12, mode=0, wrow=12).ip()  # L = 144 > 8 vectors of 8
     assert not P.batched_candidate(wide, 8)
     assert P.batched_candidate(wide, 32)
+
+
+@pytest.mark.parametrize("cfg", [SMALL[0], SMALL[3], SMALL[6]], ids=["gemm", "depthwise", "residual"])
+def test_batched_chunks_keep_blocked_weights_next_to_oc(tmp_path, monkeypatch, cfg):
+    """A small-map conv whose chunks run image-batched tiles (blocked weights) while one image runs the oc form
+    keeps both formats (only those): batch 1 and a chunked batch give the blocked session's bits, and the
+    engine runs either variant but refuses the freed sparse one."""
+    from sparsekit_engine.session import DENSE_FORMS, Session
+
+    monkeypatch.setattr(Session, "_batched_faster", lambda self, *a, **k: self.chunk > 1)
+    rng = np.random.default_rng(11 + len(str(cfg)))
+    cfg = dict(cfg)
+    C, H, W = cfg.pop("C"), cfg.pop("H"), cfg.pop("W")
+    path = conv_model(tmp_path / "m.onnx", rng, C=C, H=H, W=W, density=1.0, **cfg)
+    x = rng.standard_normal((19, C, H, W)).astype(np.float32)
+    for isa in ISAS:
+        s = engine.load(path, isa=isa, cache=False, verify=False, kernels="dense-oc")
+        assert s.chunk > 1
+        conv = [(i, e) for i, e in enumerate(s.plan()) if e["kind"] == "conv"]
+        assert conv and all(e["batched"] and e["dense_form"] == "oc" for _, e in conv), isa
+        for i, _ in conv:
+            for v in DENSE_FORMS.values():
+                assert s._engine.time_op(i, v, 1, 1, 1) > 0
+            with pytest.raises(ValueError, match="freed"):
+                s._engine.time_op(i, 0, 1, 1, 1)
+        want = dense_session(path, isa, batched=False).run(x)
+        close(want, run_reference(path, x))
+        np.testing.assert_array_equal(s.run(x), want)
+        np.testing.assert_array_equal(s.run(x[:1]), want[:1])
+        # once the blocked weights are freed the chunks cannot take the batched tiles
+        s._engine.keep_variant(conv[0][0], DENSE_FORMS["oc"])
+        with pytest.raises(ValueError, match="freed"):
+            s._engine.set_batched(conv[0][0], True)
+        np.testing.assert_array_equal(s.run(x), want)
