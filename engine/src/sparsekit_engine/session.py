@@ -359,7 +359,8 @@ class Session:
         the native profiler, median of a few runs, alternated), and each op keeps its faster form. An op whose
         chunks run image-batched tiles (``batched``: the blocked weights, conv_dense_multi) uses its per-image
         form only for a single image, so its form is timed on a plan run of one image, and it keeps both
-        forms' weights when that is oc (mobilenet_v2's 6x6 / 3x3 project convs: oc 13-30 us, blocked 15-37)."""
+        forms' weights when that is oc (before, such a conv was pinned to the blocked form and its oc weights
+        freed, whichever ran one image faster)."""
         eng = self._engine
         x = np.random.default_rng(0).standard_normal((self.chunk, *self.input_shape)).astype(np.float32)
         batches = [x] + ([x[:1]] if self.chunk > 1 and any(b for *_, b in settle) else [])
