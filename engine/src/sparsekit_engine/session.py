@@ -333,10 +333,8 @@ class Session:
                 fresh = self.kernels == "dense" or (self.kernels == "auto" and hit is None)
                 if fresh and choice == "dense" and n.kind == "conv" and self._engine.has_oc(idx):
                     settle.append((len(plan), idx, key if self.kernels == "auto" else None, bool(batched)))
-                elif batched and v != DENSE_FORMS["blocked"]:  # one image: oc; image-batched tiles: blocked
-                    self._engine.keep_variant(idx, v, DENSE_FORMS["blocked"])
                 else:
-                    self._engine.keep_variant(idx, v)
+                    self._keep_variant(idx, v, batched)
                 self._engine.set_batched(idx, bool(batched))
                 entry.update(kernel=choice, batched=bool(batched), us={k: round(float(x), 3) for k, x in us.items()},
                              density=info["nnz"] / max(info["numel"], 1), macs_dense=info["macs_dense"],
@@ -382,14 +380,17 @@ class Session:
             nb = 1 if batched else len(x)
             form = min(("blocked", "oc"), key=lambda f: med[(f, nb)][idx])
             eng.set_variant(idx, DENSE_FORMS[form])
-            if batched and form != "blocked":
-                eng.keep_variant(idx, DENSE_FORMS[form], DENSE_FORMS["blocked"])
-            else:
-                eng.keep_variant(idx, DENSE_FORMS[form])
+            self._keep_variant(idx, DENSE_FORMS[form], batched)
             plan[pos]["dense_form"] = form
             plan[pos]["us_in_plan"] = {f: round(float(med[(f, nb)][idx]), 3) for f in ("blocked", "oc")}
             if key is not None and cache.get(key) is not None:
                 cache.put(key, {**cache.get(key), "dense_form": form})
+
+    def _keep_variant(self, idx: int, v: int, batched: bool) -> None:
+        """Free the formats op ``idx`` will not run: all but ``v``, and the blocked one too unless its chunks
+        run image-batched tiles (conv_dense_multi reads the blocked weights whatever one image runs)."""
+        blocked = DENSE_FORMS["blocked"]
+        self._engine.keep_variant(idx, v, blocked if batched and v != blocked else -1)
 
     def _time_sparse(self, idx: int, nb: int) -> tuple[float, str]:
         """The sparse kernel's time under each candidate ISA (``sparse_isas``): (fastest us, its ISA)."""
