@@ -839,40 +839,19 @@ struct Engine {
     const int K = ti.il, W = ti.W / K;
     const float* xi = tp(A, (int)op.ip[0], 0);
     int64_t c0, c1; split(ti.C, par ? tid : 0, par ? nth : 1, c0, c1);
-    std::vector<float> s(K), a(8 * K);
-    for (int64_t c = c0; c < c1; c++) {
-      const float* xc = xi + c * ti.plane + (int64_t)ti.pt * ti.Wp + ti.pl;
-      if (ti.H * W < 256) {
-        std::fill(s.begin(), s.end(), 0.f);
-        for (int h = 0; h < ti.H; h++)
-          for (int w = 0; w < W; w++) {
-            const float* v = xc + (int64_t)h * ti.Wp + (int64_t)w * K;
-            for (int k = 0; k < K; k++) s[k] += v[k];
-          }
-      } else {
-        std::fill(a.begin(), a.end(), 0.f);
-        // the planar plan's run structure (ip[2], from its layout: one run when its rows are unpadded)
-        const bool one_run = op.ip.size() > 2 ? op.ip[2] != 0 : (ti.pl == 0 && ti.pr == 0);
-        int64_t i = 0;
-        for (int h = 0; h < ti.H; h++) {
-          if (!one_run) i = 0;
-          for (int w = 0; w < W; w++, i++) {
-            const float* v = xc + (int64_t)h * ti.Wp + (int64_t)w * K;
-            float* ak = &a[(i % 8) * K];
-            for (int k = 0; k < K; k++) ak[k] += v[k];
-          }
-        }
-        for (int k = 0; k < K; k++) {
-          auto A8 = [&](int j) { return a[j * K + k]; };
-          s[k] = ((A8(0) + A8(1)) + (A8(2) + A8(3))) + ((A8(4) + A8(5)) + (A8(6) + A8(7)));
-        }
-      }
+    if (c1 <= c0) { barrier(par); return; }
+    // the planar plan's run structure (ip[2], from its layout: one run when its rows are unpadded)
+    const bool one_run = op.ip.size() > 2 ? op.ip[2] != 0 : (ti.pl == 0 && ti.pr == 0);
+    const int mode = ti.H * W < 256 ? 0 : one_run ? 2 : 1;
+    std::vector<float> s((size_t)(c1 - c0) * K);  // [channel][lane]
+    kt->lane_sums(xi + c0 * ti.plane + (int64_t)ti.pt * ti.Wp + ti.pl, ti.plane, ti.Wp, ti.H, W, mode,
+                  (int)(c1 - c0), s.data());
+    for (int64_t c = c0; c < c1; c++)
       for (int k = 0; k < nb; k++) {
         float* yo = tp(A, (int)op.ip[1], k);
         zero_ring(to, yo + c * to.plane);
-        *at(to, yo, (int)c, 0, 0) = s[k] / (float)(ti.H * W);
+        *at(to, yo, (int)c, 0, 0) = s[(c - c0) * K + k] / (float)(ti.H * W);
       }
-    }
     barrier(par);
   }
 
@@ -1112,18 +1091,11 @@ struct Engine {
     const Tensor& ti = tensors[input_t];
     const int64_t isz = ti.sample();
     if ((!par || tid == 0) && ti.il) {  // interleave: lane k of position (c, h, w) = image k (zero past nb)
-      const int K = ti.il, W = ti.W / K;
+      const int W = ti.W / ti.il;  // ti.il == kt->vw (checked at load)
       float* d = tp(A, input_t, 0);
       for (int c = 0; c < ti.C; c++) {
-        for (int h = 0; h < ti.H; h++) {
-          float* row = d + c * ti.plane + (int64_t)(h + ti.pt) * ti.Wp + ti.pl;
-          const float* s = x + ((int64_t)c * ti.H + h) * W;
-          for (int w = 0; w < W; w++) {
-            float* v = row + (int64_t)w * K;
-            for (int k = 0; k < nb; k++) v[k] = s[k * isz + w];
-            for (int k = nb; k < K; k++) v[k] = 0.f;
-          }
-        }
+        kt->interleave(x + (int64_t)c * ti.H * W, isz, nb, ti.H, W, d + c * ti.plane + (int64_t)ti.pt * ti.Wp + ti.pl,
+                       ti.Wp);
         zero_ring(ti, d + c * ti.plane);
       }
     } else if (!par || tid == 0) {

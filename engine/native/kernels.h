@@ -112,6 +112,14 @@ struct KernelTable {
   // no residual. Per lane the same arithmetic as conv_dense's depthwise path (the same bits); [u0, u1) over
   // units; c.kh * c.kw <= DW_S2_MAX_TAPS
   void (*conv_dw_cl)(const ConvCall& c, int u0, int u1);
+  // a chunk's input into the interleaved layout, vw images: for h < rows, w < W, k < vw:
+  // y[h * yr + w * vw + k] = k < nb ? x[k * xs + h * W + w] : 0
+  void (*interleave)(const float* x, int64_t xs, int nb, int rows, int W, float* y, int64_t yr);
+  // per-lane sums of nch interleaved planes (plane c at x + c * xc, row h at + h * xr, position w at + w * vw;
+  // H rows x W positions): s[c * vw + k] = lane k's sum over the plane, from +0 in (h, w) order (mode 0), or
+  // as 8 running sums (element i of a run into sum i % 8; a run per row: mode 1, one run: mode 2) added
+  // ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) at the end
+  void (*lane_sums)(const float* x, int64_t xc, int64_t xr, int H, int W, int mode, int nch, float* s);
 };
 
 constexpr int DW_S2_MAX_TAPS = 64;

@@ -445,6 +445,58 @@ bool check_gather2(const KernelTable* t, Rng& g, int cs) {
   return true;
 }
 
+// interleave: vw images' rows into lanes, exactly; nb < vw images leave zero lanes; W 0-40 (vector blocks and
+// a tail); the gaps between output rows must stay untouched (NaN sentinels)
+bool check_interleave(const KernelTable* t, Rng& g, int cs) {
+  const int K = t->vw, nb = g.range(1, K), rows = g.range(1, 4), W = g.range(0, 40);
+  const int64_t xs = (int64_t)rows * W + g.range(0, 5), yr = (int64_t)W * K + K * g.range(1, 2);  // a gap: yr > 0
+  std::vector<float> x(K * xs + 1), y(rows * yr + 8, kNaN);
+  for (auto& v : x) v = g.uni(-4.f, 4.f);
+  t->interleave(x.data(), xs, nb, rows, W, y.data(), yr);
+  for (int64_t j = 0; j < (int64_t)y.size(); j++) {
+    const int64_t h = j / yr, w = (j % yr) / K, k = (j % yr) % K;
+    const bool in = h < rows && w < W;
+    const float ref = !in ? kNaN : k < nb ? x[k * xs + h * W + w] : 0.f;
+    if (in ? !(y[j] == ref && !std::signbit(y[j]) == !std::signbit(ref)) : !std::isnan(y[j]))
+      return report(t, "interleave", cs, "nb=" + std::to_string(nb) + " rows=" + std::to_string(rows) + " W=" +
+                    std::to_string(W), "y[" + std::to_string(j) + "]", y[j], ref);
+  }
+  return true;
+}
+
+// lane_sums: per lane, the scalar definition's order of adds (one chain; 8 running sums with a run per row
+// or one run), compared bit for bit; padded rows and channel gaps hold NaN (never read); H x W up to 20 x 20
+bool check_lane_sums(const KernelTable* t, Rng& g, int cs) {
+  const int K = t->vw, H = g.range(1, 20), W = g.range(1, 20), nch = g.range(1, 9), mode = g.range(0, 2);
+  const int64_t xr = (int64_t)(W + g.range(0, 2)) * K, xc = H * xr + K * g.range(0, 3);
+  std::vector<float> x(nch * xc + 1, kNaN), s(nch * K + 8, kNaN);
+  for (int c = 0; c < nch; c++)
+    for (int h = 0; h < H; h++)
+      for (int j = 0; j < W * K; j++) x[c * xc + h * xr + j] = g.uni(-4.f, 4.f);
+  t->lane_sums(x.data(), xc, xr, H, W, mode, nch, s.data());
+  for (int j = 0; j < (int)s.size(); j++) {
+    float ref = kNaN;
+    if (j < nch * K) {
+      const int c = j / K, k = j % K;
+      float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, one = 0.f;
+      int64_t i = 0;
+      for (int h = 0; h < H; h++) {
+        if (mode == 1) i = 0;
+        for (int w = 0; w < W; w++, i++) {
+          const float v = x[c * xc + h * xr + (int64_t)w * K + k];
+          one += v;
+          a[i % 8] += v;
+        }
+      }
+      ref = mode == 0 ? one : ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    }
+    if (j < nch * K ? !(s[j] == ref) : !std::isnan(s[j]))
+      return report(t, "lane_sums", cs, "H=" + std::to_string(H) + " W=" + std::to_string(W) + " nch=" +
+                    std::to_string(nch) + " mode=" + std::to_string(mode), "s[" + std::to_string(j) + "]", s[j], ref);
+  }
+  return true;
+}
+
 // chan_bcast: y[c * yc + h * yr + i] = x[c * xc + h * xr + i] * (or +) g[c * gc], exactly (one rounding, as
 // the scalar op); strides with gaps between rows and channels, which must stay untouched (sentinels), n 0-40
 bool check_chan_bcast(const KernelTable* t, Rng& g, int cs) {
@@ -623,7 +675,8 @@ const Entry kEntries[] = {
     {"conv_il_dense", check_conv_il_dense},
     {"fc_sparse", check_fc_sparse},           {"fc_dense", check_fc_dense},
     {"gather2", check_gather2},               {"pool_rows", check_pool_rows},
-    {"chan_bcast", check_chan_bcast},
+    {"chan_bcast", check_chan_bcast},         {"interleave", check_interleave},
+    {"lane_sums", check_lane_sums},
 };
 
 // the variants compiled into this binary that this CPU can run (others are listed as skipped)

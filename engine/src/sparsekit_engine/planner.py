@@ -40,7 +40,7 @@ from sparsekit_engine.reference import (
 )
 
 #: bump when kernels or layouts change so cached timing decisions are re-measured
-KERNEL_VERSION = 25
+KERNEL_VERSION = 26
 BIN_CODES = {"Add": 0, "Mul": 1, "Sub": 2, "Div": 3}
 #: images per chunk for graphs with small activations (FC layers then vectorize over the batch)
 CHUNK_IMAGES = 16
