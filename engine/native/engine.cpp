@@ -206,6 +206,7 @@ struct Op {
   const KernelTable* skt = nullptr;
   bool batched = false;      // dense stride-1 conv at nb > 1: tiles across the chunk's images (conv_dense_multi)
   bool il_blocks = true;     // interleaved sparse conv: run the input-channel blocks the plan packed (ua[3])
+  bool pair_next = false;    // interleaved conv run row-interleaved with the next op (exec_row_pair)
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
@@ -243,6 +244,7 @@ struct Engine {
   // every slot, channel-parallel runs on thread 0 including the op's barrier)
   bool profiling = false;
   std::vector<std::vector<double>> prof_us;
+  bool row_pairs = true, pairs_known = false;  // exec_row_pair on (set_row_pairs); pairs chosen at first run
 
   explicit Engine(const std::string& isa) {
     auto t = available_tables();
@@ -348,6 +350,7 @@ struct Engine {
     Op& op = ops.at(i);
     check_variant(op, v);
     op.variant = v;
+    pairs_known = false;  // (a pair's kernels: exec_row_pair runs conv_il / conv_il_dense only)
   }
   bool has_oc(int i) const { return ops.at(i).oc_nblk > 0; }
   // free the storage of the formats that were not chosen: v, and `also` (>= 0) when a batched dense conv
@@ -443,6 +446,108 @@ struct Engine {
     return c;
   }
 
+  // an interleaved-layout conv's call: conv_call's fields, then the interleaved ones (strides, the output
+  // width in floats, the input-channel blocks build_conv_il packed)
+  ConvCall il_call(Op& op, float* A, float* priv) {
+    auto& p = op.ip;
+    ConvCall c = conv_call(op, A, priv, 0);
+    c.sh = (int)p[C_SH]; c.sw = (int)p[C_SW]; c.Wo = (int)p[C_WO] * tensors[p[C_IN]].il;
+    const int64_t O = p[C_O];
+    if (op.variant != 1 && op.il_blocks && op.ua.size() > 3 && (int64_t)op.ua[3].n > 2 * O) {
+      c.cbptr = op.ua[3].p; c.ncb = (int)(op.ua[3].n / O) - 1;
+    }
+    return c;
+  }
+  void run_il(Op& op, const ConvCall& c, bool par, int tid, int nth) {
+    int64_t b, e;
+    if (op.variant == 1) {  // dense: blocks of ob output channels (conv_dense's weights, interleaved offsets)
+      split(op.ip[C_G] * op.ip[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
+      kt->conv_il_dense(c, (int)b, (int)e);
+    } else {
+      split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
+      kt->conv_il(c, (int)b, (int)e);
+    }
+  }
+
+  // ---- two interleaved convs row by row (one thread) ----
+  // B reads A's output: after each output row of A, B runs every row whose input rows A has written. A's
+  // output rows are read back from L1 / L2 instead of from L3 after a whole tensor (resnet20's 32x32 stage at
+  // 16 images per chunk: 1.2 MB per tensor, three live in a residual block, L2 is 2 MB). When B writes over
+  // A's input (a residual conv storing over its residual, which A read), B's rows wait until A has read past
+  // them. Per row the same kernels and arithmetic: the same bits as running A, then B.
+  struct Extent { int64_t lo, hi; };
+  Extent extent(int t) const { const Tensor& x = tensors[t]; return {x.off, x.off + (int64_t)x.C * x.plane}; }
+  static bool overlap(Extent a, Extent b) { return a.lo < b.hi && b.lo < a.hi; }
+  bool same_layout(int a, int b) const {
+    const Tensor &x = tensors[a], &y = tensors[b];
+    return x.off == y.off && x.C == y.C && x.plane == y.plane && x.Wp == y.Wp && x.pt == y.pt && x.H == y.H;
+  }
+  // 0: A, B cannot run row-interleaved; else 1, or 3 when B's residual is A's input (both read it: the pair
+  // saves two tensor reads from L3 instead of one; preferred over two pairs that save one each, so resnet's
+  // blocks pair as conv1 + conv2)
+  int row_pair_gain(const Op& a, const Op& b) const {
+    if (a.kind != OP_CONV || b.kind != OP_CONV) return 0;
+    const int ai = (int)a.ip[C_IN], ao = (int)a.ip[C_OUT], ar = (int)a.ip[C_RES];
+    const int bi = (int)b.ip[C_IN], bo = (int)b.ip[C_OUT], br = (int)b.ip[C_RES];
+    if (!tensors[ai].il || !tensors[ao].il || !tensors[bo].il || bi != ao) return 0;
+    if (a.variant == 2 || b.variant == 2) return 0;
+    // B's output may only overlap A's input as the same tensor layout (rows map 1:1; exec_row_pair waits)
+    if (ar >= 0 && overlap(extent(bo), extent(ar))) return 0;
+    if (overlap(extent(bo), extent(ai)) && !same_layout(bo, ai)) return 0;
+    if (overlap(extent(bo), extent(ao))) return 0;
+    return br >= 0 && br == ai ? 3 : 1;
+  }
+  void choose_row_pairs() {  // most gain over disjoint consecutive pairs (a linear DP)
+    const size_t n = ops.size();
+    for (auto& op : ops) op.pair_next = false;
+    pairs_known = true;
+    if (!row_pairs || n < 2) return;
+    std::vector<int> best(n + 1, 0), take(n + 1, 0);  // best[i]: over ops [i, n)
+    for (int i = (int)n - 2; i >= 0; i--) {
+      best[i] = best[i + 1];
+      const int g = row_pair_gain(ops[i], ops[i + 1]);
+      if (g && g + best[i + 2] > best[i]) { best[i] = g + best[i + 2]; take[i] = 1; }
+    }
+    for (size_t i = 0; i + 1 < n;) {
+      if (take[i]) { ops[i].pair_next = true; i += 2; } else i++;
+    }
+  }
+  void exec_row_pair(Op& a, Op& b, float* A, float* priv, double* ta, double* tb) {
+    ConvCall ca = il_call(a, A, priv), cb = il_call(b, A, priv);
+    const Tensor& ti = tensors[a.ip[C_IN]];
+    const Tensor& tb_out = tensors[b.ip[C_OUT]];
+    const bool over = overlap(extent((int)b.ip[C_OUT]), extent((int)a.ip[C_IN]));
+    const int HoA = ca.Ho, HoB = cb.Ho;
+    const bool res_a = b.ip[C_RES] == a.ip[C_OUT];
+    // B's output row ob reads A's output rows up to last_read(ob) (clipped: the bottom pad comes with A's
+    // last row); A's row ra reads its input's padded rows from first_read(ra) on
+    auto last_read = [&](int ob) {
+      return std::min<int64_t>(HoA - 1, ob * b.ip[C_SH] + (b.ip[C_KH] - 1) * b.ip[C_DH] - b.ip[C_PT]);
+    };
+    auto first_read = [&](int ra) { return (int64_t)ra * a.ip[C_SH] + ti.pt - a.ip[C_PT]; };
+    auto timed = [&](Op& op, ConvCall& c, int r0, int r1, double* t) {
+      c.oh0 = r0; c.oh1 = r1;
+      if (!t) { run_il(op, c, false, 0, 1); return; }
+      auto t0 = std::chrono::steady_clock::now();
+      run_il(op, c, false, 0, 1);
+      *t += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    };
+    int ob = 0;
+    for (int ra = 0; ra < HoA; ra++) {
+      timed(a, ca, ra, ra + 1, ta);
+      int e = ob;
+      while (e < HoB && last_read(e) <= ra && (!res_a || e <= ra)) {  // (B's residual A's output: row e too)
+        // B over A's input: B's row e (padded row e + pt; the last one also the bottom pad) before A's
+        // next rows read it?
+        const int64_t w = e + 1 == HoB ? (int64_t)tb_out.Hp : e + tb_out.pt;
+        if (over && ra + 1 < HoA && w >= first_read(ra + 1)) break;
+        e++;
+      }
+      if (e > ob) { timed(b, cb, ob, e, tb); ob = e; }
+    }
+    if (ob < HoB) timed(b, cb, ob, HoB, tb);
+  }
+
   void exec_conv(Op& op, float* A, float* priv, int nb, bool par, int tid, int nth) {
     auto& p = op.ip;
     const Tensor& ti = tensors[p[C_IN]];
@@ -454,22 +559,7 @@ struct Engine {
     const int L = (int)((p[C_HO] - 1) * Wrow + p[C_WO]);
     const KernelTable* st = sparse_table(op);
     if (ti.il) {  // interleaved batch layout: the chunk's images are the lanes, one call for all of them
-      // conv_call's fields, then the interleaved ones: strides, and the output width in floats
-      ConvCall c = conv_call(op, A, priv, 0);
-      c.sh = sh; c.sw = sw; c.Wo = (int)p[C_WO] * ti.il;
-      int64_t b, e;
-      if (op.variant == 1) {  // dense: blocks of ob output channels (conv_dense's weights, interleaved offsets)
-        split(p[C_G] * p[C_NBLK], par ? tid : 0, par ? nth : 1, b, e);
-        kt->conv_il_dense(c, (int)b, (int)e);
-        barrier(par);
-        return;
-      }
-      const int64_t O = p[C_O];
-      if (op.il_blocks && op.ua.size() > 3 && (int64_t)op.ua[3].n > 2 * O) {  // input-channel blocks (build_conv_il)
-        c.cbptr = op.ua[3].p; c.ncb = (int)(op.ua[3].n / O) - 1;
-      }
-      split_cost(op.cost_prefix, par ? tid : 0, par ? nth : 1, b, e);
-      kt->conv_il(c, (int)b, (int)e);
+      run_il(op, il_call(op, A, priv), par, tid, nth);
       barrier(par);
       return;
     }
@@ -1109,15 +1199,18 @@ struct Engine {
       }
     }
     barrier(par);
-    if (profiling && (!par || tid == 0) && tid < (int)prof_us.size()) {
-      std::vector<double>& pu = prof_us.at(tid);
-      for (size_t i = 0; i < ops.size(); i++) {
-        auto t0 = std::chrono::steady_clock::now();
-        exec_op(ops[i], A, priv, nb, par, tid, nth);
-        pu[i] += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    const bool prof = profiling && (!par || tid == 0) && tid < (int)prof_us.size();
+    for (size_t i = 0; i < ops.size(); i++) {
+      if (!par && ops[i].pair_next && i + 1 < ops.size()) {  // (one thread per chunk: no barriers per row)
+        exec_row_pair(ops[i], ops[i + 1], A, priv, prof ? &prof_us[tid][i] : nullptr,
+                      prof ? &prof_us[tid][i + 1] : nullptr);
+        i++;
+        continue;
       }
-    } else {
-      for (auto& op : ops) exec_op(op, A, priv, nb, par, tid, nth);
+      if (!prof) { exec_op(ops[i], A, priv, nb, par, tid, nth); continue; }
+      auto t0 = std::chrono::steady_clock::now();
+      exec_op(ops[i], A, priv, nb, par, tid, nth);
+      prof_us[tid][i] += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
     }
     if (!par || tid == 0) {
       const Tensor& to = tensors[output_t];
@@ -1128,6 +1221,7 @@ struct Engine {
   }
 
   void run_ptr(const float* x, float* y, int n, int threads) {
+    if (!pairs_known) choose_row_pairs();
     const Tensor& ti = tensors[input_t];
     const Tensor& to = tensors[output_t];
     const int64_t isz = ti.sample(), osz = to.sample();
@@ -1265,6 +1359,13 @@ PYBIND11_MODULE(_native, m) {
       .def("sparse_isa", [](const sk::Engine& e, int i) { return std::string(e.sparse_table(e.ops.at(i))->name); })
       .def("set_batched", &sk::Engine::set_batched)
       .def("set_il_blocks", [](sk::Engine& e, int i, bool on) { e.ops.at(i).il_blocks = on; })
+      .def("set_row_pairs", [](sk::Engine& e, bool on) { e.row_pairs = on; e.pairs_known = false; })
+      .def("row_pairs", [](sk::Engine& e) {  // first ops of the row-interleaved pairs
+        if (!e.pairs_known) e.choose_row_pairs();
+        std::vector<int> v;
+        for (size_t i = 0; i < e.ops.size(); i++) if (e.ops[i].pair_next) v.push_back((int)i);
+        return v;
+      })
       .def("has_il_blocks", [](const sk::Engine& e, int i) {
         const sk::Op& op = e.ops.at(i);
         return op.ua.size() > 3 && (int64_t)op.ua[3].n > 2 * op.ip[sk::C_O];
