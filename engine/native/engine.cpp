@@ -189,6 +189,10 @@ struct Tensor {   // per-image layout; image i of a chunk at arena + off + i * i
 enum OpKind { OP_CONV = 0, OP_FC = 1, OP_MAXPOOL = 2, OP_AVGPOOL = 3, OP_GAP = 4, OP_BINARY = 5,
               OP_AFFINE = 6, OP_CONCAT = 7, OP_FLATTEN = 8 };
 
+// op j (earlier in a row chain) and op k touch the same memory: as the same tensor layout (rows map 1:1,
+// k's row waits for j's rows), or not (whole: k waits until j has finished)
+struct Hazard { int j, role_j, role_k; bool whole; };
+
 struct Op {
   int kind = 0;
   std::vector<int64_t> ip;   // integer params (layout per kind, see planner.py)
@@ -206,7 +210,8 @@ struct Op {
   const KernelTable* skt = nullptr;
   bool batched = false;      // dense stride-1 conv at nb > 1: tiles across the chunk's images (conv_dense_multi)
   bool il_blocks = true;     // interleaved sparse conv: run the input-channel blocks the plan packed (ua[3])
-  bool pair_next = false;    // interleaved conv run row-interleaved with the next op (exec_row_pair)
+  int chain_len = 0;          // >= 2: the first of chain_len interleaved convs run as a row wavefront (exec_row_chain)
+  std::vector<Hazard> hz;     // in a chain: the rows this op shares with earlier ops of it (row_ready)
   std::vector<uint32_t> cost_prefix;  // sparse conv/fc: cumulative cost per output channel
   std::vector<int32_t> cmask;        // conv: padding-column mask of the flat output rows (see ConvCall)
   std::vector<uint8_t> phase_used;   // sparse stride-s conv: [phase][channel] read by any non-zero
@@ -244,7 +249,7 @@ struct Engine {
   // every slot, channel-parallel runs on thread 0 including the op's barrier)
   bool profiling = false;
   std::vector<std::vector<double>> prof_us;
-  bool row_pairs = true, pairs_known = false;  // exec_row_pair on (set_row_pairs); pairs chosen at first run
+  bool row_chains = true, chains_known = false;  // exec_row_chain on (set_row_chains); chosen at first run
 
   explicit Engine(const std::string& isa) {
     auto t = available_tables();
@@ -350,7 +355,7 @@ struct Engine {
     Op& op = ops.at(i);
     check_variant(op, v);
     op.variant = v;
-    pairs_known = false;  // (a pair's kernels: exec_row_pair runs conv_il / conv_il_dense only)
+    chains_known = false;  // (exec_row_chain runs conv_il / conv_il_dense only)
   }
   bool has_oc(int i) const { return ops.at(i).oc_nblk > 0; }
   // free the storage of the formats that were not chosen: v, and `also` (>= 0) when a batched dense conv
@@ -469,83 +474,112 @@ struct Engine {
     }
   }
 
-  // ---- two interleaved convs row by row (one thread) ----
-  // B reads A's output: after each output row of A, B runs every row whose input rows A has written. A's
-  // output rows are read back from L1 / L2 instead of from L3 after a whole tensor (resnet20's 32x32 stage at
-  // 16 images per chunk: 1.2 MB per tensor, three live in a residual block, L2 is 2 MB). When B writes over
-  // A's input (a residual conv storing over its residual, which A read), B's rows wait until A has read past
-  // them. Per row the same kernels and arithmetic: the same bits as running A, then B.
+  // ---- consecutive interleaved convs as a row wavefront (one thread) ----
+  // A chain of convs runs row by row: the first one row at a time, each later one as many rows as it can.
+  // Every tensor a conv reads is then read back from L1 / L2 a few rows after it was written, instead of from
+  // L3 after a whole tensor (resnet20's 32x32 stage at 16 images per chunk: 1.2 MB per tensor, three live in
+  // a residual block; L2 is 2 MB). Order is kept where ops touch the same memory (a residual conv storing
+  // over its residual; the memory plan reusing a dead tensor's block): for ops j < k, k's row waits until j
+  // has written what k reads or writes, and has read what k overwrites. Per row the same kernels and
+  // arithmetic: the same bits as running the convs one after the other.
   struct Extent { int64_t lo, hi; };
   Extent extent(int t) const { const Tensor& x = tensors[t]; return {x.off, x.off + (int64_t)x.C * x.plane}; }
   static bool overlap(Extent a, Extent b) { return a.lo < b.hi && b.lo < a.hi; }
   bool same_layout(int a, int b) const {
     const Tensor &x = tensors[a], &y = tensors[b];
-    return x.off == y.off && x.C == y.C && x.plane == y.plane && x.Wp == y.Wp && x.pt == y.pt && x.H == y.H;
+    return x.off == y.off && x.C == y.C && x.plane == y.plane && x.Wp == y.Wp && x.pt == y.pt && x.Hp == y.Hp;
   }
-  // 0: A, B cannot run row-interleaved; else 1, or 3 when B's residual is A's input (both read it: the pair
-  // saves two tensor reads from L3 instead of one; preferred over two pairs that save one each, so resnet's
-  // blocks pair as conv1 + conv2)
-  int row_pair_gain(const Op& a, const Op& b) const {
-    if (a.kind != OP_CONV || b.kind != OP_CONV) return 0;
-    const int ai = (int)a.ip[C_IN], ao = (int)a.ip[C_OUT], ar = (int)a.ip[C_RES];
-    const int bi = (int)b.ip[C_IN], bo = (int)b.ip[C_OUT], br = (int)b.ip[C_RES];
-    if (!tensors[ai].il || !tensors[ao].il || !tensors[bo].il || bi != ao) return 0;
-    if (a.variant == 2 || b.variant == 2) return 0;
-    // B's output may only overlap A's input as the same tensor layout (rows map 1:1; exec_row_pair waits)
-    if (ar >= 0 && overlap(extent(bo), extent(ar))) return 0;
-    if (overlap(extent(bo), extent(ai)) && !same_layout(bo, ai)) return 0;
-    if (overlap(extent(bo), extent(ao))) return 0;
-    return br >= 0 && br == ai ? 3 : 1;
-  }
-  void choose_row_pairs() {  // most gain over disjoint consecutive pairs (a linear DP)
-    const size_t n = ops.size();
-    for (auto& op : ops) op.pair_next = false;
-    pairs_known = true;
-    if (!row_pairs || n < 2) return;
-    std::vector<int> best(n + 1, 0), take(n + 1, 0);  // best[i]: over ops [i, n)
-    for (int i = (int)n - 2; i >= 0; i--) {
-      best[i] = best[i + 1];
-      const int g = row_pair_gain(ops[i], ops[i + 1]);
-      if (g && g + best[i + 2] > best[i]) { best[i] = g + best[i + 2]; take[i] = 1; }
-    }
-    for (size_t i = 0; i + 1 < n;) {
-      if (take[i]) { ops[i].pair_next = true; i += 2; } else i++;
+  enum Role { R_IN = 0, R_RES = 1, R_OUT = 2 };
+  // padded rows of tensor `role` that op's output rows [r, r] touch (reads: the rows its taps / residual read;
+  // writes: the row, with the top pad rows at row 0 and the bottom ones at the last row)
+  void touched(const Op& op, int role, int r, int64_t& lo, int64_t& hi) const {
+    const auto& p = op.ip;
+    if (role == R_IN) {
+      const int64_t base = (int64_t)r * p[C_SH] + tensors[p[C_IN]].pt - p[C_PT];
+      lo = base; hi = base + (p[C_KH] - 1) * p[C_DH];
+    } else if (role == R_RES) {
+      lo = hi = r + tensors[p[C_RES]].pt;
+    } else {
+      const Tensor& t = tensors[p[C_OUT]];
+      lo = r == 0 ? 0 : r + t.pt; hi = r + 1 == p[C_HO] ? t.Hp - 1 : r + t.pt;
     }
   }
-  void exec_row_pair(Op& a, Op& b, float* A, float* priv, double* ta, double* tb) {
-    ConvCall ca = il_call(a, A, priv), cb = il_call(b, A, priv);
-    const Tensor& ti = tensors[a.ip[C_IN]];
-    const Tensor& tb_out = tensors[b.ip[C_OUT]];
-    const bool over = overlap(extent((int)b.ip[C_OUT]), extent((int)a.ip[C_IN]));
-    const int HoA = ca.Ho, HoB = cb.Ho;
-    const bool res_a = b.ip[C_RES] == a.ip[C_OUT];
-    // B's output row ob reads A's output rows up to last_read(ob) (clipped: the bottom pad comes with A's
-    // last row); A's row ra reads its input's padded rows from first_read(ra) on
-    auto last_read = [&](int ob) {
-      return std::min<int64_t>(HoA - 1, ob * b.ip[C_SH] + (b.ip[C_KH] - 1) * b.ip[C_DH] - b.ip[C_PT]);
-    };
-    auto first_read = [&](int ra) { return (int64_t)ra * a.ip[C_SH] + ti.pt - a.ip[C_PT]; };
-    auto timed = [&](Op& op, ConvCall& c, int r0, int r1, double* t) {
-      c.oh0 = r0; c.oh1 = r1;
-      if (!t) { run_il(op, c, false, 0, 1); return; }
-      auto t0 = std::chrono::steady_clock::now();
-      run_il(op, c, false, 0, 1);
-      *t += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    };
-    int ob = 0;
-    for (int ra = 0; ra < HoA; ra++) {
-      timed(a, ca, ra, ra + 1, ta);
-      int e = ob;
-      while (e < HoB && last_read(e) <= ra && (!res_a || e <= ra)) {  // (B's residual A's output: row e too)
-        // B over A's input: B's row e (padded row e + pt; the last one also the bottom pad) before A's
-        // next rows read it?
-        const int64_t w = e + 1 == HoB ? (int64_t)tb_out.Hp : e + tb_out.pt;
-        if (over && ra + 1 < HoA && w >= first_read(ra + 1)) break;
-        e++;
+  int role_tensor(const Op& op, int role) const {
+    return (int)(role == R_IN ? op.ip[C_IN] : role == R_RES ? op.ip[C_RES] : op.ip[C_OUT]);
+  }
+  bool chainable(const Op& op) const {
+    return op.kind == OP_CONV && op.variant != 2 && tensors[op.ip[C_IN]].il && tensors[op.ip[C_OUT]].il;
+  }
+  // the hazards of ops[k] against ops[c0 .. k)
+  void hazards(size_t c0, size_t k, std::vector<Hazard>& hz) const {
+    hz.clear();
+    for (size_t j = c0; j < k; j++)
+      for (int rj = 0; rj < 3; rj++)
+        for (int rk = 0; rk < 3; rk++) {
+          if (rj != R_OUT && rk != R_OUT) continue;  // two reads never conflict
+          const int tj = role_tensor(ops[j], rj), tk = role_tensor(ops[k], rk);
+          if (tj < 0 || tk < 0 || !overlap(extent(tj), extent(tk))) continue;
+          hz.push_back({(int)j, rj, rk, !same_layout(tj, tk)});
+        }
+  }
+  void choose_row_chains() {
+    for (auto& op : ops) { op.chain_len = 0; op.hz.clear(); }
+    chains_known = true;
+    if (!row_chains) return;
+    for (size_t i = 0; i < ops.size();) {
+      if (!chainable(ops[i])) { i++; continue; }
+      size_t k = i + 1;
+      while (k < ops.size() && chainable(ops[k])) { hazards(i, k, ops[k].hz); k++; }
+      if (k - i >= 2) ops[i].chain_len = (int)(k - i);
+      else ops[i].hz.clear();
+      i = k;
+    }
+  }
+  // may op k (chain position of ops[c0 + ...]) run output row r, given the rows done of the earlier ops?
+  bool row_ready(const Op& op, int r, const std::vector<int>& done, size_t c0) const {
+    for (const Hazard& h : op.hz) {
+      const Op& oj = ops[h.j];
+      const int dj = done[h.j - c0];
+      if (dj >= oj.ip[C_HO]) continue;  // j finished
+      if (h.whole) return false;
+      int64_t lo, hi;
+      touched(op, h.role_k, r, lo, hi);
+      if (h.role_j == R_OUT) {  // j writes: k's rows must be written already (padded rows < the next row's)
+        int64_t nlo, nhi;
+        touched(oj, R_OUT, dj, nlo, nhi);
+        if (hi >= nlo) return false;
+      } else {  // j reads, k writes: j must have read past them
+        int64_t nlo, nhi;
+        touched(oj, h.role_j, dj, nlo, nhi);
+        if (hi >= nlo) return false;
       }
-      if (e > ob) { timed(b, cb, ob, e, tb); ob = e; }
     }
-    if (ob < HoB) timed(b, cb, ob, HoB, tb);
+    return true;
+  }
+  void exec_row_chain(size_t c0, int n, float* A, float* priv, std::vector<double>* prof) {
+    std::vector<ConvCall> calls;
+    std::vector<int> done(n, 0);
+    for (int k = 0; k < n; k++) calls.push_back(il_call(ops[c0 + k], A, priv));
+    auto run_rows = [&](int k, int r0, int r1) {
+      ConvCall& c = calls[k];
+      c.oh0 = r0; c.oh1 = r1;
+      if (!prof) { run_il(ops[c0 + k], c, false, 0, 1); return; }
+      auto t0 = std::chrono::steady_clock::now();
+      run_il(ops[c0 + k], c, false, 0, 1);
+      (*prof)[c0 + k] += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    };
+    for (bool busy = true; busy;) {
+      busy = false;
+      for (int k = 0; k < n; k++) {
+        const Op& op = ops[c0 + k];
+        const int Ho = (int)op.ip[C_HO];
+        int e = done[k];
+        const int lim = k == 0 ? std::min(Ho, e + 1) : Ho;  // the first op leads, a row at a time
+        while (e < lim && row_ready(op, e, done, c0)) e++;
+        if (e > done[k]) { run_rows(k, done[k], e); done[k] = e; }
+        if (done[k] < Ho) busy = true;
+      }
+    }
   }
 
   void exec_conv(Op& op, float* A, float* priv, int nb, bool par, int tid, int nth) {
@@ -1201,10 +1235,9 @@ struct Engine {
     barrier(par);
     const bool prof = profiling && (!par || tid == 0) && tid < (int)prof_us.size();
     for (size_t i = 0; i < ops.size(); i++) {
-      if (!par && ops[i].pair_next && i + 1 < ops.size()) {  // (one thread per chunk: no barriers per row)
-        exec_row_pair(ops[i], ops[i + 1], A, priv, prof ? &prof_us[tid][i] : nullptr,
-                      prof ? &prof_us[tid][i + 1] : nullptr);
-        i++;
+      if (!par && ops[i].chain_len >= 2) {  // (one thread per chunk: no barriers per row)
+        exec_row_chain(i, ops[i].chain_len, A, priv, prof ? &prof_us[tid] : nullptr);
+        i += ops[i].chain_len - 1;
         continue;
       }
       if (!prof) { exec_op(ops[i], A, priv, nb, par, tid, nth); continue; }
@@ -1221,7 +1254,7 @@ struct Engine {
   }
 
   void run_ptr(const float* x, float* y, int n, int threads) {
-    if (!pairs_known) choose_row_pairs();
+    if (!chains_known) choose_row_chains();
     const Tensor& ti = tensors[input_t];
     const Tensor& to = tensors[output_t];
     const int64_t isz = ti.sample(), osz = to.sample();
@@ -1359,11 +1392,11 @@ PYBIND11_MODULE(_native, m) {
       .def("sparse_isa", [](const sk::Engine& e, int i) { return std::string(e.sparse_table(e.ops.at(i))->name); })
       .def("set_batched", &sk::Engine::set_batched)
       .def("set_il_blocks", [](sk::Engine& e, int i, bool on) { e.ops.at(i).il_blocks = on; })
-      .def("set_row_pairs", [](sk::Engine& e, bool on) { e.row_pairs = on; e.pairs_known = false; })
-      .def("row_pairs", [](sk::Engine& e) {  // first ops of the row-interleaved pairs
-        if (!e.pairs_known) e.choose_row_pairs();
-        std::vector<int> v;
-        for (size_t i = 0; i < e.ops.size(); i++) if (e.ops[i].pair_next) v.push_back((int)i);
+      .def("set_row_chains", [](sk::Engine& e, bool on) { e.row_chains = on; e.chains_known = false; })
+      .def("row_chains", [](sk::Engine& e) {  // [first op, op count] of each row-wavefront chain
+        if (!e.chains_known) e.choose_row_chains();
+        std::vector<std::pair<int, int>> v;
+        for (size_t i = 0; i < e.ops.size(); i++) if (e.ops[i].chain_len >= 2) v.emplace_back((int)i, e.ops[i].chain_len);
         return v;
       })
       .def("has_il_blocks", [](const sk::Engine& e, int i) {

@@ -213,11 +213,11 @@ def resblock_model(path, rng, O=8, H=12, W=10, k=3, d=1, density=0.4) -> str:
 
 @pytest.mark.parametrize("cfg", [{}, dict(k=5, d=2, H=9, W=14), dict(H=1, W=3), dict(density=0.0)],
                          ids=["3x3", "5x5-dilated", "one-row", "empty"])
-def test_row_pairs_match_sequential_bitwise(tmp_path, cfg):
-    """Consecutive interleaved convs run row-interleaved (native exec_row_pair): a residual block's conv1 and
-    conv2 pair up (conv2 stores over conv1's input, so its rows wait until conv1 has read past them); the
-    outputs are bit for bit those of running the convs one after the other, on every ISA, sparse and dense,
-    1 and 2 threads, and match the reference."""
+def test_row_chains_match_sequential_bitwise(tmp_path, cfg):
+    """Consecutive interleaved convs run as a row wavefront (native exec_row_chain): conv2 stores over its
+    residual, which conv1 reads, so its rows wait until conv1 has read past them; the memory plan may reuse a
+    dead tensor's block inside the chain. The outputs are bit for bit those of running the convs one after the
+    other, on every ISA, sparse and dense, 1 and 2 threads, and match the reference."""
     rng = np.random.default_rng(11)
     path = resblock_model(tmp_path / "r.onnx", rng, **cfg)
     H, W = cfg.get("H", 12), cfg.get("W", 10)
@@ -226,10 +226,10 @@ def test_row_pairs_match_sequential_bitwise(tmp_path, cfg):
             s = engine.load(path, isa=isa, cache=False, kernels=kernels, interleave=True, threads=threads,
                             verify=False)
             il = s._il
-            assert il.row_pairs() == [1]  # conv1 + conv2 (stem and conv3 alone)
+            assert il.row_chains() == [(0, 4)]  # the four convs (Flatten ends the chain)
             x = rng.standard_normal((2 * s.il_lanes + 3, 3, H, W)).astype(np.float32)
             y = s.run(x)
-            il.set_row_pairs(False)
-            assert il.row_pairs() == []
+            il.set_row_chains(False)
+            assert il.row_chains() == []
             np.testing.assert_array_equal(y, s.run(x))
             close(y, run_reference(path, x))

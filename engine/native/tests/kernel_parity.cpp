@@ -401,8 +401,17 @@ bool check_conv_il(const KernelTable* t, Rng& g, int cs, bool dense) {
       }
     c.cbptr = cbptr.data(); c.ncb = ncb;
   }
-  if (dense) for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_il_dense(c, b, e);
-  else for (auto [b, e] : split(g, k.O)) t->conv_il(c, b, e);
+  // half the cases in bands of output rows (c.oh0, c.oh1: the engine's row chains), in order
+  std::vector<std::pair<int, int>> bands{{0, 0}};
+  if (g.chance(0.5)) {
+    bands.clear();
+    for (int r = 0; r < k.Ho;) { const int e = std::min(k.Ho, r + g.range(1, 3)); bands.push_back({r, e}); r = e; }
+  }
+  for (auto [r0, r1] : bands) {
+    c.oh0 = r0; c.oh1 = r1;
+    if (dense) for (auto [b, e] : split(g, k.G * k.nblk)) t->conv_il_dense(c, b, e);
+    else for (auto [b, e] : split(g, k.O)) t->conv_il(c, b, e);
+  }
   for (int m = 0; m < K; m++)
     for (int64_t i = 0; i < k.O * k.yplane; i++) k.y[m * k.ystride + i] = yi[i * K + m];
   return k.verify(t, dense ? "conv_il_dense" : "conv_il", cs);
