@@ -144,20 +144,26 @@ def test_interleave_choice_is_timed_and_cached(tmp_path, monkeypatch):
     path = trunk_model(tmp_path / "t.onnx", rng, H=16, W=16, O=16)
     a = engine.load(path, cache=True)
     # the session's ISA and, unpinned, the next narrower vector ISA (AVX-512: AVX2's 8-image chunks) compete
+    # ... each with and without row wavefronts (" op-by-op")
     narrower = {f"interleaved-{i}" for i in a.sparse_isas[1:2]}
-    assert set(a.interleave_us) == {"planar", "interleaved"} | narrower
+    plans = {"interleaved"} | narrower
+    assert set(a.interleave_us) == {"planar"} | plans | {p + " op-by-op" for p in plans}
     assert all(k in ("sparse", "dense") for k in a.il_kernels if k) and a.il_kernels.count(None) == 1
     il_us = {k: v for k, v in a.interleave_us.items() if k != "planar"}
     assert (a.il_lanes > 0) == (min(il_us.values()) < 0.95 * a.interleave_us["planar"])
     if a.il_lanes:  # the faster interleaved candidate, with its ISA's vector width as the chunk
         fastest = min(il_us, key=il_us.get)
-        assert a.il_isa == (a.isa if fastest == "interleaved" else fastest.removeprefix("interleaved-"))
+        plan = fastest.removesuffix(" op-by-op")
+        assert a.il_isa == (a.isa if plan == "interleaved" else plan.removeprefix("interleaved-"))
+        assert a.il_row_chains == (plan == fastest)
+        assert bool(a._il.row_chains()) == a.il_row_chains  # the trunk's two convs chain when it is on
         assert a.il_lanes == engine.load(path, isa=a.il_isa, cache=False, verify=False)._engine.vector_width
         assert a.profile(batch=a.il_lanes)["layout"] == "interleaved"
     b = engine.load(path, cache=True)
     assert b.interleave_us == a.interleave_us and b.il_lanes == a.il_lanes and b.il_isa == a.il_isa
+    assert b.il_row_chains == a.il_row_chains
     pinned = engine.load(path, cache=False, isa=a.isa)  # a pinned ISA: no narrower candidate
-    assert set(pinned.interleave_us) == {"planar", "interleaved"}
+    assert set(pinned.interleave_us) == {"planar", "interleaved", "interleaved op-by-op"}
     off = engine.load(path, cache=False, interleave=False)
     assert off.il_lanes == 0 and off.interleave_us == {}
 

@@ -138,6 +138,7 @@ class Session:
         self._il = None
         self.il_lanes = 0
         self.il_isa: str | None = None
+        self.il_row_chains = False  # the interleaved plan runs its consecutive convs as row wavefronts
         self.il_kernels: list[str | None] = [None] * len(nodes)
         self.interleave_us: dict[str, float] = {}
         if interleave is None:
@@ -153,10 +154,12 @@ class Session:
             isas = [self.isa] + ([self.sparse_isas[1]] if interleave is None and len(self.sparse_isas) > 1 else [])
             cands = {i: self._build_interleaved(P, nodes, shapes, lay, graph.input_name, out, trunk, bool(cache), i)
                      for i in isas}
-            pick = self.isa if interleave else self._pick_interleaved(cands, P, cache)
+            pick, chains = (self.isa, True) if interleave else self._pick_interleaved(cands, P, cache)
             if pick is not None:
                 self._il, self.il_kernels = cands[pick]
                 self.il_lanes, self.il_isa = self._il.vector_width, pick
+                self._il.set_row_chains(chains)
+                self.il_row_chains = chains
         self.verification: dict[str, Any] = {"verified": False}
         if verify:
             self.verification = self._verify(verify_input)
@@ -235,12 +238,16 @@ class Session:
         cache.save()
         return eng, il_kernels
 
-    def _pick_interleaved(self, cands: dict[str, tuple[Any, list]], P: Any, use_cache: bool) -> str | None:
-        """Time the planar plan and each interleaved candidate (by ISA) on the same images (2 chunks of the
-        widest lanes; alternated, best of 5 each); returns the ISA of the interleaved plan to use, or None for
-        planar. An interleaved plan must beat planar by 5 %; between interleaved ones the faster wins. Cached
-        per model, ISAs and threads like the per-layer choices. ``interleave_us``: "planar", "interleaved"
-        (the session's ISA) and "interleaved-<isa>" for a narrower one."""
+    def _pick_interleaved(self, cands: dict[str, tuple[Any, list]], P: Any,
+                          use_cache: bool) -> tuple[str | None, bool]:
+        """Time the planar plan and each interleaved candidate (by ISA, with and without row wavefronts) on the
+        same images (2 chunks of the widest lanes; alternated, best of 5 each); returns (the ISA of the
+        interleaved plan to use, or None for planar; whether it runs row wavefronts). An interleaved plan must
+        beat planar by 5 %; between interleaved ones the faster wins. Cached per model, ISAs and threads like
+        the per-layer choices. ``interleave_us``: "planar", "interleaved" (the session's ISA) and
+        "interleaved-<isa>" for a narrower one, each also with " op-by-op" (row wavefronts off). Row wavefronts
+        are timed, not assumed: they took resnet20 at 99 % from 3155 to 2878 µs per 64 images but were within
+        noise on mobilenet_v2 at 0 %, whose 1x1 expand convs write 15 MB chunk tensors either way."""
         K = max(e.vector_width for e, _ in cands.values())
         keys = "|".join(str(e.get("name")) + str(e.get("kernel")) + str(e.get("nnz")) for e in self._plan)
         ils = ";".join(f"{i}:{'|'.join(str(k) for k in ks)}" for i, (_, ks) in cands.items())
@@ -248,25 +255,31 @@ class Session:
               f"{P.KERNEL_VERSION}:{ils}"
         cache = P.ChoiceCache(use_cache)
         hit = cache.get(key)
-        if hit is not None and "pick" in hit:
+        if hit is not None and "pick" in hit and "chains" in hit:
             self.interleave_us = dict(hit.get("us", {}))
-            return hit["pick"]
+            return hit["pick"], bool(hit["chains"])
         name = {i: "interleaved" if i == self.isa else f"interleaved-{i}" for i in cands}
         x = np.random.default_rng(0).standard_normal((2 * K, *self.input_shape)).astype(np.float32)
-        runs = {"planar": self._engine} | {name[i]: e for i, (e, _) in cands.items()}
+        runs: dict[str, tuple[Any, str | None, bool]] = {"planar": (self._engine, None, False)}
+        for i, (e, _) in cands.items():
+            runs[name[i]] = (e, i, True)
+            runs[name[i] + " op-by-op"] = (e, i, False)
         best = {k: float("inf") for k in runs}
         for r in range(6):
-            for k, e in runs.items():
+            for k, (e, isa, chains) in runs.items():
+                if isa is not None:
+                    e.set_row_chains(chains)
                 t = time.perf_counter()
                 e.run(x, self.threads)
                 if r:  # the first round warms up
                     best[k] = min(best[k], (time.perf_counter() - t) * 1e6)
         self.interleave_us = {k: round(v, 1) for k, v in best.items()}
-        fastest = min(cands, key=lambda i: best[name[i]])
-        pick = fastest if best[name[fastest]] < 0.95 * best["planar"] else None
-        cache.put(key, {"pick": pick, "us": self.interleave_us})
+        fastest = min((k for k in runs if k != "planar"), key=lambda k: best[k])
+        _, isa, chains = runs[fastest]
+        pick = isa if best[fastest] < 0.95 * best["planar"] else None
+        cache.put(key, {"pick": pick, "chains": chains, "us": self.interleave_us})
         cache.save()
-        return pick
+        return pick, chains
 
     def _engine_for(self, n: int) -> tuple[Any, int]:
         """(native plan, images it runs) for a batch of n: the interleaved plan takes whole chunks of lanes."""
