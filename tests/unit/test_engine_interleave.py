@@ -197,7 +197,7 @@ def test_interleaved_input_channel_blocks(tmp_path, monkeypatch, cfg, strip):
     close(il.run(x), run_reference(path, x))
 
 
-def resblock_model(path, rng, O=8, H=12, W=10, k=3, d=1, density=0.4) -> str:
+def resblock_model(path, rng, O=8, H=12, W=10, k=3, d=1, density=0.4) -> str:  # noqa: E741
     """stem conv -> Relu (x0) -> conv1 (k x k, dilation d) -> Relu -> conv2 3x3 + Add(x0) -> Relu -> conv3 ->
     Relu -> Flatten: conv2 stores over x0 (its residual, conv1's input)."""
     p = d * (k - 1) // 2
