@@ -246,8 +246,9 @@ class Session:
         beat planar by 5 %; between interleaved ones the faster wins. Cached per model, ISAs and threads like
         the per-layer choices. ``interleave_us``: "planar", "interleaved" (the session's ISA) and
         "interleaved-<isa>" for a narrower one, each also with " op-by-op" (row wavefronts off). Row wavefronts
-        are timed, not assumed: they took resnet20 at 99 % from 3155 to 2878 µs per 64 images but were within
-        noise on mobilenet_v2 at 0 %, whose 1x1 expand convs write 15 MB chunk tensors either way."""
+        are timed, not assumed: they took resnet20 at 99 % from 3155 to 2878 µs per 64 images, but mobilenet_v2
+        at 0 % (1x1 expand convs writing 15 MB chunk tensors) timed 40.5 ms with them and 35.0 ms without per 32
+        images at load (an in-process A/B at 16 images: within noise)."""
         K = max(e.vector_width for e, _ in cands.values())
         keys = "|".join(str(e.get("name")) + str(e.get("kernel")) + str(e.get("nnz")) for e in self._plan)
         ils = ";".join(f"{i}:{'|'.join(str(k) for k in ks)}" for i, (_, ks) in cands.items())
