@@ -37,7 +37,7 @@ struct ConvCall {
   int groups;  // conv_dw_cl: channels (= groups)
   int ih, iw, ipt, ipl;  // conv_dw_cl: the input's rows and columns at (ipt, ipl) of the conv's padded input
   // conv_il / conv_il_dense: only output rows [oh0, oh1) (oh1 == 0: every row); the top pad rows are written
-  // with row 0, the bottom ones with row Ho - 1 (engine.cpp runs two convs row-interleaved: exec_row_pair)
+  // with row 0, the bottom ones with row Ho - 1 (engine.cpp runs chains of convs row by row: exec_row_chain)
   int oh0, oh1;
 };
 
